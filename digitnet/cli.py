@@ -1,0 +1,172 @@
+"""The command line: parse, load the config, call one library function per command.
+
+Nothing here imports TensorFlow at module level, so `--help` answers at once. Library errors
+(DigitnetError) become `Error: ...` with exit status 1 and no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from digitnet import __version__
+from digitnet.errors import DigitnetError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def quiet_backend() -> None:
+    """Choose TensorFlow for Keras and hide its C++ start-up log lines."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    warnings.filterwarnings("ignore", module="keras")
+
+
+def user_errors(command):
+    """Turn DigitnetError into a one-line ClickException at the CLI boundary."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DigitnetError as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(exists=True, file_okay=True),
+    help="MNIST as a folder of IDX files or an .npz [default: $DIGITNET_DATA_DIR, else the run's "
+         "source, else download].")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+@click.group("digitnet", context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="digitnet")
+def cli():
+    """Train, evaluate and use handwritten-digit classifiers (Keras 3 on TensorFlow).
+
+    \b
+    Quick start:
+      digitnet train --data-dir ../shared/data/mnist
+      digitnet evaluate
+      digitnet predict my-digit.png
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML config holding only what it changes (see configs/).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config value; repeatable (e.g. --set training.seed=3).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Shortcut for training.epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Shortcut for training.batch_size.")
+@click.option("--seed", type=click.IntRange(min=0), help="Shortcut for training.seed.")
+@click.option("--run-dir", type=click.Path(file_okay=False),
+              help="Directory for this run [default: runs/<timestamp>].")
+@data_dir_option
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              show_default=True, help="gpu fails if TensorFlow sees none; auto prefers a GPU.")
+@user_errors
+def train(config_file, overrides, epochs, batch_size, seed, run_dir, data_dir, device):
+    """Train a model and write a run directory.
+
+    The run directory holds the resolved config, the best and last models, the per-epoch
+    history, the final metrics and a manifest; runs/latest points at the newest run.
+
+    \b
+    Example:
+      digitnet train --config configs/cnn.yaml --epochs 3 --set training.learning_rate=1e-3
+    """
+    from digitnet.config import load_config
+    from digitnet.rundir import new_run_dir
+
+    shortcuts = {"training.epochs": epochs, "training.batch_size": batch_size,
+                 "training.seed": seed}
+    config = load_config(config_file, overrides, shortcuts)
+    quiet_backend()
+    from digitnet.train import train_and_evaluate
+
+    result = train_and_evaluate(config, new_run_dir(run_dir), data_dir, device, sys.argv)
+    metrics = result.metrics
+    click.echo(f"Test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
+               f"after {metrics['epochs']} epochs in {metrics['train_seconds']:.1f} s; "
+               f"run saved to {result.run_dir}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", required=False, type=click.Path(exists=True))
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="test: the 10,000 test images; val: the run's held-out validation images.")
+@data_dir_option
+@json_option
+@user_errors
+def evaluate(run, split, data_dir, as_json):
+    """Score a run's best model: accuracy, loss, per-class precision/recall/F1, confusion matrix.
+
+    RUN is a run directory or a .keras file [default: runs/latest]. The report is also saved
+    as evaluation-<split>.json in the run directory.
+
+    \b
+    Example:
+      digitnet evaluate runs/latest --split val --json
+    """
+    quiet_backend()
+    from digitnet.evaluate import evaluate as evaluate_run
+    from digitnet.evaluate import format_report
+
+    report = evaluate_run(run, split, data_dir)
+    click.echo(json.dumps(report) if as_json else format_report(report))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", type=click.Path(exists=True),
+              help="Run directory or .keras file [default: runs/latest].")
+@click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="How many of the most probable digits to show.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+              help="Below this probability the answer is 'unknown'.")
+@click.option("--save-preprocessed", type=click.Path(file_okay=False),
+              help="Write the 28x28 image the model saw for each input into this folder.")
+@json_option
+@user_errors
+def predict(images, model, top_k, min_confidence, save_preprocessed, as_json):
+    """Predict the digit in each image.
+
+    IMAGES are image files (PNG, JPEG, BMP, GIF, WebP, TIFF; any size and mode), folders
+    (searched recursively) or '-' to read paths from stdin. A file that cannot be read gets a
+    one-line error; the others are still predicted, and the exit status is 1 at the end.
+
+    \b
+    Example:
+      digitnet predict photo.jpg drawings/ --top-k 2 --json
+    """
+    from digitnet.predict import DEFAULT_MIN_CONFIDENCE, format_row
+    from digitnet.predict import predict as predict_images
+
+    quiet_backend()
+    threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
+    failed = 0
+    for prediction in predict_images(images, model, top_k, threshold, save_preprocessed):
+        failed += prediction.error is not None
+        if as_json:
+            click.echo(json.dumps(prediction.to_json()))
+        elif prediction.error is not None:
+            click.echo(f"Error: {prediction.error}", err=True)
+        else:
+            click.echo(format_row(prediction))
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="digitnet")

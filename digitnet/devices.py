@@ -1,0 +1,31 @@
+"""Choose the device TensorFlow trains on, before any tensor is created."""
+
+from __future__ import annotations
+
+from digitnet.errors import DigitnetError
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def select_device(device: str) -> str:
+    """Make only the chosen device visible and return its description.
+
+    Args:
+      device: "auto" (a GPU when TensorFlow sees one, else the CPU), "cpu" or "gpu".
+
+    Returns:
+      A human-readable name such as "CPU" or "GPU:0 (/physical_device:GPU:0)".
+
+    Raises:
+      DigitnetError: "gpu" was asked for and TensorFlow sees none.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise DigitnetError("--device gpu: TensorFlow sees no GPU on this machine "
+                            "(use --device auto or --device cpu)")
+    if device == "cpu" or not gpus:
+        tf.config.set_visible_devices([], "GPU")
+        return "CPU"
+    return f"GPU:0 ({gpus[0].name})"

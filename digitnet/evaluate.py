@@ -1,0 +1,116 @@
+"""Evaluate a trained model on the test or validation split: accuracy, loss, per-class scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from digitnet import rundir
+from digitnet.config import Config, from_dict
+from digitnet.config import read_yaml as read_config_yaml
+from digitnet.data import load_mnist, resolve_source, split_validation, to_model_input
+
+SPLITS = ("test", "val")
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """10x10 counts: row = true digit, column = predicted digit."""
+    return np.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)
+
+
+def per_class_scores(confusion: np.ndarray) -> list[dict]:
+    """Precision, recall, F1 and support of each digit from the confusion matrix."""
+    true_positive = np.diag(confusion).astype(float)
+    predicted = confusion.sum(axis=0)
+    actual = confusion.sum(axis=1)
+    precision = np.divide(true_positive, predicted, out=np.zeros(10), where=predicted > 0)
+    recall = np.divide(true_positive, actual, out=np.zeros(10), where=actual > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros(10), where=total > 0)
+    return [{"digit": d, "precision": float(precision[d]), "recall": float(recall[d]),
+             "f1": float(f1[d]), "support": int(actual[d])} for d in range(10)]
+
+
+def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy, loss, per-class scores and the confusion matrix of predictions.
+
+    Args:
+      probabilities: (N, 10) model outputs.
+      labels: (N,) true digits.
+
+    Returns:
+      A JSON-ready dict.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    predicted = probabilities.argmax(axis=1)
+    confusion = confusion_matrix(labels, predicted)
+    picked = probabilities[np.arange(len(labels)), labels]
+    classes = per_class_scores(confusion)
+    return {
+        "examples": int(len(labels)),
+        "accuracy": float(np.mean(predicted == labels)),
+        "loss": float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))),
+        "macro_f1": float(np.mean([c["f1"] for c in classes])),
+        "per_class": classes,
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def run_config(run_dir: Path | None) -> Config:
+    """The run's own config, so the split matches training; the defaults for a bare model."""
+    if run_dir is None:
+        return Config()
+    return from_dict(read_config_yaml(run_dir / rundir.CONFIG_FILE))
+
+
+def load_split(config: Config, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Model-ready images and labels of the test split, or of the run's validation split."""
+    mnist = load_mnist(resolve_source(data_dir, config.data.source))
+    if split == "test":
+        return to_model_input(mnist.x_test), mnist.y_test.astype(np.int64)
+    splits = split_validation(mnist, config.data.validation_size, config.training.seed)
+    return splits.x_val, splits.y_val
+
+
+def evaluate(model_or_run: str | Path | None, split: str = "test",
+             data_dir: str | None = None) -> dict:
+    """Evaluate a run's best model (or a .keras file) and save the report in the run directory.
+
+    Args:
+      model_or_run: a run directory, a .keras file, or None for runs/latest.
+      split: "test" or "val" (the run's own held-out validation images).
+      data_dir: --data-dir, or None for $DIGITNET_DATA_DIR, the run's config, or a download.
+
+    Returns:
+      The report from `score`, plus the model path, the split and where it was saved.
+    """
+    from digitnet.inference import load_classifier
+
+    model_path, run_dir = rundir.resolve_model(model_or_run)
+    classifier = load_classifier(model_path)  # a bad model fails before the data is read
+    images, labels = load_split(run_config(run_dir), split, data_dir)
+    report = score(classifier.predict(images), labels)
+    report = {"model": str(model_path), "split": split, **report}
+    if run_dir is not None:
+        report["saved_to"] = str(run_dir / f"evaluation-{split}.json")
+        rundir.write_json(report["saved_to"], report)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A readable table: overall scores, per-class scores, confusion matrix."""
+    lines = [f"Model:    {report['model']}",
+             f"Split:    {report['split']} ({report['examples']} images)",
+             f"Accuracy: {report['accuracy']:.4f}   Loss: {report['loss']:.4f}   "
+             f"Macro F1: {report['macro_f1']:.4f}", "",
+             "digit  precision  recall      f1  support"]
+    lines += [f"{c['digit']:>5}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  {c['f1']:>6.4f}  "
+              f"{c['support']:>7}" for c in report["per_class"]]
+    lines += ["", "Confusion matrix (rows: true digit, columns: predicted)",
+              "     " + "".join(f"{d:>6}" for d in range(10))]
+    lines += [f"{d:>5}" + "".join(f"{n:>6}" for n in row)
+              for d, row in enumerate(report["confusion_matrix"])]
+    if "saved_to" in report:
+        lines += ["", f"Saved to {report['saved_to']}"]
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""Predict the digit in each of a user's images."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from digitnet import rundir
+from digitnet.errors import DigitnetError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DEFAULT_MIN_CONFIDENCE = 0.0  # below it the answer is "unknown"; 0 always answers a digit
+BATCH_SIZE = 1024  # images per model call: big enough to amortise the call, small in memory
+
+
+@dataclass
+class Prediction:
+    """One image's answer, or the reason it has none."""
+
+    file: str
+    digit: int | None = None  # None when unknown or on error
+    probability: float = 0.0
+    top_k: list = field(default_factory=list)  # [{"digit": d, "probability": p}, ...]
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        if self.error is not None:
+            return {"file": self.file, "error": self.error}
+        return {"file": self.file, "digit": self.digit if self.digit is not None else "unknown",
+                "probability": self.probability, "top_k": self.top_k}
+
+
+def expand_inputs(inputs: Iterable[str], stdin=None) -> Iterator[str]:
+    """Files as given, folders searched recursively for images, '-' reads paths from stdin."""
+    for item in inputs:
+        if item == "-":
+            stream = stdin or sys.stdin
+            yield from (line.strip() for line in stream if line.strip())
+        elif os.path.isdir(item):
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                        yield os.path.join(root, name)
+        else:
+            yield item
+
+
+def top_predictions(probabilities: np.ndarray, k: int) -> list[dict]:
+    """The k most probable digits, most probable first."""
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [{"digit": int(d), "probability": round(float(probabilities[d]), 6)} for d in order]
+
+
+def answer(path: str, probabilities: np.ndarray, top_k: int, min_confidence: float) -> Prediction:
+    """The prediction for one image: its best digit, or unknown below `min_confidence`."""
+    best = int(np.argmax(probabilities))
+    confident = probabilities[best] >= min_confidence
+    return Prediction(file=path, digit=best if confident else None,
+                      probability=round(float(probabilities[best]), 6),
+                      top_k=top_predictions(probabilities, top_k))
+
+
+def save_inputs(paths: list[str], arrays: list[np.ndarray], folder: Path) -> None:
+    """Write each preprocessed 28x28 input as a PNG named after its source file."""
+    from digitnet.preprocess import save_preprocessed
+
+    folder.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for path, array in zip(paths, arrays):
+        name = Path(path).stem
+        while name in used:  # two inputs with the same name from different folders
+            name += "_"
+        used.add(name)
+        save_preprocessed(array, folder / f"{name}.png")
+
+
+def predict_batch(classifier, paths: list[str], top_k: int, min_confidence: float,
+                  save_dir: Path | None) -> list[Prediction]:
+    """Preprocess and predict one batch of paths, keeping their order."""
+    from digitnet.preprocess import preprocess_files
+
+    inputs = preprocess_files(paths)
+    good = [(p, a) for p, a in zip(paths, inputs) if not isinstance(a, DigitnetError)]
+    probabilities = classifier.predict(np.stack([a for _, a in good])[..., None]) if good else []
+    if save_dir is not None and good:
+        save_inputs([p for p, _ in good], [a for _, a in good], save_dir)
+    answers = {p: answer(p, row, top_k, min_confidence) for (p, _), row in zip(good, probabilities)}
+    return [answers.get(p) or Prediction(file=p, error=str(a)) for p, a in zip(paths, inputs)]
+
+
+def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int = 3,
+            min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+            save_dir: str | Path | None = None) -> Iterator[Prediction]:
+    """Predict the digit in each image, batch by batch, in input order.
+
+    Args:
+      inputs: image files, folders (searched recursively) and '-' for paths on stdin.
+      model: a run directory, a .keras file, or None for runs/latest.
+      top_k: how many of the most probable digits to report (1-10).
+      min_confidence: below this probability the digit is reported as unknown.
+      save_dir: where to write the 28x28 images the model saw, or None.
+
+    Yields:
+      One Prediction per image; an unreadable image yields a Prediction with `error` set.
+    """
+    from digitnet.inference import load_classifier
+
+    model_path, _ = rundir.resolve_model(model)
+    classifier = load_classifier(model_path)
+    save_path = Path(save_dir) if save_dir is not None else None
+    batch: list[str] = []
+    for path in expand_inputs(inputs):
+        batch.append(path)
+        if len(batch) == BATCH_SIZE:
+            yield from predict_batch(classifier, batch, top_k, min_confidence, save_path)
+            batch = []
+    if batch:
+        yield from predict_batch(classifier, batch, top_k, min_confidence, save_path)
+
+
+def format_row(prediction: Prediction) -> str:
+    """One table row: file, digit, probability, top-k (or the error)."""
+    if prediction.error is not None:
+        return f"{prediction.file}  error: {prediction.error}"
+    digit = "unknown" if prediction.digit is None else str(prediction.digit)
+    others = "  ".join(f"{t['digit']}:{t['probability']:.3f}" for t in prediction.top_k)
+    return f"{prediction.file}  {digit:>7}  {prediction.probability:.3f}  [{others}]"

@@ -1,0 +1,127 @@
+"""The command line through CliRunner: help, versions, exact error text, exit codes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from digitnet import __version__
+from digitnet.cli import cli
+from tests.conftest import TINY_OVERRIDES
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"]])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_has_help(command, flag):
+    result = run(*command, flag)
+    assert result.exit_code == 0
+    assert result.output.startswith("Usage: digitnet")
+
+
+def test_version():
+    assert run("--version").output == f"digitnet, version {__version__}\n"
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys; from digitnet.cli import main; sys.argv=['digitnet','train','--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_python_m_digitnet_runs():
+    result = subprocess.run([sys.executable, "-m", "digitnet", "--version"], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == f"digitnet, version {__version__}"
+
+
+def set_args(*overrides):
+    return [part for text in overrides for part in ("--set", text)]
+
+
+def test_train_then_evaluate_with_no_arguments(runs_dir, tiny_data_dir):
+    result = run("train", "--data-dir", str(tiny_data_dir), *set_args(*TINY_OVERRIDES),
+                 "--epochs", "1", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert "Training on CPU" in result.output and "Test accuracy" in result.output
+    run_dir = (runs_dir / "latest").resolve()
+    assert (run_dir / "model-best.keras").is_file()
+    assert "seed: 3" in (run_dir / "config.yaml").read_text()
+
+    result = run("evaluate")
+    assert result.exit_code == 0, result.output
+    assert "Accuracy:" in result.output and "Confusion matrix" in result.output
+    assert (run_dir / "evaluation-test.json").is_file()
+
+
+def test_evaluate_json_and_val_split(tiny_run):
+    result = run("evaluate", str(tiny_run), "--split", "val", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["split"] == "val" and report["examples"] == 10
+    assert len(report["per_class"]) == 10
+    assert sum(map(sum, report["confusion_matrix"])) == 10
+    assert json.loads((tiny_run / "evaluation-val.json").read_text()) == report
+
+
+def test_evaluate_a_keras_file(tiny_run):
+    result = run("evaluate", str(tiny_run / "model-last.keras"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["examples"] == 20
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--set", "training.epochz=2"], "Error: training.epochz: unknown key"),
+    (["train", "--set", "training.batch_size=big"],
+     "Error: training.batch_size: expected an integer, received 'big'\n"),
+    (["train", "--set", "nothing"], "Error: --set 'nothing': expected section.key=value\n"),
+    (["train", "--epochs", "0"],
+     "Error: Invalid value for '--epochs': 0 is not in the range x>=1."),
+    (["train", "--device", "tpu"], "Error: Invalid value for '--device': 'tpu' is not one of"),
+    (["train", "--config", "missing.yaml"],
+     "Error: Invalid value for '--config': File 'missing.yaml' does not exist."),
+    (["evaluate", "nowhere"], "Error: Invalid value for '[RUN]': Path 'nowhere' does not exist."),
+    (["evaluate", "--split", "train"], "Error: Invalid value for '--split': 'train' is not one of"),
+])
+def test_bad_input_is_one_line_error(runs_dir, args, message):
+    result = run(*args)
+    assert result.exit_code in (1, 2)
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_evaluate_without_any_run(runs_dir):
+    result = run("evaluate")
+    assert result.exit_code == 1
+    assert result.output == (f"Error: no run found at {runs_dir / 'latest'} (train one with "
+                             f"`digitnet train`, or pass a run directory or a .keras file)\n")
+
+
+def test_evaluate_a_folder_that_is_not_a_run(runs_dir, tmp_path):
+    result = run("evaluate", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {tmp_path}: no model-best.keras in this run directory "
+                             f"(is it a digitnet run that finished an epoch?)\n")
+
+
+def test_evaluate_a_corrupt_model(runs_dir, tmp_path):
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a zip")
+    result = run("evaluate", str(bad))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {bad}: cannot load Keras model (")
+    assert result.output.count("\n") == 1
+
+
+def test_train_with_a_bad_data_dir(runs_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("train", "--data-dir", str(tmp_path / "empty"), "--run-dir", "r")
+    assert result.exit_code == 1
+    assert result.output.endswith(f"Error: {tmp_path / 'empty'}: missing train-images-idx3-ubyte"
+                                  f"[.gz] (expected the four MNIST IDX files)\n")

@@ -1,0 +1,26 @@
+"""The model builder: shapes and pinned parameter counts."""
+
+import numpy as np
+
+from digitnet.config import load_config
+from digitnet.model import build_model
+from tests.conftest import REPO
+
+
+def test_lesson_model_has_the_lessons_layers_and_parameters():
+    model = build_model(load_config().model)
+    assert [type(layer).__name__ for layer in model.layers] == ["Flatten", "Dense", "Dense"]
+    assert model.count_params() == 784 * 256 + 256 + 256 * 10 + 10  # 203,530
+
+
+def test_outputs_are_ten_probabilities_that_sum_to_one():
+    model = build_model(load_config().model)
+    probabilities = np.asarray(model(np.random.default_rng(0).random((4, 28, 28, 1))))
+    assert probabilities.shape == (4, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_cnn_config_builds():
+    model = build_model(load_config(REPO / "configs/cnn.yaml").model)
+    assert model.output_shape == (None, 10)
+    assert model.count_params() == 225034

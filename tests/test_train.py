@@ -1,0 +1,111 @@
+"""One tiny end-to-end training run: the run directory and what it holds."""
+
+import csv
+import json
+import os
+
+import pytest
+import yaml
+
+from digitnet import rundir
+from digitnet.config import load_config
+from digitnet.errors import DigitnetError
+from digitnet.train import train_and_evaluate
+from tests.conftest import TINY_OVERRIDES
+
+
+def test_run_directory_holds_everything_needed_later(tiny_run, tiny_data_dir):
+    names = {path.name for path in tiny_run.iterdir()}
+    assert {"config.yaml", "model-best.keras", "model-last.keras", "history.csv",
+            "metrics.json", "manifest.json"} <= names
+    assert not [name for name in names if name.startswith(".")]  # no temporary files left
+
+
+def test_config_yaml_is_the_resolved_config(tiny_run, tiny_data_dir):
+    saved = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert saved["training"]["batch_size"] == 5
+    assert saved["data"]["source"] == str(tiny_data_dir)  # evaluate finds the data again
+
+
+def test_history_has_one_row_per_epoch(tiny_run):
+    rows = list(csv.DictReader((tiny_run / "history.csv").open()))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert list(rows[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy",
+                             "learning_rate", "seconds"]
+    assert all(float(row["seconds"]) > 0 for row in rows)
+
+
+def test_metrics_json(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    for split in ("train", "val", "test"):
+        assert 0.0 <= metrics[f"{split}_accuracy"] <= 1.0
+        assert metrics[f"{split}_loss"] > 0
+    assert metrics["epochs"] == 2 and metrics["train_seconds"] > 0
+    assert 1 <= metrics["best_epoch"] <= 2
+
+
+def test_manifest_records_versions_seed_device_and_data(tiny_run):
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    for key in ("digitnet", "tensorflow", "keras", "python", "numpy", "command"):
+        assert manifest[key]
+    assert manifest["seed"] == 0 and manifest["device"] == "CPU"
+    assert len(manifest["data_files"]) == 4
+    assert all(len(digest) == 64 for digest in manifest["data_files"].values())
+
+
+def tiny_config(*extra):
+    return load_config(None, TINY_OVERRIDES + extra)
+
+
+def test_same_config_and_seed_give_the_same_metrics(runs_dir, tiny_data_dir):
+    first = train_and_evaluate(tiny_config(), rundir.new_run_dir("a"), str(tiny_data_dir))
+    second = train_and_evaluate(tiny_config(), rundir.new_run_dir("b"), str(tiny_data_dir))
+    drop = ("train_seconds", "checkpoint_seconds")
+    assert {k: v for k, v in first.metrics.items() if k not in drop} == \
+           {k: v for k, v in second.metrics.items() if k not in drop}
+    assert os.readlink(runs_dir / "latest").endswith("b")
+
+
+def test_training_learns_the_synthetic_digits(runs_dir, tiny_data_dir):
+    config = tiny_config("training.epochs=6", "training.learning_rate=0.01")
+    result = train_and_evaluate(config, rundir.new_run_dir("learn"), str(tiny_data_dir))
+    assert result.metrics["test_accuracy"] >= 0.9
+
+
+def test_default_run_dir_is_timestamped_under_runs(runs_dir):
+    path = rundir.new_run_dir(None)
+    assert path.parent == runs_dir and path.name[:8].isdigit()
+    assert rundir.new_run_dir(None) != path  # two runs in the same second do not collide
+
+
+def test_non_empty_run_dir_is_refused(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "keep.txt").write_text("x")
+    with pytest.raises(DigitnetError) as error:
+        rundir.new_run_dir(tmp_path / "old")
+    assert str(error.value) == (f"--run-dir {tmp_path / 'old'}: already exists and is not empty "
+                                f"(choose a new directory, or use --resume to continue it)")
+
+
+def test_batch_larger_than_the_data_is_refused(runs_dir, tiny_data_dir):
+    with pytest.raises(DigitnetError) as error:
+        train_and_evaluate(tiny_config("training.batch_size=41"), rundir.new_run_dir("big"),
+                           str(tiny_data_dir))
+    assert str(error.value) == ("training.batch_size: expected at most the 40 training images, "
+                                "received 41")
+
+
+def test_gpu_without_gpu_is_an_error(runs_dir, tiny_data_dir):
+    with pytest.raises(DigitnetError, match="^--device gpu: TensorFlow sees no GPU"):
+        train_and_evaluate(tiny_config(), rundir.new_run_dir("gpu"), str(tiny_data_dir),
+                           device="gpu")
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    rundir.write_json(target, {"good": 1})
+    with pytest.raises(RuntimeError), rundir.atomic_path(target) as tmp:
+        tmp.write_text('{"half": ')
+        raise RuntimeError("crash while writing")
+    assert json.loads(target.read_text()) == {"good": 1}
+    assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
