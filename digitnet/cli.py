@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 
 import click
 
 from digitnet import __version__
+from digitnet.backend import import_tensorflow_quietly, quiet_backend
 from digitnet.errors import DigitnetError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def quiet_backend() -> None:
-    """Choose TensorFlow for Keras and hide its C++ start-up log lines."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import warnings
-
-    warnings.filterwarnings("ignore", module="keras")
 
 
 def user_errors(command):
@@ -91,7 +82,7 @@ def train(config_file, overrides, epochs, batch_size, seed, run_dir, data_dir, d
     shortcuts = {"training.epochs": epochs, "training.batch_size": batch_size,
                  "training.seed": seed}
     config = load_config(config_file, overrides, shortcuts)
-    quiet_backend()
+    import_tensorflow_quietly()
     from digitnet.train import train_and_evaluate
 
     result = train_and_evaluate(config, new_run_dir(run_dir), data_dir, device, sys.argv)

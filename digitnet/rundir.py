@@ -129,7 +129,7 @@ def resolve_run(path: str | Path | None) -> Path:
 
 
 def resolve_model(path: str | Path | None) -> tuple[Path, Path | None]:
-    """(model file, run directory or None) for a run directory, a .keras file, or runs/latest."""
+    """(model file, run directory or None) for a run directory, a model file, or runs/latest."""
     path = resolve_run(path)
     if path.is_dir():
         model = path / BEST_MODEL
@@ -137,8 +137,8 @@ def resolve_model(path: str | Path | None) -> tuple[Path, Path | None]:
             raise DigitnetError(f"{path}: no {BEST_MODEL} in this run directory "
                                 f"(is it a digitnet run that finished an epoch?)")
         return model, path
-    if path.suffix != ".keras":
-        raise DigitnetError(f"{path}: expected a run directory or a .keras model file")
+    if path.suffix not in (".keras", ".tflite"):
+        raise DigitnetError(f"{path}: expected a run directory, a .keras or a .tflite model file")
     run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
     return path, run_dir
 

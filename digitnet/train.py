@@ -20,6 +20,7 @@ from digitnet.config import Config, TrainingConfig, save_config
 from digitnet.data import Splits, load_mnist, resolve_source, split_validation
 from digitnet.devices import select_device
 from digitnet.errors import DigitnetError
+from digitnet.export import export_litert, litert_path
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
     """
     import tensorflow as tf
 
+    from digitnet.augment import augment_batch
+
     batch = training.batch_size
     steps = steps_per_epoch(len(x), training)
     images = tf.constant(x)
@@ -118,27 +121,31 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
         batches = tf.reshape(order[: steps * batch], (steps, batch))
         return tf.data.Dataset.from_tensor_slices(batches)
 
+    def gather(step, idx):
+        batch_images = tf.gather(images, idx)
+        if training.augment.enabled:  # seeded by the global step: identical after a resume
+            seed = tf.stack([tf.constant(training.seed, tf.int64), step])
+            batch_images = augment_batch(batch_images, training.augment, seed)
+        return batch_images, tf.gather(labels, idx)
+
     return (tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_order)
-            .map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx)))
+            .enumerate(start=first_epoch * steps)
+            .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
-
-
-def one_hot(labels: np.ndarray) -> np.ndarray:
-    return np.eye(10, dtype=np.float32)[labels]
 
 
 def fit(model, splits: Splits, config: Config, run_dir: Path, first_epoch: int = 0,
         callbacks: tuple = ()) -> float:
     """Run `model.fit` for the configured epochs; return the seconds it took."""
+    from digitnet.validation import EagerValidation
+
     training = config.training
     started = time.perf_counter()
     model.fit(
         training_batches(splits.x_train, splits.y_train, training, first_epoch),
         steps_per_epoch=steps_per_epoch(len(splits.x_train), training),
         epochs=training.epochs, initial_epoch=first_epoch,
-        validation_data=(splits.x_val, one_hot(splits.y_val)),
-        validation_batch_size=1000,
-        callbacks=list(callbacks),
+        callbacks=[EagerValidation(splits.x_val, splits.y_val), *callbacks],
         shuffle=False,  # training_batches already shuffles, reproducibly
         verbose=1 if sys.stdout.isatty() else 2,  # no carriage returns in a log file
     )
@@ -225,8 +232,10 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint) -> TrainRe
     import keras
 
     best = keras.saving.load_model(run_dir / rundir.BEST_MODEL)
+    export_litert(best, litert_path(run_dir / rundir.BEST_MODEL))  # predict without TensorFlow
+    training_seconds = seconds - checkpoint.seconds  # file writes are not training
     metrics = {**measure(best, splits), "best_epoch": checkpoint.best_epoch,
-               "epochs": checkpoint.epochs_run, "train_seconds": round(seconds, 3),
+               "epochs": checkpoint.epochs_run, "train_seconds": round(training_seconds, 3),
                "checkpoint_seconds": round(checkpoint.seconds, 3)}
     rundir.write_json(run_dir / rundir.METRICS_FILE, metrics)
     if not math.isfinite(metrics["test_loss"]):

@@ -21,3 +21,15 @@ def test_evaluate_agrees_with_training_metrics(default_mnist_run):
     metrics = json.loads((default_mnist_run / "metrics.json").read_text())
     assert report["examples"] == 10000
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+
+
+def test_litert_export_matches_keras_on_the_whole_test_set(default_mnist_run, mnist_dir):
+    from digitnet.data import load_mnist, to_model_input
+    from digitnet.inference import KerasClassifier, LiteRTClassifier
+
+    images = to_model_input(load_mnist(str(mnist_dir)).x_test)
+    keras_probabilities = KerasClassifier(default_mnist_run / "model-best.keras").predict(images)
+    litert_probabilities = LiteRTClassifier(default_mnist_run / "model-best.tflite").predict(images)
+    assert len(litert_probabilities) == 10000
+    assert (keras_probabilities.argmax(1) == litert_probabilities.argmax(1)).all()
+    assert abs(keras_probabilities - litert_probabilities).max() <= 1e-5

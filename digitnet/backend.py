@@ -1,0 +1,30 @@
+"""Keras on TensorFlow, imported quietly and only when a command needs it."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def quiet_backend() -> None:
+    """Choose TensorFlow for Keras and hide its C++ start-up log lines and Keras' warnings."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    warnings.filterwarnings("ignore", module="keras")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with stderr silenced: it logs CUDA and oneDNN notices before its own
+    log level applies (TF_CPP_MIN_LOG_LEVEL cannot hide them)."""
+    quiet_backend()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

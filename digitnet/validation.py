@@ -1,0 +1,34 @@
+"""Validation at the end of each epoch, run eagerly.
+
+Keras' own validation compiles a second (XLA) function, which costs about as much as two epochs
+of the default recipe; a plain forward pass over 5,000 images costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+CHUNK = 1000  # images per forward pass: bounded memory for any model
+
+
+class EagerValidation(keras.callbacks.Callback):
+    """Adds val_loss (the training objective) and val_accuracy to each epoch's logs.
+
+    Place it before callbacks that read those logs; Keras' progress bar and History come last.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        super().__init__()
+        self.images = images
+        self.targets = np.eye(10, dtype=np.float32)[labels]
+        self.labels = labels
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        probabilities = np.concatenate([
+            np.asarray(self.model(self.images[i: i + CHUNK], training=False))
+            for i in range(0, len(self.images), CHUNK)])
+        logs["val_loss"] = float(self.model.loss(self.targets, probabilities))
+        logs["val_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == self.labels))
