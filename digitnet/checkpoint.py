@@ -1,35 +1,74 @@
-"""Per-epoch bookkeeping during fit: history CSV, best and last models, all written atomically."""
+"""Per-epoch bookkeeping during fit: checkpoints, history CSV, best and last models, run state.
+
+Every file is written atomically; see digitnet/resume.py for the checkpoint layout.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import sys
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from digitnet import rundir
+from digitnet.config import TrainingConfig
+from digitnet.errors import DigitnetError
+from digitnet.interrupt import InterruptGuard
+from digitnet.resume import (
+    Snapshot,
+    checkpoint_file,
+    file_sha256,
+    prune_checkpoints,
+    read_snapshot,
+    remove_temporaries,
+    update_state,
+    write_snapshot,
+)
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
                    "seconds")
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After each epoch: append the history row, save the last model and the best (val_accuracy)."""
+    """After each epoch: a resumable checkpoint, then the last and best models, history and state.
 
-    def __init__(self, run_dir: Path, rows: list | None = None, best: float = -1.0):
+    Also stops training early once val_accuracy has not improved for `early_stopping_patience`
+    epochs. Given a Snapshot, it continues that checkpoint's history, best and patience counter.
+    """
+
+    def __init__(self, run_dir: Path, training: TrainingConfig, snapshot: Snapshot | None = None):
         super().__init__()
-        self.run_dir = run_dir
-        self.rows = list(rows or [])
-        self.best = best
-        self.best_epoch = int(max(self.rows, key=lambda r: r["val_accuracy"])["epoch"]) \
-            if self.rows else 0
-        self.seconds = 0.0  # time spent writing files, reported apart from training time
+        self.run_dir = Path(run_dir)
+        self.patience = training.early_stopping_patience
+        self.rows = list(snapshot.history) if snapshot else []
+        self.best = snapshot.best_val_accuracy if snapshot else -1.0
+        self.best_epoch = snapshot.best_epoch if snapshot else 0
+        self.wait = snapshot.epochs_without_improvement if snapshot else 0
+        self.previous = snapshot  # the last committed checkpoint: pruning keeps it and its best
+        self.prior_train_seconds = snapshot.train_seconds if snapshot else 0.0
+        self.prior_seconds = snapshot.checkpoint_seconds if snapshot else 0.0
+        self.seconds = self.prior_seconds  # time spent writing files, reported apart
+        self.fit_started = time.perf_counter()
 
     @property
     def epochs_run(self) -> int:
         return len(self.rows)
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether val_accuracy has not improved for `patience` epochs (patience 0: never)."""
+        return 0 < self.patience <= self.wait
+
+    def training_seconds(self, fit_seconds: float) -> float:
+        """Training time of all sessions: this one's time in fit, less its file writes."""
+        return self.prior_train_seconds + fit_seconds - (self.seconds - self.prior_seconds)
+
+    def on_train_begin(self, logs=None):
+        self.fit_started = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = time.perf_counter()
@@ -37,13 +76,49 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self.rows.append(self.history_row(epoch, logs))
+        self.track_best(epoch + 1, float(logs["val_accuracy"]))
         started = time.perf_counter()
-        if logs["val_accuracy"] > self.best:
-            self.best, self.best_epoch = float(logs["val_accuracy"]), epoch + 1
-            rundir.save_model(self.model, self.run_dir / rundir.BEST_MODEL)
-        rundir.save_model(self.model, self.run_dir / rundir.LAST_MODEL)
-        rundir.write_text(self.run_dir / rundir.HISTORY_FILE, history_csv(self.rows))
+        self.save(epoch + 1, started)
         self.seconds += time.perf_counter() - started
+        if self.stopped_early:
+            print(f"Stopping early: val_accuracy has not improved for {self.wait} epochs "
+                  f"(best {self.best:.4f} after epoch {self.best_epoch})", flush=True)
+            self.model.stop_training = True
+
+    def track_best(self, epoch: int, val_accuracy: float) -> None:
+        """Update the best epoch and early stopping's count of epochs without improvement."""
+        if val_accuracy > self.best:
+            self.best, self.best_epoch, self.wait = val_accuracy, epoch, 0
+        else:
+            self.wait += 1
+
+    def save(self, epoch: int, started: float) -> None:
+        """Write the checkpoint and commit it; then the last and best models, history, state."""
+        model_file = checkpoint_file(self.run_dir, epoch)
+        model_file.parent.mkdir(exist_ok=True)
+        rundir.save_model(self.model, model_file)
+        snapshot = self.snapshot(epoch, file_sha256(model_file), started)
+        write_snapshot(self.run_dir, snapshot)  # from here on, the run resumes from this epoch
+        if self.best_epoch == epoch:
+            rundir.copy_file(model_file, self.run_dir / rundir.BEST_MODEL)
+        rundir.copy_file(model_file, self.run_dir / rundir.LAST_MODEL)
+        rundir.write_text(self.run_dir / rundir.HISTORY_FILE, history_csv(self.rows))
+        update_state(self.run_dir, epoch=epoch, best_epoch=self.best_epoch,
+                     best_val_accuracy=self.best, stopped_early=self.stopped_early,
+                     checkpoint=str(model_file.relative_to(self.run_dir)))
+        prune_checkpoints(self.run_dir, keep_epochs(snapshot, self.previous))
+        self.previous = snapshot
+
+    def snapshot(self, epoch: int, sha256: str, started: float) -> Snapshot:
+        """Everything besides the .keras file that a resumed run restores."""
+        session = started - self.fit_started - (self.seconds - self.prior_seconds)
+        return Snapshot(
+            epoch=epoch, sha256=sha256,
+            steps=int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
+            best_epoch=self.best_epoch, best_val_accuracy=self.best,
+            epochs_without_improvement=self.wait, rng=rng_state(self.model),
+            history=list(self.rows), train_seconds=self.prior_train_seconds + session,
+            checkpoint_seconds=self.seconds)
 
     def history_row(self, epoch: int, logs: dict) -> dict:
         optimizer = self.model.optimizer
@@ -53,6 +128,99 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             row[key] = float(logs[key])
         return row
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Raise TrainingInterrupted at the first safe point after SIGINT or SIGTERM.
+
+    Safe points are the end of a step (the partial epoch is dropped: runs resume at epoch
+    boundaries) and the start of an epoch (the previous one is saved by then).
+    """
+
+    def __init__(self, guard: InterruptGuard):
+        super().__init__()
+        self.guard = guard
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.guard.check()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.guard.check()
+
+
+def keep_epochs(snapshot: Snapshot, previous: Snapshot | None) -> set[int]:
+    """The checkpoints to keep: the last two, and the best model as of each of them."""
+    keep = {snapshot.epoch, snapshot.best_epoch}
+    if previous is not None:
+        keep |= {previous.epoch, previous.best_epoch}
+    return keep
+
+
+def rng_variables(model) -> list:
+    """The model's random-generator states (dropout's SeedGenerators), which .keras omits."""
+    weights = {id(variable) for variable in model.weights}
+    return [variable for variable in model.variables if id(variable) not in weights]
+
+
+def rng_state(model) -> list:
+    """The RNG states as JSON-ready lists of integers."""
+    return [np.asarray(variable.numpy()).tolist() for variable in rng_variables(model)]
+
+
+def restore_checkpoint(model, run_dir: Path, snapshot: Snapshot) -> None:
+    """Load a checkpoint into a compiled model: weights, optimizer and RNG state.
+
+    The optimizer comes from today's config, so a larger --epochs rebuilds the schedule, and
+    takes the saved moments and iteration count: the schedule continues from the same step.
+
+    Args:
+      model: the model built and compiled from the run's config.
+      run_dir: the run directory.
+      snapshot: the checkpoint to load (from `latest_snapshot`).
+
+    Raises:
+      DigitnetError: the checkpoint cannot be loaded or does not fit the model.
+    """
+    path = checkpoint_file(run_dir, snapshot.epoch)
+    model.optimizer.build(model.trainable_variables)  # so load_weights fills its variables
+    try:
+        model.load_weights(path)
+    except Exception as error:  # Keras raises many types for a bad archive
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0][:200]
+        raise DigitnetError(f"{path}: cannot load checkpoint ({reason})") from None
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    variables = rng_variables(model)
+    if steps != snapshot.steps or len(variables) != len(snapshot.rng):
+        raise DigitnetError(f"{path}: does not fit the model (optimizer at step {steps}, "
+                            f"expected {snapshot.steps})")
+    for variable, state in zip(variables, snapshot.rng):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
+
+
+def restore_run_files(run_dir: Path, snapshot: Snapshot | None) -> None:
+    """Put the run directory back to `snapshot`'s epoch: later checkpoints go, and history.csv,
+    model-last.keras and model-best.keras are rewritten from the checkpoints."""
+    remove_temporaries(run_dir)
+    if snapshot is None:
+        prune_checkpoints(run_dir, set())
+        return
+    prune_checkpoints(run_dir, set(range(snapshot.epoch + 1)))
+    rundir.write_text(run_dir / rundir.HISTORY_FILE, history_csv(snapshot.history))
+    rundir.copy_file(checkpoint_file(run_dir, snapshot.epoch), run_dir / rundir.LAST_MODEL)
+    restore_best_model(run_dir, snapshot)
+
+
+def restore_best_model(run_dir: Path, snapshot: Snapshot) -> None:
+    """Copy the checkpoint of the best epoch so far to model-best.keras."""
+    if snapshot.best_epoch == 0:  # no epoch had a finite val_accuracy
+        return
+    try:
+        best = snapshot if snapshot.best_epoch == snapshot.epoch else \
+            read_snapshot(run_dir, snapshot.best_epoch)
+    except DigitnetError as error:
+        print(f"Warning: {error}; keeping {rundir.BEST_MODEL} as it is", file=sys.stderr)
+        return
+    rundir.copy_file(checkpoint_file(run_dir, best.epoch), run_dir / rundir.BEST_MODEL)
 
 
 def history_csv(rows: list[dict]) -> str:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from pathlib import Path
 
 import click
 
 from digitnet import __version__
 from digitnet.backend import import_tensorflow_quietly, quiet_backend
 from digitnet.errors import DigitnetError
+from digitnet.interrupt import TrainingInterrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -26,6 +28,9 @@ def user_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except TrainingInterrupted as stop:  # not an error: the run is saved and resumable
+            click.echo(str(stop), err=True)
+            raise click.exceptions.Exit(stop.exit_code) from None
         except DigitnetError as error:
             raise click.ClickException(str(error)) from None
 
@@ -65,27 +70,42 @@ def cli():
 @data_dir_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
               show_default=True, help="gpu fails if TensorFlow sees none; auto prefers a GPU.")
+@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
+              metavar="RUN_DIR", help="Continue an interrupted run from its last completed epoch "
+              "(with --epochs N: train it to N epochs).")
+@click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
+              help="Log loss, accuracy and learning rate per epoch to RUN_DIR/tensorboard/.")
 @user_errors
-def train(config_file, overrides, epochs, batch_size, seed, run_dir, data_dir, device):
+def train(config_file, overrides, epochs, batch_size, seed, run_dir, data_dir, device,
+          resume_dir, tensorboard):
     """Train a model and write a run directory.
 
     The run directory holds the resolved config, the best and last models, the per-epoch
     history, the final metrics and a manifest; runs/latest points at the newest run.
+    Ctrl-C (or SIGTERM) stops at the next step and keeps the last completed epoch;
+    --resume continues from it exactly.
 
     \b
-    Example:
+    Examples:
       digitnet train --config configs/cnn.yaml --epochs 3 --set training.learning_rate=1e-3
+      digitnet train --resume runs/latest --epochs 8
     """
     from digitnet.config import load_config
+    from digitnet.resume import resume_config
     from digitnet.rundir import new_run_dir
 
     shortcuts = {"training.epochs": epochs, "training.batch_size": batch_size,
                  "training.seed": seed}
-    config = load_config(config_file, overrides, shortcuts)
+    if resume_dir:
+        config = resume_config(resume_dir, run_dir, config_file, overrides, shortcuts)
+    else:
+        config = load_config(config_file, overrides, shortcuts)
     import_tensorflow_quietly()
     from digitnet.train import train_and_evaluate
 
-    result = train_and_evaluate(config, new_run_dir(run_dir), data_dir, device, sys.argv)
+    target = Path(resume_dir) if resume_dir else new_run_dir(run_dir)
+    result = train_and_evaluate(config, target, data_dir, device, sys.argv,
+                                resume=bool(resume_dir), tensorboard=tensorboard)
     metrics = result.metrics
     click.echo(f"Test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
                f"after {metrics['epochs']} epochs in {metrics['train_seconds']:.1f} s; "
@@ -103,7 +123,8 @@ def evaluate(run, split, data_dir, as_json):
     """Score a run's best model: accuracy, loss, per-class precision/recall/F1, confusion matrix.
 
     RUN is a run directory or a .keras file [default: runs/latest]. The report is also saved
-    as evaluation-<split>.json in the run directory.
+    as evaluation-<split>.json in the run directory, and its plots (confusion matrices,
+    per-digit accuracy, learning curves, most confident mistakes) as PNGs in RUN_DIR/plots/.
 
     \b
     Example:
@@ -156,6 +177,48 @@ def predict(images, model, top_k, min_confidence, save_preprocessed, as_json):
             click.echo(format_row(prediction))
     if failed:
         raise click.exceptions.Exit(1)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir", required=False, metavar="[RUN_DIR]")
+@data_dir_option
+@user_errors
+def report(run_dir, data_dir):
+    """Write a run's HTML report page (RUN_DIR/report.html).
+
+    The page is self-contained and holds the metrics, the learning curves, the confusion
+    matrices, per-digit scores, the most confident mistakes, the config and the manifest; images
+    are inlined, so it opens from the file with no network or server. A run not yet evaluated
+    on the test images is evaluated first. RUN_DIR defaults to runs/latest.
+
+    \b
+    Example:
+      digitnet report runs/latest
+    """
+    quiet_backend()
+    from digitnet.report import write_report
+
+    click.echo(f"Report written to {write_report(run_dir, data_dir)}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("folder", required=False, metavar="[DIR]")
+@json_option
+@user_errors
+def runs(folder, as_json):
+    """List the runs in DIR (default runs/), newest first.
+
+    Shows each run's status (finished, running, interrupted, failed, or broken with what is
+    wrong), config name, epochs, test accuracy, training time and start date.
+
+    \b
+    Example:
+      digitnet runs --json
+    """
+    from digitnet.runlist import format_runs, list_runs
+
+    listed = list_runs(folder)
+    click.echo(json.dumps(listed) if as_json else format_runs(listed))
 
 
 def main() -> None:

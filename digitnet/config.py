@@ -363,13 +363,15 @@ def load_config(
     path: str | Path | None = None,
     overrides: tuple[str, ...] = (),
     shortcuts: dict[str, Any] | None = None,
+    base: Config | None = None,
 ) -> Config:
-    """Load the config: defaults, then the file, then `--set` overrides, then shortcuts.
+    """Load the config: defaults (or `base`), then the file, then `--set` overrides, shortcuts.
 
     Args:
       path: YAML file holding only what it changes, or None for the defaults.
       overrides: 'section.key=value' strings from `--set`.
       shortcuts: {'training.epochs': 3, ...} from flags such as --epochs; None values skipped.
+      base: the config to start from instead of the defaults (a resumed run's own config).
 
     Returns:
       The checked, frozen Config.
@@ -377,7 +379,7 @@ def load_config(
     Raises:
       ConfigError: a bad file, an unknown key, a wrong type or an out-of-range value.
     """
-    values = to_dict(Config())
+    values = to_dict(base or Config())
     if path is not None:
         from_file = read_yaml(path)
         from_file.setdefault("name", Path(path).stem)  # runs are listed by their config's name

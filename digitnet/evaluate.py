@@ -83,16 +83,21 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
       data_dir: --data-dir, or None for $DIGITNET_DATA_DIR, the run's config, or a download.
 
     Returns:
-      The report from `score`, plus the model path, the split and where it was saved.
+      The report from `score`, plus the model path and the split; for a run, also its most
+      confident mistakes, the plots drawn into RUN_DIR/plots/ and where the report was saved.
     """
     from digitnet.inference import load_classifier
 
     model_path, run_dir = rundir.resolve_model(model_or_run)
     classifier = load_classifier(model_path)  # a bad model fails before the data is read
     images, labels = load_split(run_config(run_dir), split, data_dir)
-    report = score(classifier.predict(images), labels)
-    report = {"model": str(model_path), "split": split, **report}
-    if run_dir is not None:
+    probabilities = classifier.predict(images)
+    report = {"model": str(model_path), "split": split, **score(probabilities, labels)}
+    if run_dir is not None:  # a bare .keras file has nowhere to keep plots: none for it
+        from digitnet.plots import confident_mistakes, write_evaluation_plots
+
+        report["mistakes"] = confident_mistakes(probabilities, labels)
+        report["plots"] = write_evaluation_plots(run_dir, report, images)
         report["saved_to"] = str(run_dir / f"evaluation-{split}.json")
         rundir.write_json(report["saved_to"], report)
     return report
@@ -113,4 +118,6 @@ def format_report(report: dict) -> str:
               for d, row in enumerate(report["confusion_matrix"])]
     if "saved_to" in report:
         lines += ["", f"Saved to {report['saved_to']}"]
+    if report.get("plots"):
+        lines += [f"Plots in {Path(next(iter(report['plots'].values()))).parent}"]
     return "\n".join(lines)

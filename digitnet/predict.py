@@ -14,7 +14,10 @@ from digitnet import rundir
 from digitnet.errors import DigitnetError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-DEFAULT_MIN_CONFIDENCE = 0.0  # below it the answer is "unknown"; 0 always answers a digit
+# Below this probability the answer is "unknown". Chosen with bench/realdigits.py (README,
+# "Saying I don't know"): it refuses every blank or noise image, about half of letters and
+# scribbles, and about 1 in 20 real digits, most of which the model had wrong anyway.
+DEFAULT_MIN_CONFIDENCE = 0.4
 BATCH_SIZE = 1024  # images per model call: big enough to amortise the call, small in memory
 
 
@@ -57,10 +60,12 @@ def top_predictions(probabilities: np.ndarray, k: int) -> list[dict]:
     return [{"digit": int(d), "probability": round(float(probabilities[d]), 6)} for d in order]
 
 
-def answer(path: str, probabilities: np.ndarray, top_k: int, min_confidence: float) -> Prediction:
-    """The prediction for one image: its best digit, or unknown below `min_confidence`."""
+def answer(path: str, probabilities: np.ndarray, top_k: int, min_confidence: float,
+           has_ink: bool = True) -> Prediction:
+    """The prediction for one image: its best digit, or unknown below `min_confidence` or when
+    preprocessing found no ink at all (a blank page has no digit, whatever the threshold)."""
     best = int(np.argmax(probabilities))
-    confident = probabilities[best] >= min_confidence
+    confident = has_ink and probabilities[best] >= min_confidence
     return Prediction(file=path, digit=best if confident else None,
                       probability=round(float(probabilities[best]), 6),
                       top_k=top_predictions(probabilities, top_k))
@@ -90,7 +95,8 @@ def predict_batch(classifier, paths: list[str], top_k: int, min_confidence: floa
     probabilities = classifier.predict(np.stack([a for _, a in good])[..., None]) if good else []
     if save_dir is not None and good:
         save_inputs([p for p, _ in good], [a for _, a in good], save_dir)
-    answers = {p: answer(p, row, top_k, min_confidence) for (p, _), row in zip(good, probabilities)}
+    answers = {p: answer(p, row, top_k, min_confidence, bool(a.any()))
+               for (p, a), row in zip(good, probabilities)}
     return [answers.get(p) or Prediction(file=p, error=str(a)) for p, a in zip(paths, inputs)]
 
 

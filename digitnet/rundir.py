@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,10 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 LATEST = "latest"
+
+
+class WriteError(DigitnetError):
+    """A file of the run could not be written (a full disk, a read-only directory)."""
 
 
 def runs_root() -> Path:
@@ -53,20 +58,28 @@ def atomic_path(target: str | Path):
     """Yield a temporary path beside `target`; on success fsync it and rename it over `target`.
 
     A crash or an error leaves the previous `target` untouched and removes the temporary file.
+
+    Raises:
+      WriteError: naming `target`, for an OSError while writing it (e.g. a full disk).
     """
     target = Path(target)
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                   suffix=target.suffix or ".tmp")
-    os.close(handle)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; keep the usual permissions
+    tmp = None
     try:
+        handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                       suffix=target.suffix or ".tmp")
+        os.close(handle)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; keep the usual permissions
         yield Path(tmp)
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(tmp, target)
         fsync_dir(target.parent)
+    except OSError as error:
+        reason = error.strerror or (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise WriteError(f"{target}: cannot write ({reason})") from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def current_umask() -> int:
@@ -100,6 +113,12 @@ def save_model(model, path: str | Path) -> None:
     """Save a Keras model (weights and optimizer state) atomically."""
     with atomic_path(path) as tmp:
         model.save(tmp)
+
+
+def copy_file(source: str | Path, target: str | Path) -> None:
+    """Copy `source` over `target` atomically."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def point_latest(run_dir: Path) -> None:

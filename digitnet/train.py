@@ -5,9 +5,13 @@ The entry point is `train_and_evaluate(config, run_dir, ...)`; everything else i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import platform
+import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +25,20 @@ from digitnet.data import Splits, load_mnist, resolve_source, split_validation
 from digitnet.devices import select_device
 from digitnet.errors import DigitnetError
 from digitnet.export import export_litert, litert_path
+from digitnet.interrupt import InterruptGuard, TrainingInterrupted
+from digitnet.lock import RunLock
+from digitnet.resume import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    check_same_data,
+    checkpoint_file,
+    latest_snapshot,
+    read_state,
+    saved_epochs,
+    update_state,
+)
 
 
 @dataclass(frozen=True)
@@ -185,25 +203,78 @@ def manifest(config: Config, device: str, files: dict, command: list[str] | None
 
 
 def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = None,
-                       device: str = "auto", command: list[str] | None = None) -> TrainResult:
-    """Train `config` into `run_dir` and test the best model.
+                       device: str = "auto", command: list[str] | None = None,
+                       resume: bool = False, tensorboard: bool = True) -> TrainResult:
+    """Train `config` into `run_dir`, or continue it, then test the best model.
+
+    SIGINT and SIGTERM stop training at the next step and mark the run interrupted; its last
+    completed epoch is already saved, and `resume=True` continues from there exactly.
 
     Args:
-      config: the checked run configuration.
-      run_dir: an empty directory that receives every file of the run.
+      config: the checked run configuration (resuming: from `resume.resume_config`).
+      run_dir: an empty directory that receives every file of the run, or the run to resume.
       data_dir: --data-dir, or None for $DIGITNET_DATA_DIR, the config, or a download.
       device: "auto", "cpu" or "gpu".
       command: the command line to record in the manifest.
+      resume: continue `run_dir` from its last good checkpoint.
+      tensorboard: log each epoch's loss, accuracy and learning rate to RUN_DIR/tensorboard/.
 
     Returns:
       The run directory and its final metrics.
 
     Raises:
-      DigitnetError: bad data, an unavailable device, or an unwritable run directory.
+      TrainingInterrupted: SIGINT or SIGTERM arrived; the run is saved and resumable.
+      DigitnetError: bad data, an unavailable device, an unwritable run directory (a full
+        disk), another process training in `run_dir`, or no usable checkpoint to resume.
+    """
+    run_dir = Path(run_dir)
+    with InterruptGuard() as guard, RunLock(run_dir):
+        config, splits, snapshot = prepare(config, run_dir, data_dir, device, command, resume)
+        try:
+            return train_prepared(config, run_dir, splits, snapshot, guard, tensorboard)
+        except TrainingInterrupted as stop:
+            raise mark_interrupted(run_dir, stop) from None
+        except BaseException as error:
+            raise mark_failed(run_dir, error) from None
+
+
+def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
+            command: list[str] | None, resume: bool) -> tuple:
+    """Load the data and write (or, resuming, check and restore) the run's files.
+
+    Returns:
+      (config with its data source resolved, splits, the checkpoint to resume from or None).
     """
     device_name = select_device(device)
     print(f"Training on {device_name}; run directory {run_dir}", flush=True)
     seed_everything(config.training.seed, config.training.jit_compile)
+    if resume:
+        data_dir = resume_source(data_dir, config)
+    config, mnist, splits = load_data(config, data_dir)
+    info = manifest(config, device_name, mnist.files, command)
+    snapshot = resume_run(run_dir, config, info) if resume else None
+    if not resume:
+        rundir.write_json(run_dir / rundir.MANIFEST_FILE, info)
+    rundir.write_text(run_dir / rundir.CONFIG_FILE, save_config(config))
+    update_state(run_dir, **initial_state(config, snapshot))
+    rundir.point_latest(run_dir)
+    return config, splits, snapshot
+
+
+def resume_source(data_dir: str | None, config: Config) -> str | None:
+    """Resuming: --data-dir, else the run's own data while it is there, else the usual order.
+
+    The run's source goes before $DIGITNET_DATA_DIR here (not for evaluate): a resumed run
+    must train on the very data it started with.
+    """
+    source = config.data.source
+    if data_dir or not (source == "download" or Path(source).exists()):
+        return data_dir
+    return source
+
+
+def load_data(config: Config, data_dir: str | None) -> tuple:
+    """(config with the data source it used, the dataset, its splits)."""
     source = resolve_source(data_dir, config.data.source)
     mnist = load_mnist(source)
     # Record where the data came from, so evaluate finds it again with no arguments.
@@ -212,19 +283,97 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
     if config.training.batch_size > len(splits.x_train):
         raise DigitnetError(f"training.batch_size: expected at most the {len(splits.x_train)} "
                             f"training images, received {config.training.batch_size}")
-    rundir.write_text(run_dir / rundir.CONFIG_FILE, save_config(config))
-    rundir.write_json(run_dir / rundir.MANIFEST_FILE,
-                      manifest(config, device_name, mnist.files, command))
-    rundir.point_latest(run_dir)
+    return config, mnist, splits
 
-    from digitnet.checkpoint import EpochCheckpoint
+
+def resume_run(run_dir: Path, config: Config, info: dict):
+    """Check the data, find the last good checkpoint and put the run's files back to it."""
+    from digitnet.checkpoint import restore_run_files
+
+    check_same_data(run_dir, info["data_files"])
+    snapshot = latest_snapshot(run_dir)
+    done = snapshot.epoch if snapshot else 0
+    if done > config.training.epochs:
+        raise DigitnetError(f"--epochs {config.training.epochs}: expected at least the {done} "
+                            f"epochs {run_dir} has already trained")
+    restore_run_files(run_dir, snapshot)
+    recorded = rundir.read_json(run_dir / rundir.MANIFEST_FILE)
+    recorded.setdefault("resumed", []).append(
+        {"after_epoch": done, "device": info["device"], "command": info["command"],
+         "started": info["started"]})
+    rundir.write_json(run_dir / rundir.MANIFEST_FILE, recorded)
+    print(f"Resuming after epoch {done} of {config.training.epochs}", flush=True)
+    return snapshot
+
+
+def initial_state(config: Config, snapshot) -> dict:
+    """state.json as a run (re)starts: running, from `snapshot`'s epoch or from the start."""
+    return {"status": RUNNING, "epoch": snapshot.epoch if snapshot else 0,
+            "epochs": config.training.epochs,
+            "best_epoch": snapshot.best_epoch if snapshot else 0,
+            "best_val_accuracy": snapshot.best_val_accuracy if snapshot else None,
+            "stopped_early": False,
+            "checkpoint": str(checkpoint_file(Path(), snapshot.epoch)) if snapshot else None,
+            "message": "", "pid": os.getpid()}
+
+
+def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
+                   guard: InterruptGuard, tensorboard: bool = True) -> TrainResult:
+    """Build the model (restored from `snapshot`), train the remaining epochs, test it."""
+    from digitnet.checkpoint import EpochCheckpoint, StopOnSignal, restore_checkpoint
     from digitnet.model import build_model
 
     model = build_model(config.model)
     compile_model(model, config.training, len(splits.x_train))
-    checkpoint = EpochCheckpoint(run_dir)
-    seconds = fit(model, splits, config, run_dir, callbacks=(checkpoint,))
-    return finish(run_dir, splits, seconds, checkpoint)
+    if snapshot is not None:
+        restore_checkpoint(model, run_dir, snapshot)
+    checkpoint = EpochCheckpoint(run_dir, config.training, snapshot)
+    guard.check()
+    seconds = 0.0
+    if checkpoint.epochs_run < config.training.epochs and not checkpoint.stopped_early:
+        seconds = fit(model, splits, config, run_dir, first_epoch=checkpoint.epochs_run,
+                      callbacks=(checkpoint, StopOnSignal(guard),
+                                 *tensorboard_callbacks(run_dir, tensorboard)))
+    guard.check()
+    result = finish(run_dir, splits, seconds, checkpoint)
+    update_state(run_dir, status=FINISHED, stopped_early=checkpoint.stopped_early, message="")
+    return result
+
+
+def tensorboard_callbacks(run_dir: Path, enabled: bool) -> tuple:
+    """The TensorBoard logger for `run_dir` (placed after the checkpoint: it logs saved epochs)."""
+    from digitnet.tensorboard_log import TENSORBOARD_DIR, EpochScalars
+
+    return (EpochScalars(run_dir / TENSORBOARD_DIR),) if enabled else ()
+
+
+def mark_interrupted(run_dir: Path, stop: TrainingInterrupted) -> TrainingInterrupted:
+    """Mark the run interrupted; return the exception to raise, which says how to resume."""
+    name = signal.Signals(stop.signum).name
+    with contextlib.suppress(DigitnetError):  # a full disk: state.json keeps saying running
+        update_state(run_dir, status=INTERRUPTED, message=f"interrupted by {name}")
+    planned = (read_state(run_dir) or {}).get("epochs")
+    return TrainingInterrupted(
+        stop.signum, f"Interrupted by {name}: {run_dir} is saved after epoch "
+                     f"{last_saved_epoch(run_dir)} of {planned}. Resume with: "
+                     f"digitnet train --resume {shlex.quote(str(run_dir))}")
+
+
+def mark_failed(run_dir: Path, error: BaseException) -> BaseException:
+    """Mark the run failed; return the exception to raise (a failed write says how to resume)."""
+    reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+    with contextlib.suppress(DigitnetError):  # a full disk may refuse state.json too
+        update_state(run_dir, status=FAILED, message=reason)
+    if not isinstance(error, rundir.WriteError):
+        return error
+    return rundir.WriteError(f"{error}; the run is kept at epoch {last_saved_epoch(run_dir)}: "
+                             f"make room, then resume with: digitnet train --resume "
+                             f"{shlex.quote(str(run_dir))}")
+
+
+def last_saved_epoch(run_dir: Path) -> int:
+    """The newest committed checkpoint's epoch (0: none), where a resume would start."""
+    return max(saved_epochs(run_dir), default=0)
 
 
 def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint) -> TrainResult:
@@ -233,9 +382,10 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint) -> TrainRe
 
     best = keras.saving.load_model(run_dir / rundir.BEST_MODEL)
     export_litert(best, litert_path(run_dir / rundir.BEST_MODEL))  # predict without TensorFlow
-    training_seconds = seconds - checkpoint.seconds  # file writes are not training
+    training_seconds = checkpoint.training_seconds(seconds)  # file writes are not training
     metrics = {**measure(best, splits), "best_epoch": checkpoint.best_epoch,
-               "epochs": checkpoint.epochs_run, "train_seconds": round(training_seconds, 3),
+               "epochs": checkpoint.epochs_run, "stopped_early": checkpoint.stopped_early,
+               "train_seconds": round(training_seconds, 3),
                "checkpoint_seconds": round(checkpoint.seconds, 3)}
     rundir.write_json(run_dir / rundir.METRICS_FILE, metrics)
     if not math.isfinite(metrics["test_loss"]):

@@ -116,3 +116,12 @@ def default_mnist_run(tmp_path_factory, mnist_dir) -> Path:
     with runs_root(run_dir.parent):
         train_and_evaluate(load_config(REPO / "configs/default.yaml"), run_dir, str(mnist_dir))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def realdigits_dir() -> Path:
+    """The labelled real images, read in place; skips when they are not beside the repo."""
+    folder = Path(os.environ.get("DIGITNET_REALDIGITS_DIR", SHARED_DATA / "realdigits-dev"))
+    if not (folder / "labels.csv").is_file():
+        pytest.skip(f"no realdigits-dev at {folder} (set DIGITNET_REALDIGITS_DIR)")
+    return folder

@@ -70,8 +70,9 @@ def test_evaluate_json_and_val_split(tiny_run):
     assert json.loads((tiny_run / "evaluation-val.json").read_text()) == report
 
 
-def test_evaluate_a_keras_file(tiny_run):
-    result = run("evaluate", str(tiny_run / "model-last.keras"), "--json")
+def test_evaluate_a_keras_file(tiny_run, tiny_data_dir):
+    result = run("evaluate", str(tiny_run / "model-last.keras"), "--json", "--data-dir",
+                 str(tiny_data_dir))
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["examples"] == 20
 

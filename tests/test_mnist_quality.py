@@ -33,3 +33,23 @@ def test_litert_export_matches_keras_on_the_whole_test_set(default_mnist_run, mn
     assert len(litert_probabilities) == 10000
     assert (keras_probabilities.argmax(1) == litert_probabilities.argmax(1)).all()
     assert abs(keras_probabilities - litert_probabilities).max() <= 1e-5
+
+
+REALDIGITS_MIN_ACCURACY = 0.85  # the default (lesson) model on real photos, scans and drawings
+REALDIGITS_MAX_REFUSED = 0.10  # real digits answered "unknown" at the default --min-confidence
+
+
+def test_default_model_reads_real_handwriting(default_mnist_run, realdigits_dir):
+    import csv
+
+    from digitnet.predict import predict
+
+    rows = list(csv.DictReader((realdigits_dir / "labels.csv").open()))
+    results = list(predict([str(realdigits_dir / row["file"]) for row in rows],
+                           default_mnist_run, min_confidence=0.0))
+    correct = sum(r.digit == int(row["label"]) for r, row in zip(results, rows))
+    assert correct / len(rows) >= REALDIGITS_MIN_ACCURACY, f"{correct}/{len(rows)}"
+    refused = list(predict([str(realdigits_dir / row["file"]) for row in rows],
+                           default_mnist_run))
+    share = sum(r.digit is None for r in refused) / len(rows)
+    assert share <= REALDIGITS_MAX_REFUSED, f"{share:.1%} of real digits refused"

@@ -1,0 +1,146 @@
+"""`digitnet runs`: the runs in a folder, newest first, with a status for each.
+
+Describing a run never fails: a missing or corrupt file makes the run `broken` and names the
+file, so one bad directory cannot hide the others. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from digitnet import rundir
+from digitnet.errors import DigitnetError
+from digitnet.lock import LOCK_FILE, is_locked
+from digitnet.resume import FINISHED, RUNNING, STATE_FILE, read_state, run_status
+
+BROKEN = "broken"
+# Any of these marks a folder as a run (.lock: a training that has not written a file yet).
+RUN_FILES = (rundir.CONFIG_FILE, rundir.MANIFEST_FILE, rundir.METRICS_FILE, STATE_FILE,
+             LOCK_FILE)
+COLUMNS = {"run": "RUN", "status": "STATUS", "config": "CONFIG", "epochs": "EPOCHS",
+           "test_accuracy": "TEST ACC", "train_seconds": "TRAIN S", "date": "DATE"}
+NUMBER_FORMATS = {"test_accuracy": ".4f", "train_seconds": ".1f"}
+STARTED_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # manifest.json's "started"
+
+
+def list_runs(root: str | Path | None = None) -> list[dict]:
+    """Describe every run in `root`, newest first.
+
+    Args:
+      root: the folder holding the runs; None for runs/ ($DIGITNET_RUNS_DIR).
+
+    Returns:
+      One `describe_run` dict per run directory (the `latest` link and other folders skipped).
+
+    Raises:
+      DigitnetError: `root` is missing, not a folder, or holds no run.
+    """
+    root = rundir.runs_root() if root is None else Path(root)
+    if not root.exists():
+        raise DigitnetError(f"{root}: no such folder (train a run with `digitnet train`, or "
+                            f"pass the folder that holds your runs)")
+    if not root.is_dir():
+        raise DigitnetError(f"{root}: not a folder (expected the folder that holds your runs)")
+    folders = [path for path in root.iterdir() if is_run_dir(path)]
+    if not folders:
+        raise DigitnetError(f"{root}: no runs in this folder (train one with `digitnet train`)")
+    return [describe_run(path) for path in sorted(folders, key=started_at, reverse=True)]
+
+
+def is_run_dir(path: Path) -> bool:
+    """A folder holding any of a run's files; `latest` and other links are pointers, not runs."""
+    return (path.is_dir() and not path.is_symlink() and not path.name.startswith(".")
+            and any((path / name).exists() for name in RUN_FILES))
+
+
+def describe_run(run_dir: Path) -> dict:
+    """The run's name, status, config name, epochs, test accuracy, training time and start.
+
+    `status` is running, interrupted, failed, finished, or broken (`problem` says why); test
+    accuracy and training time are given for finished runs only.
+    """
+    run_dir = Path(run_dir)
+    config, config_problem = read_mapping(run_dir / rundir.CONFIG_FILE, yaml.safe_load)
+    manifest, manifest_problem = read_mapping(run_dir / rundir.MANIFEST_FILE, json.loads)
+    metrics, metrics_problem = read_mapping(run_dir / rundir.METRICS_FILE, json.loads)
+    status = RUNNING if is_locked(run_dir) else run_status(run_dir)
+    problems = [config_problem, manifest_problem]
+    if status in (FINISHED, None):  # None: no state.json, as in runs of older versions
+        problems.append(metrics_problem)
+    problem = "; ".join(p for p in problems if p) if status != RUNNING else ""
+    status = BROKEN if problem else status or FINISHED
+    finished = status == FINISHED
+    state = read_state(run_dir) or {}
+    return {
+        "run": run_dir.name, "path": str(run_dir), "status": status, "problem": problem or None,
+        "config": config.get("name"),
+        "epochs": metrics.get("epochs") if finished else state.get("epoch"),
+        "planned_epochs": nested(config, "training", "epochs") or state.get("epochs"),
+        "test_accuracy": metrics.get("test_accuracy") if finished else None,
+        "train_seconds": metrics.get("train_seconds") if finished else None,
+        "started": manifest.get("started"),
+    }
+
+
+def read_mapping(path: Path, parse) -> tuple[dict, str | None]:
+    """(the file's mapping, None), or ({}, a short problem) when it is missing or corrupt."""
+    if not path.is_file():
+        return {}, f"{path.name} missing"
+    try:
+        value = parse(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}, f"{path.name} unreadable or corrupt"
+    return (value, None) if isinstance(value, dict) else ({}, f"{path.name} corrupt")
+
+
+def nested(mapping: dict, *keys):
+    """mapping[k1][k2]..., or None where a level is missing or not a mapping."""
+    for key in keys:
+        mapping = mapping.get(key) if isinstance(mapping, dict) else None
+    return mapping
+
+
+def started_at(run_dir: Path) -> float:
+    """When the run started (manifest.json), else the folder's modification time: the sort key."""
+    manifest, _ = read_mapping(run_dir / rundir.MANIFEST_FILE, json.loads)
+    started = parse_started(manifest.get("started"))
+    return started.timestamp() if started else run_dir.stat().st_mtime
+
+
+def parse_started(text) -> datetime | None:
+    try:
+        return datetime.strptime(text, STARTED_FORMAT)
+    except (TypeError, ValueError):
+        return None
+
+
+def format_runs(runs: list[dict]) -> str:
+    """An aligned table, one run per line, then one line per broken run saying what is wrong."""
+    rows = [list(COLUMNS.values())] + [[cell(run, key) for key in COLUMNS] for run in runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip()
+             for row in rows]
+    lines += [f"{run['run']}: {run['problem']}" for run in runs if run["problem"]]
+    return "\n".join(lines)
+
+
+def cell(run: dict, key: str) -> str:
+    """One table cell as text; '-' for what the run does not have."""
+    if key == "epochs":
+        done, planned = run["epochs"], run["planned_epochs"]
+        if run["status"] == FINISHED or planned is None:
+            return "-" if done is None else str(done)
+        return f"{done or 0}/{planned}"
+    if key == "date":
+        started = parse_started(run["started"])
+        return started.strftime("%Y-%m-%d %H:%M") if started else "-"
+    value = run[key]
+    if value is None:
+        return "-"
+    if key in NUMBER_FORMATS and isinstance(value, (int, float)):
+        return format(value, NUMBER_FORMATS[key])
+    return str(value)

@@ -1,0 +1,74 @@
+"""TensorBoard logs of a run's per-epoch scalars, written without the `tensorboard` package.
+
+TensorFlow no longer installs `tensorboard` (2.20 on), and without it `tf.summary.scalar` (and so
+Keras' TensorBoard callback) raises. `tf.summary.write`, part of TensorFlow itself, writes the
+same event records when they carry the scalars plugin's metadata, so logging costs no dependency
+and a few milliseconds per epoch. Only viewing them needs `pip install tensorboard`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+TENSORBOARD_DIR = "tensorboard"
+# Which scalar goes to which writer and under which tag; Keras' TensorBoard callback uses the same
+# layout (train/ and validation/, tags epoch_*), so TensorBoard overlays train and validation.
+SCALARS = {
+    "train": {"epoch_loss": "loss", "epoch_accuracy": "accuracy",
+              "epoch_learning_rate": "learning_rate"},
+    "validation": {"epoch_loss": "val_loss", "epoch_accuracy": "val_accuracy"},
+}
+
+
+def scalar_metadata():
+    """The SummaryMetadata that makes TensorBoard draw a tensor as a scalar curve."""
+    from tensorflow.core.framework import summary_pb2
+
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR)
+
+
+class EpochScalars(keras.callbacks.Callback):
+    """After each epoch, write loss, accuracy and the learning rate to `log_dir`.
+
+    The step is the epoch number as in history.csv (1 for the first epoch). Writers flush every
+    epoch, so TensorBoard shows a run live and an interrupted run keeps what it logged; a resumed
+    run adds a new event file beside the old ones, which TensorBoard merges.
+    """
+
+    def __init__(self, log_dir: Path):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.writers = {}
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self.metadata = scalar_metadata()
+        self.writers = {name: tf.summary.create_file_writer(str(self.log_dir / name))
+                        for name in SCALARS}
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = dict(logs or {})
+        values["learning_rate"] = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        for name, tags in SCALARS.items():
+            self.write(name, epoch + 1, {tag: values[key] for tag, key in tags.items()
+                                         if key in values})
+
+    def write(self, writer_name: str, step: int, scalars: dict) -> None:
+        """Write `scalars` ({tag: number}) at `step` and flush them to disk."""
+        import tensorflow as tf
+
+        writer = self.writers[writer_name]
+        with writer.as_default():
+            for tag, value in scalars.items():
+                tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
+                                 metadata=self.metadata)
+        writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()

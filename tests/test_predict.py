@@ -1,0 +1,130 @@
+"""`digitnet predict` through the CLI: tables, JSON, many inputs, unknowns and bad files."""
+
+import json
+
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+from digitnet.cli import cli
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def digit_png(path, ink=0, paper=255):
+    """A hand-drawn-looking 7 on paper."""
+    image = Image.new("L", (120, 120), paper)
+    ImageDraw.Draw(image).line([(25, 25), (95, 25), (50, 100)], fill=ink, width=9)
+    image.save(path)
+    return path
+
+
+def json_lines(output):
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_predict_one_image_prints_digit_probability_and_top_k(tiny_run, tmp_path):
+    image = digit_png(tmp_path / "seven.png")
+    result = run("predict", str(image), "--model", str(tiny_run), "--top-k", "2",
+                 "--min-confidence", "0")
+    assert result.exit_code == 0, result.output
+    file, digit, probability, top = result.output.split(maxsplit=3)
+    assert file == str(image) and digit.isdigit() and 0 <= float(probability) <= 1
+    assert top.count(":") == 2
+
+
+def test_json_has_the_documented_keys(tiny_run, tmp_path):
+    image = digit_png(tmp_path / "seven.png")
+    result = run("predict", str(image), "--model", str(tiny_run), "--json", "--top-k", "3")
+    assert result.exit_code == 0, result.output
+    [line] = json_lines(result.output)
+    assert set(line) == {"file", "digit", "probability", "top_k"}
+    assert len(line["top_k"]) == 3
+    assert line["top_k"][0]["probability"] >= line["top_k"][1]["probability"]
+    assert line["probability"] == line["top_k"][0]["probability"]
+
+
+def test_bad_files_get_one_line_errors_and_the_rest_is_predicted(tiny_run, tmp_path):
+    good = digit_png(tmp_path / "good.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(digit_png(tmp_path / "whole.png").read_bytes()[:60])
+    missing = tmp_path / "missing.png"
+    result = run("predict", str(missing), str(tmp_path / "notes.png"), str(good),
+                 str(tmp_path / "empty.png"), str(truncated), "--model", str(tiny_run))
+    assert result.exit_code == 1
+    assert f"Error: {missing}: file not found\n" in result.output
+    assert f"Error: {tmp_path / 'notes.png'}: not an image file" in result.output
+    assert f"Error: {tmp_path / 'empty.png'}: file is empty (0 bytes)\n" in result.output
+    assert f"Error: {truncated}: truncated or corrupt image" in result.output
+    assert f"{good} " in result.output
+    assert "Traceback" not in result.output
+    assert result.output.count("\n") == 5
+
+
+def test_json_reports_errors_in_the_stream(tiny_run, tmp_path):
+    good = digit_png(tmp_path / "good.png")
+    result = run("predict", str(tmp_path / "nope.png"), str(good), "--model", str(tiny_run),
+                 "--json")
+    assert result.exit_code == 1
+    first, second = json_lines(result.output)
+    assert first == {"file": str(tmp_path / "nope.png"),
+                     "error": f"{tmp_path / 'nope.png'}: file not found"}
+    assert second["file"] == str(good)
+
+
+def test_folders_recursively_and_paths_from_stdin(tiny_run, tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    digit_png(tmp_path / "a" / "one.png")
+    digit_png(tmp_path / "a" / "b" / "two.jpg")
+    (tmp_path / "a" / "b" / "readme.txt").write_text("skipped: not an image extension")
+    stdin_image = digit_png(tmp_path / "three.png")
+    result = run("predict", str(tmp_path / "a"), "-", "--model", str(tiny_run), "--json",
+                 input=f"{stdin_image}\n\n")
+    assert result.exit_code == 0, result.output
+    files = [line["file"] for line in json_lines(result.output)]
+    assert files == [str(tmp_path / "a" / "one.png"), str(tmp_path / "a" / "b" / "two.jpg"),
+                     str(stdin_image)]
+
+
+def test_below_min_confidence_is_unknown_with_probabilities(tiny_run, tmp_path):
+    image = digit_png(tmp_path / "seven.png")
+    result = run("predict", str(image), "--model", str(tiny_run), "--json",
+                 "--min-confidence", "1")
+    [line] = json_lines(result.output)
+    assert line["digit"] == "unknown"
+    assert len(line["top_k"]) == 3 and line["probability"] > 0
+
+
+def test_blank_page_is_unknown_whatever_the_threshold(tiny_run, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (100, 100), 255).save(blank)
+    result = run("predict", str(blank), "--model", str(tiny_run), "--min-confidence", "0")
+    assert result.exit_code == 0
+    assert result.output.split()[1] == "unknown"
+
+
+def test_save_preprocessed_writes_28x28_inputs(tiny_run, tmp_path):
+    image = digit_png(tmp_path / "seven.png", ink=255, paper=0)
+    out = tmp_path / "seen"
+    result = run("predict", str(image), "--model", str(tiny_run), "--save-preprocessed",
+                 str(out))
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "seven.png") as saved:
+        assert saved.size == (28, 28) and saved.mode == "L"
+
+
+def test_predict_without_a_run(runs_dir, tmp_path):
+    image = digit_png(tmp_path / "seven.png")
+    result = run("predict", str(image))
+    assert result.exit_code == 1
+    assert result.output == (f"Error: no run found at {runs_dir / 'latest'} (train one with "
+                             f"`digitnet train`, or pass a run directory or a .keras file)\n")
+
+
+def test_predict_needs_an_image():
+    result = run("predict")
+    assert result.exit_code == 2
+    assert "Error: Missing argument 'IMAGES...'." in result.output

@@ -1,0 +1,67 @@
+"""Run the digitnet CLI in a child process that says when training reaches a given step.
+
+Used by tests/test_resume.py and bench/resume_exact.py to kill or interrupt training in the
+middle of an epoch. At the end of step $DIGITNET_TEST_STEP (or the first step after it) of
+epoch $DIGITNET_TEST_EPOCH (1-based), the child writes the file $DIGITNET_TEST_READY, then
+holds still until the file $DIGITNET_TEST_GO exists or $DIGITNET_TEST_HOLD seconds have passed,
+so that a signal sent on seeing the ready file lands in the middle of that epoch.
+
+    DIGITNET_TEST_READY=/tmp/ready DIGITNET_TEST_EPOCH=3 DIGITNET_TEST_STEP=3 \\
+        python tests/train_child.py train --run-dir runs/x ...
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def ready_callback():
+    """A Keras callback that writes the ready file at the configured step, then holds."""
+    import keras
+
+    class ReadyAt(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.path = Path(os.environ["DIGITNET_TEST_READY"])
+            self.epoch = int(os.environ.get("DIGITNET_TEST_EPOCH", "1"))
+            self.step = int(os.environ.get("DIGITNET_TEST_STEP", "0"))
+            self.hold = float(os.environ.get("DIGITNET_TEST_HOLD", "0"))
+            self.go = Path(os.environ.get("DIGITNET_TEST_GO") or self.path.with_suffix(".go"))
+            self.current = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.current = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.current == self.epoch and batch >= self.step and not self.path.exists():
+                self.path.write_text(f"{os.getpid()} {self.current} {batch}\n")
+                deadline = time.monotonic() + self.hold
+                while time.monotonic() < deadline and not self.go.exists():
+                    time.sleep(0.02)
+
+    return ReadyAt()
+
+
+def patch_fit() -> None:
+    """Add the ready callback to the callbacks that digitnet.train.fit passes to Keras."""
+    import digitnet.train as train
+
+    original = train.fit
+
+    def fit(model, splits, config, run_dir, first_epoch=0, callbacks=()):
+        return original(model, splits, config, run_dir, first_epoch=first_epoch,
+                        callbacks=(*callbacks, ready_callback()))
+
+    train.fit = fit
+
+
+if __name__ == "__main__":
+    from digitnet.backend import quiet_backend
+    from digitnet.cli import main
+
+    quiet_backend()
+    if os.environ.get("DIGITNET_TEST_READY"):
+        patch_fit()
+    main()
