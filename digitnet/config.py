@@ -144,16 +144,16 @@ SCHEDULES = ("constant", "cosine")
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 5  # 5 epochs of the recipe below reach >= 98% on the lesson MLP
-    batch_size: int = 256  # large batches amortise per-step overhead on CPU
+    epochs: int = 5  # 5 epochs of this recipe give the lesson MLP 98.2-98.4% (bench/run.py)
+    batch_size: int = 192  # big enough to amortise per-step overhead; 256+ lost accuracy
     optimizer: str = "adam"
-    learning_rate: float = 3e-3  # peak rate, reached after warm-up
+    learning_rate: float = 4e-3  # peak rate, reached after warm-up
     schedule: str = "cosine"  # cosine decay to zero over the run
-    warmup_epochs: float = 0.5  # linear warm-up from 0 keeps early Adam steps stable at 3e-3
+    warmup_epochs: float = 0.3  # linear warm-up from 0 keeps early Adam steps stable
     weight_decay: float = 0.0  # decoupled decay; only used by adamw
     label_smoothing: float = 0.1  # softer targets generalise slightly better
     seed: int = 0  # seeds weights, split, shuffling and augmentation
-    jit_compile: bool = True  # XLA fuses the small ops: several times faster per step on CPU
+    jit_compile: bool = False  # XLA: same step time for the MLP on CPU, +0.4 s compile, slow convs
     steps_per_execution: int = 10  # fewer Python round-trips per epoch
     early_stopping_patience: int = 0  # epochs without val_accuracy gain before stopping; 0 = off
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -21,7 +21,7 @@ def test_defaults_are_the_lesson_model_with_the_fast_recipe():
     config = load_config()
     assert [layer.type for layer in config.model.layers] == ["flatten", "dense", "dense"]
     assert config.model.layers[1] == Dense(256, "relu")
-    assert config.training.batch_size == 256 and config.training.label_smoothing == 0.1
+    assert config.training.batch_size == 192 and config.training.label_smoothing == 0.1
 
 
 def test_config_is_frozen():
