@@ -67,7 +67,7 @@ def lesson_time_to_target(data_dir: str, max_epochs: int = 12) -> dict:
     timer = TestAccuracyTimer(splits.x_test, splits.y_test)
     model.fit(training_batches(splits.x_train, splits.y_train, config.training, 0),
               steps_per_epoch=steps_per_epoch(len(splits.x_train), config.training),
-              epochs=max_epochs, verbose=0, callbacks=[timer])
+              epochs=max_epochs, verbose=0, callbacks=[timer], shuffle=False)
     keras.backend.clear_session()
     return {"epochs_to_target": timer.reached_epoch, "seconds_to_target": timer.reached_seconds,
             "epoch_seconds": timer.epoch_seconds, "test_accuracy": timer.accuracies}
@@ -163,9 +163,11 @@ def benchmark(data_dir: str, seeds: int, with_cnn: bool) -> dict:
                 for seed in range(seeds)]
         results["lesson"] = lesson
         results["default"] = summarise_runs(runs)
+        # A lesson that never reaches the target gives a lower bound: all the time it trained.
+        lesson_seconds = lesson["seconds_to_target"] or sum(lesson["epoch_seconds"])
         results["default"]["speedup_vs_lesson"] = (
-            lesson["seconds_to_target"] / results["default"]["median_train_seconds"]
-            if lesson["seconds_to_target"] else None)
+            lesson_seconds / results["default"]["median_train_seconds"])
+        results["default"]["speedup_is_lower_bound"] = lesson["seconds_to_target"] is None
         gflops = gemm_gflops()
         floor = mlp_epoch_gflop() / gflops
         results["epoch"] = {"gemm_gflops": gflops, "floor_seconds": floor,
@@ -215,9 +217,11 @@ def report(results: dict) -> str:
         f"default: test accuracy {default['test_accuracy']} (target >= 0.980 each), "
         f"train_seconds {default['train_seconds']} (median target <= 4 s)",
         f"lesson:  98.0% after {lesson['epochs_to_target']} epochs, "
-        f"{lesson['seconds_to_target']} s of training",
-        f"speedup: {default['speedup_vs_lesson']:.1f}x less time to 98% (target >= 5x)"
-        if default["speedup_vs_lesson"] else "speedup: lesson never reached 98%",
+        f"{lesson['seconds_to_target']:.1f} s of training" if lesson["seconds_to_target"] else
+        f"lesson:  never reached 98.0% in {len(lesson['epoch_seconds'])} epochs "
+        f"({sum(lesson['epoch_seconds']):.1f} s; best {max(lesson['test_accuracy']):.4f})",
+        f"speedup: {'>= ' if default['speedup_is_lower_bound'] else ''}"
+        f"{default['speedup_vs_lesson']:.1f}x less time to 98% (target >= 5x)",
         f"epoch:   {epoch['median_epoch_seconds']:.3f} s vs GEMM floor "
         f"{epoch['floor_seconds']:.3f} s ({epoch['gemm_gflops']:.0f} GFLOP/s): "
         f"{epoch['ratio_to_floor']:.2f}x (target <= 1.5x)",

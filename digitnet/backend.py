@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -15,16 +16,23 @@ def quiet_backend() -> None:
     warnings.filterwarnings("ignore", module="keras")
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with stderr silenced: it logs CUDA and oneDNN notices before its own
-    log level applies (TF_CPP_MIN_LOG_LEVEL cannot hide them)."""
-    quiet_backend()
+@contextlib.contextmanager
+def silenced_stderr():
+    """Send file descriptor 2 to /dev/null: C++ libraries log there, past Python's reach."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow without the CUDA and oneDNN notices it prints before its own log level
+    applies (TF_CPP_MIN_LOG_LEVEL cannot hide them)."""
+    quiet_backend()
+    with silenced_stderr():
+        import tensorflow  # noqa: F401

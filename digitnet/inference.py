@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digitnet.backend import silenced_stderr
 from digitnet.errors import DigitnetError
 
 LITERT_BATCH = 256  # fixed input batch for the interpreter; the last chunk is padded
@@ -52,7 +53,8 @@ class LiteRTClassifier:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
+            with silenced_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" from C++
+                self.interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
         except (ValueError, RuntimeError) as error:
             raise DigitnetError(f"{path}: cannot load LiteRT model ({first_line(error)})") from None
         self.path = path
@@ -64,7 +66,8 @@ class LiteRTClassifier:
         """Set the interpreter's input batch size (reallocates only on a change)."""
         if batch != self.batch:
             self.interpreter.resize_tensor_input(self.input, (batch, 28, 28, 1))
-            self.interpreter.allocate_tensors()
+            with silenced_stderr():
+                self.interpreter.allocate_tensors()
             self.batch = batch
 
     def predict(self, images: np.ndarray) -> np.ndarray:

@@ -48,27 +48,34 @@ def expand_inputs(inputs: Iterable[str], stdin=None) -> Iterator[str]:
             for root, dirs, files in os.walk(item):
                 dirs.sort()
                 for name in sorted(files):
-                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                         yield os.path.join(root, name)
         else:
             yield item
-
-
-def top_predictions(probabilities: np.ndarray, k: int) -> list[dict]:
-    """The k most probable digits, most probable first."""
-    order = np.argsort(-probabilities, kind="stable")[:k]
-    return [{"digit": int(d), "probability": round(float(probabilities[d]), 6)} for d in order]
 
 
 def answer(path: str, probabilities: np.ndarray, top_k: int, min_confidence: float,
            has_ink: bool = True) -> Prediction:
     """The prediction for one image: its best digit, or unknown below `min_confidence` or when
     preprocessing found no ink at all (a blank page has no digit, whatever the threshold)."""
-    best = int(np.argmax(probabilities))
-    confident = has_ink and probabilities[best] >= min_confidence
-    return Prediction(file=path, digit=best if confident else None,
-                      probability=round(float(probabilities[best]), 6),
-                      top_k=top_predictions(probabilities, top_k))
+    return answers([path], probabilities[None], top_k, min_confidence, [has_ink])[0]
+
+
+def answers(paths: list[str], probabilities: np.ndarray, top_k: int, min_confidence: float,
+            has_ink: list[bool]) -> list[Prediction]:
+    """answer() for a batch (N, 10): the same results, sorted and rounded for all rows at once,
+    which keeps the main process from slowing the preprocessing workers."""
+    if not paths:
+        return []
+    best = np.argmax(probabilities, axis=1)
+    confident = (probabilities[np.arange(len(paths)), best] >= min_confidence).tolist()
+    orders = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k].tolist()
+    rows = probabilities.tolist()  # Python floats, exactly the float32 values
+    return [Prediction(file=path, digit=b if ink and sure else None,
+                       probability=round(row[b], 6),
+                       top_k=[{"digit": d, "probability": round(row[d], 6)} for d in order])
+            for path, b, sure, order, row, ink
+            in zip(paths, best.tolist(), confident, orders, rows, has_ink)]
 
 
 def save_inputs(paths: list[str], arrays: list[np.ndarray], folder: Path) -> None:
@@ -85,19 +92,17 @@ def save_inputs(paths: list[str], arrays: list[np.ndarray], folder: Path) -> Non
         save_preprocessed(array, folder / f"{name}.png")
 
 
-def predict_batch(classifier, paths: list[str], top_k: int, min_confidence: float,
+def predict_batch(classifier, items: list[tuple], top_k: int, min_confidence: float,
                   save_dir: Path | None) -> list[Prediction]:
-    """Preprocess and predict one batch of paths, keeping their order."""
-    from digitnet.preprocess import preprocess_files
-
-    inputs = preprocess_files(paths)
-    good = [(p, a) for p, a in zip(paths, inputs) if not isinstance(a, DigitnetError)]
+    """Predict one batch of preprocessed (path, array or error) items, keeping their order."""
+    good = [(p, a) for p, a in items if not isinstance(a, DigitnetError)]
     probabilities = classifier.predict(np.stack([a for _, a in good])[..., None]) if good else []
     if save_dir is not None and good:
         save_inputs([p for p, _ in good], [a for _, a in good], save_dir)
-    answers = {p: answer(p, row, top_k, min_confidence, bool(a.any()))
-               for (p, a), row in zip(good, probabilities)}
-    return [answers.get(p) or Prediction(file=p, error=str(a)) for p, a in zip(paths, inputs)]
+    found = answers([p for p, _ in good], probabilities, top_k, min_confidence,
+                    [bool(a.any()) for _, a in good])
+    by_path = {prediction.file: prediction for prediction in found}
+    return [by_path.get(p) or Prediction(file=p, error=str(a)) for p, a in items]
 
 
 def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int = 3,
@@ -116,13 +121,16 @@ def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int =
       One Prediction per image; an unreadable image yields a Prediction with `error` set.
     """
     from digitnet.inference import load_classifier
+    from digitnet.preprocess import preprocess_stream
 
     model_path, _ = rundir.resolve_model(model)
     classifier = load_classifier(model_path)
     save_path = Path(save_dir) if save_dir is not None else None
-    batch: list[str] = []
-    for path in expand_inputs(inputs):
-        batch.append(path)
+    batch: list[tuple] = []
+    # one stream over all the inputs: the workers preprocess the next batch while this one
+    # is classified and printed
+    for item in preprocess_stream(expand_inputs(inputs)):
+        batch.append(item)
         if len(batch) == BATCH_SIZE:
             yield from predict_batch(classifier, batch, top_k, min_confidence, save_path)
             batch = []

@@ -146,10 +146,14 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
             batch_images = augment_batch(batch_images, training.augment, seed)
         return batch_images, tf.gather(labels, idx)
 
+    # No autotuning: its background thread made tearing the pipeline down take up to 2 s.
+    options = tf.data.Options()
+    options.autotune.enabled = False
     return (tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_order)
             .enumerate(start=first_epoch * steps)
-            .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+            .map(gather)
+            .prefetch(2)
+            .with_options(options))
 
 
 def fit(model, splits: Splits, config: Config, run_dir: Path, first_epoch: int = 0,

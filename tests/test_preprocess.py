@@ -10,10 +10,10 @@ import time
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
 from digitnet import preprocess
 from digitnet.errors import DigitnetError
@@ -52,7 +52,7 @@ def reference() -> np.ndarray:
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Correlation of two images, slightly blurred so that sub-pixel shifts barely count."""
-    a, b = ndimage.gaussian_filter(a, 1.0), ndimage.gaussian_filter(b, 1.0)
+    a, b = (cv2.GaussianBlur(x, (9, 9), 1.0, borderType=cv2.BORDER_REFLECT) for x in (a, b))
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
@@ -62,8 +62,17 @@ def check_mnist_like(array: np.ndarray) -> None:
     assert array.min() >= 0 and array.max() == pytest.approx(1.0, abs=0.02)
     rows, cols = np.nonzero(array > 0.05)
     assert max(np.ptp(rows), np.ptp(cols)) + 1 in (19, 20, 21)
-    row, col = ndimage.center_of_mass(array)
+    row, col = preprocess.centre_of_mass(array)
     assert abs(row - 14) <= 1 and abs(col - 14) <= 1
+
+
+def shifted(values: np.ndarray, down: int, right: int) -> np.ndarray:
+    """The array moved by whole pixels, zeros coming in from the edges."""
+    moved = np.zeros_like(values)
+    height, width = values.shape
+    moved[max(down, 0):height + min(down, 0), max(right, 0):width + min(right, 0)] = \
+        values[max(-down, 0):height - max(down, 0), max(-right, 0):width - max(right, 0)]
+    return moved
 
 
 def save(image: Image.Image, path: Path, **options) -> Path:
@@ -198,8 +207,8 @@ def test_mnist_like_input_passes_nearly_unchanged():
     """A 28x28 white-on-black digit, 20 px tall, centred by mass, anti-aliased: MNIST's own."""
     digit = draw_digit(size=(112, 112), box=(28, 16, 84, 96), width=10, ink=255, paper=0)
     small = np.asarray(digit.resize((28, 28), Image.Resampling.BOX), np.float32) / 255
-    row, col = ndimage.center_of_mass(small)
-    small = ndimage.shift(small, (round(14 - row), round(14 - col)), order=0)
+    row, col = preprocess.centre_of_mass(small)
+    small = shifted(small, round(14 - row), round(14 - col))
     output = to_mnist(Image.fromarray((small * 255).astype(np.uint8)))
     assert np.corrcoef(output.ravel(), small.ravel())[0, 1] > 0.9
 
@@ -320,16 +329,40 @@ def test_preprocess_files_returns_errors_in_place(tmp_path, reference):
     assert results[2].shape == (28, 28) and similarity(results[2], reference) < 0.7
 
 
-def test_preprocess_files_in_parallel_keeps_order(tmp_path, monkeypatch):
+@pytest.mark.parametrize("serial_seconds", [0.0, 60.0], ids=["workers", "here-first"])
+def test_preprocess_files_in_parallel_keeps_order(tmp_path, monkeypatch, serial_seconds):
+    """In worker processes (none done here first) or here while the workers start, the same."""
     paths = write_batch(tmp_path) * 4
     serial = preprocess_files(paths, workers=1)
     monkeypatch.setattr(preprocess, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(preprocess, "CHUNK_FILES", 5)  # several chunks, the last one short
+    monkeypatch.setattr(preprocess, "SERIAL_SECONDS", serial_seconds)
+    monkeypatch.setattr(preprocess, "_pools", {})  # a new pool, so the serial start applies
     parallel = preprocess_files(paths, workers=2)
+    assert len(parallel) == len(serial)
     for one, other in zip(serial, parallel):
         if isinstance(one, DigitnetError):
             assert str(one) == str(other)
         else:
             np.testing.assert_array_equal(one, other)
+    preprocess.close_pools()
+
+
+def test_preprocess_stream_is_lazy_and_in_order(tmp_path):
+    """A generator of paths is read as the results are taken, and each result names its file."""
+    paths = write_batch(tmp_path)
+    taken = []
+
+    def given():
+        for path in paths:
+            taken.append(path)
+            yield path
+
+    stream = preprocess.preprocess_stream(given(), workers=1)
+    assert not taken
+    first = next(stream)
+    assert first[0] == str(paths[0]) and first[1].shape == (28, 28)
+    assert [path for path, _ in stream] == [str(p) for p in paths[1:]]
 
 
 def test_save_preprocessed_writes_what_the_model_saw(tmp_path, reference):
@@ -345,8 +378,9 @@ def test_save_preprocessed_error(tmp_path, reference):
         save_preprocessed(reference, tmp_path / "no-such-folder" / "seen.png")
 
 
-def test_does_not_import_tensorflow():
-    code = "import sys, digitnet.preprocess; sys.exit('tensorflow' in sys.modules)"
+def test_does_not_import_tensorflow_or_scipy():
+    code = ("import sys, digitnet.preprocess\n"
+            "sys.exit('tensorflow' in sys.modules or 'scipy' in sys.modules)")
     repo = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, timeout=60).returncode == 0
 
@@ -358,3 +392,161 @@ def test_real_images_all_give_a_centred_digit():
     for array in preprocess_files(paths, workers=1):
         assert not isinstance(array, DigitnetError), array
         check_mnist_like(array)
+
+
+# ------------------------------------------- fast paths that must match what they replace
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_resize_matches_pillow(seed):
+    """Pillow's BOX (whole source pixels, not areas) and BILINEAR enlarging, as before."""
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        height, width = (int(n) for n in rng.integers(1, 200, 2))
+        target = tuple(int(n) for n in rng.integers(1, 200, 2))
+        values = rng.random((height, width)).astype(np.float32)
+        box = Image.fromarray(values).resize(target, Image.Resampling.BOX)
+        np.testing.assert_allclose(preprocess.resize(values, target), np.asarray(box), atol=1e-6)
+        if target[0] >= width and target[1] >= height:
+            smooth = Image.fromarray(values).resize(target, Image.Resampling.BILINEAR)
+            np.testing.assert_allclose(preprocess.resize(values, target, smooth=True),
+                                       np.asarray(smooth), atol=1e-6)
+
+
+def test_percentiles_and_medians_are_numpys_bit_for_bit():
+    """The quick versions give exactly numpy's values (and types), so thresholds do not move."""
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 3, 7, 100, 5000, 5001):
+        for values in (rng.random(size), rng.integers(0, 4, size) / 4, rng.random(size) ** 9):
+            values = values.astype(np.float32).reshape(1, -1)
+            percents = (0.1, 50, 90, 99.9)
+            assert preprocess.percentiles(values, percents) == np.percentile(values,
+                                                                             percents).tolist()
+            for percent in percents:
+                quick, slow = preprocess.percentile(values, percent), np.percentile(values,
+                                                                                    percent)
+                assert quick == slow and quick.dtype == slow.dtype == np.float32
+            assert preprocess.median(values) == float(np.median(values))
+
+
+@pytest.mark.parametrize("size", [3, 4, 8, 21])
+def test_grey_closing_is_scipys(size):
+    """Dilation then erosion by a size x size square, the erosion's window the dilation's
+    reflected, edges extended: scipy.ndimage.grey_closing(mode="nearest"), by brute force."""
+    values = np.random.default_rng(size).random((30, 37)).astype(np.float32)
+    low, high = (size - 1) // 2, size // 2  # the dilation's window reaches back low, on high
+
+    def window(array, reducer, back, ahead):
+        padded = np.pad(array, ((back, ahead), (back, ahead)), mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
+        return reducer(windows, axis=(2, 3))
+
+    expected = window(window(values, np.max, low, high), np.min, high, low)
+    np.testing.assert_array_equal(preprocess.grey_closing(values, size), expected)
+
+
+def test_runs_at_least():
+    mask = np.random.default_rng(4).random((40, 60)) > 0.2
+    expected = np.zeros_like(mask)
+    for row in range(mask.shape[0]):
+        start = None
+        for col in range(mask.shape[1] + 1):
+            inked = col < mask.shape[1] and mask[row, col]
+            if inked and start is None:
+                start = col
+            elif not inked and start is not None:
+                expected[row, start:col] = col - start >= 7
+                start = None
+    np.testing.assert_array_equal(preprocess.runs_at_least(mask, 7), expected)
+
+
+def test_largest_breaks_ties_by_position():
+    """Not by OpenCV's label order, which depends on its algorithm and thread count."""
+    stats = np.array([[0, 0, 50, 50, 2000], [30, 10, 5, 5, 9], [5, 10, 5, 5, 9], [1, 2, 3, 3, 4]])
+    sizes = stats[:, 4].astype(float)
+    sizes[0] = 0
+    assert preprocess.largest(sizes, stats) == 2  # as high as label 1, further left
+    assert preprocess.largest(np.zeros(4), stats) == 0
+
+
+@pytest.mark.parametrize("width", [1, 3, 6, 9, 12, 20, 45])
+def test_quick_stroke_check_agrees_with_the_exact_width(width):
+    image = draw_digit(size=(500, 500), box=(50, 50, 450, 450), width=width)
+    gray = preprocess.grayscale(image)
+    ink = preprocess.flatten_background(1.0 - gray)
+    shape = preprocess.digit_shape(ink, preprocess.select_digit(preprocess.segment(ink)))
+    exact = preprocess.stroke_width(shape)
+    if preprocess.surely_typical(shape):
+        assert preprocess.STROKE_RANGE[0] <= exact <= preprocess.STROKE_RANGE[1]
+    else:  # only near the range's ends, or out of it
+        assert not 7 <= exact <= 16
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return (len(data).to_bytes(4, "big") + kind + data
+            + zlib.crc32(kind + data).to_bytes(4, "big"))
+
+
+def with_chunk(png: bytes, chunk: bytes) -> bytes:
+    """The PNG with a chunk inserted right after its header chunk."""
+    return png[:33] + chunk + png[33:]
+
+
+def test_plain_grayscale_png_is_decoded_without_pillow(tmp_path):
+    """The fast path gives exactly Pillow's pixels, and so exactly the same input."""
+    image = draw_digit(size=(60, 50), box=(10, 5, 50, 45), width=4)
+    path = save(image, tmp_path / "plain.png")
+    np.testing.assert_array_equal(preprocess.read_plain_png(str(path)), np.asarray(image))
+    np.testing.assert_array_equal(preprocess_file(path), to_mnist(load_image(path)))
+
+
+def png_bytes(image: Image.Image, **options) -> bytes:
+    """The image as a PNG file's bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def png_variants(tmp_path: Path) -> dict:
+    """PNG files that must not take the fast path, each with the reason in its name."""
+    image = draw_digit(size=(60, 50), box=(10, 5, 50, 45), width=4)
+    plain = png_bytes(image)
+    rotated = Image.Exif()
+    rotated[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    xmp = b"XML:com.adobe.xmp\x00<x:xmpmeta tiff:Orientation='6'/>"
+    variants = {
+        "rgb": image.convert("RGB"), "16-bit": Image.fromarray(np.asarray(image, np.uint16) * 200),
+        "palette": image.convert("P"), "with-alpha": image.convert("LA"),
+        "transparent-grey": with_chunk(plain, png_chunk(b"tRNS", b"\x00\xff")),
+        "xmp-orientation": with_chunk(plain, png_chunk(b"tEXt", xmp)),
+        "exif-orientation": png_bytes(image, exif=rotated),
+        "bad-checksum": plain[:-13] + bytes([plain[-13] ^ 1]) + plain[-12:],  # IDAT's CRC
+        "truncated": plain[: len(plain) - 20],
+    }
+    interlaced = bytearray(plain)
+    interlaced[28] = 1  # the header's interlace byte, with its CRC fixed up
+    interlaced[29:33] = zlib.crc32(bytes(interlaced[12:29])).to_bytes(4, "big")
+    variants["interlaced"] = bytes(interlaced)
+    paths = {}
+    for name, content in variants.items():
+        path = tmp_path / f"{name}.png"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            content.save(path)
+        paths[name] = path
+    return paths
+
+
+def test_other_pngs_take_pillows_path(tmp_path):
+    for name, path in png_variants(tmp_path).items():
+        assert preprocess.read_plain_png(str(path)) is None, name
+        try:
+            expected = to_mnist(load_image(path, draft_side=preprocess.WORK_SIDE))
+        except DigitnetError as err:
+            with pytest.raises(DigitnetError) as raised:
+                preprocess_file(path)
+            assert str(raised.value) == str(err), name
+        else:
+            np.testing.assert_array_equal(preprocess_file(path), expected, err_msg=name)
