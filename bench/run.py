@@ -25,6 +25,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from predict_speed import write_pngs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITNET = [sys.executable, "-m", "digitnet"]
@@ -124,21 +125,6 @@ def wall(command: list[str], repeat: int = 5, **kwargs) -> float:
     return statistics.median(times)
 
 
-def write_pngs(data_dir: str, folder: Path, count: int = 10000) -> list[Path]:
-    """The first `count` MNIST test images as PNG files (white digit on black, as MNIST)."""
-    from PIL import Image
-
-    from digitnet.data import load_mnist
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, image in enumerate(load_mnist(data_dir).x_test[:count]):
-        path = folder / f"{index:05d}.png"
-        Image.fromarray(image).save(path)
-        paths.append(path)
-    return paths
-
-
 def evaluate_seconds(run_dir: str, data_dir: str) -> float:
     """Seconds to score the 10,000 test images once the model and data are loaded."""
     from digitnet.data import load_mnist, to_model_input
@@ -194,7 +180,7 @@ def summarise_runs(runs: list[dict]) -> dict:
 
 def latencies(run_dir: str, data_dir: str, workdir: Path) -> dict:
     """CLI start-up, single-image predict, evaluate and batch predict timings."""
-    pngs = write_pngs(data_dir, workdir / "pngs")
+    pngs = write_pngs(data_dir, workdir / "pngs", 10000)
     one = [*DIGITNET, "predict", str(pngs[0]), "--model", run_dir]
     started = time.perf_counter()
     subprocess.run([*DIGITNET, "predict", str(workdir / "pngs"), "--model", run_dir, "--json"],

@@ -10,6 +10,7 @@ from digitnet import rundir
 from digitnet.config import Config, from_dict
 from digitnet.config import read_yaml as read_config_yaml
 from digitnet.data import load_mnist, resolve_source, split_validation, to_model_input
+from digitnet.errors import DigitnetError
 
 SPLITS = ("test", "val")
 
@@ -89,6 +90,9 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
     from digitnet.inference import load_classifier
 
     model_path, run_dir = rundir.resolve_model(model_or_run)
+    if split == "val" and run_dir is None:  # its validation images depend on the run's seed
+        raise DigitnetError(f"{model_path}: --split val needs the model's run directory (its "
+                            f"config.yaml says which images were held out); use --split test")
     classifier = load_classifier(model_path)  # a bad model fails before the data is read
     images, labels = load_split(run_config(run_dir), split, data_dir)
     probabilities = classifier.predict(images)

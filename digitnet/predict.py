@@ -123,19 +123,26 @@ def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int =
     from digitnet.inference import load_classifier
     from digitnet.preprocess import preprocess_stream
 
+    inputs = list(inputs)  # named again in the error when none of them holds an image
     model_path, _ = rundir.resolve_model(model)
     classifier = load_classifier(model_path)
     save_path = Path(save_dir) if save_dir is not None else None
     batch: list[tuple] = []
+    seen = 0
     # one stream over all the inputs: the workers preprocess the next batch while this one
     # is classified and printed
     for item in preprocess_stream(expand_inputs(inputs)):
         batch.append(item)
+        seen += 1
         if len(batch) == BATCH_SIZE:
             yield from predict_batch(classifier, batch, top_k, min_confidence, save_path)
             batch = []
     if batch:
         yield from predict_batch(classifier, batch, top_k, min_confidence, save_path)
+    if seen == 0:
+        raise DigitnetError(f"no images found in {' '.join(inputs)} (expected image files, "
+                            f"folders holding {'/'.join(sorted(IMAGE_EXTENSIONS))} files, "
+                            f"or '-' with paths on stdin)")
 
 
 def format_row(prediction: Prediction) -> str:

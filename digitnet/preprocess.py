@@ -51,7 +51,8 @@ MIN_DIGIT = 0.025  # a digit's long side is at least this fraction of the image'
 PAGE_DIGIT = 0.1  # ... and at least this when something runs along the image's edge
 MIN_PIECE = 0.04  # a component smaller than this fraction of the largest is a speck
 PARALLEL_MIN = 64  # fewer files than this are preprocessed in this process
-CHUNK_FILES = 32  # files per task for a worker: few enough for balance, enough to amortise it
+CHUNK_FILES = 64  # files per task for a worker, at most: enough to amortise the task
+CHUNK_SECONDS = 0.03  # ... and about this much work: little left for one worker at the end
 QUEUED_CHUNKS = 4  # tasks queued per worker, so that none waits for the caller
 SERIAL_SECONDS = 0.2  # work done here while a new pool's fork server starts (about as long)
 SVG_SUFFIXES = (".svg", ".svgz")
@@ -888,17 +889,24 @@ def preprocess_stream(paths: Iterable, workers: int | None = None) -> Iterator[t
     started = workers in _pools
     pool = worker_pool(workers)  # a new pool's fork server starts in the background
     rest = itertools.chain(head, paths)
+    size = CHUNK_FILES
     if not started:
         # meanwhile, work here: a batch of small files is often done before the workers
         # would have been ready (and then they never are needed)
-        deadline = time.perf_counter() + SERIAL_SECONDS
+        began = time.perf_counter()
+        done = 0
         for path in rest:
-            if time.perf_counter() >= deadline:
+            if time.perf_counter() - began >= SERIAL_SECONDS:
                 rest = itertools.chain([path], rest)
                 break
             yield path, preprocess_or_error(path)
+            done += 1
+        # chunks of about CHUNK_SECONDS at the pace seen here: MNIST-size files go many to a
+        # task, photos few, so that neither worker is left with a long last chunk
+        pace = (time.perf_counter() - began) / max(done, 1)
+        size = max(1, min(CHUNK_FILES, round(CHUNK_SECONDS / pace)))
     pending: collections.deque = collections.deque()
-    for chunk in chunks(rest, CHUNK_FILES):
+    for chunk in chunks(rest, size):
         pending.append((chunk, pool.submit(preprocess_chunk, chunk)))
         if len(pending) > QUEUED_CHUNKS * workers:
             yield from unpack(*pending.popleft())
@@ -945,6 +953,9 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     started here, and imports while the caller goes on (the workers start at the first task).
     """
     if workers not in _pools:
+        # The server starts as `python -c ...`, which would put the current folder first on
+        # sys.path: a digitnet.py (or an old checkout) there must not replace this package.
+        os.environ.setdefault("PYTHONSAFEPATH", "1")
         if "forkserver" in multiprocessing.get_all_start_methods():
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["__main__", __name__])

@@ -126,3 +126,14 @@ def test_train_with_a_bad_data_dir(runs_dir, tmp_path):
     assert result.exit_code == 1
     assert result.output.endswith(f"Error: {tmp_path / 'empty'}: missing train-images-idx3-ubyte"
                                   f"[.gz] (expected the four MNIST IDX files)\n")
+
+
+def test_val_split_of_a_bare_model_is_refused(tiny_run, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare.keras"
+    shutil.copy(tiny_run / "model-best.keras", bare)
+    result = run("evaluate", str(bare), "--split", "val")
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {bare}: --split val needs the model's run directory (its "
+                             f"config.yaml says which images were held out); use --split test\n")

@@ -1,6 +1,7 @@
 """`digitnet predict` through the CLI: tables, JSON, many inputs, unknowns and bad files."""
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
@@ -128,3 +129,29 @@ def test_predict_needs_an_image():
     result = run("predict")
     assert result.exit_code == 2
     assert "Error: Missing argument 'IMAGES...'." in result.output
+
+
+def test_no_images_found_is_an_error(tiny_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("predict", str(tmp_path / "empty"), "--model", str(tiny_run))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: no images found in {tmp_path / 'empty'} (expected")
+    result = run("predict", "-", "--model", str(tiny_run), input="")
+    assert result.exit_code == 1 and "Error: no images found in -" in result.output
+
+
+def test_pool_workers_ignore_a_digitnet_module_in_the_current_folder(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    for index in range(70):  # enough work that the process pool takes over
+        Image.open(digit_png(tmp_path / f"d{index:02d}.png")).resize((1500, 1500)).save(
+            tmp_path / f"d{index:02d}.png")
+    (tmp_path / "digitnet.py").write_text("raise SystemExit('imported the wrong digitnet')\n")
+    console_script = Path(sys.executable).parent / "digitnet"  # not `python -m`: that adds cwd
+    result = subprocess.run([str(console_script), "predict", str(tmp_path),
+                             "--model", str(tiny_run), "--json"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert len(json_lines(result.stdout)) == 70
+    assert "wrong digitnet" not in result.stderr
