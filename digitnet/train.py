@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import __version__, rundir
-from digitnet.config import Config, TrainingConfig, save_config
+from digitnet.config import Config, TrainingConfig, from_dict, read_yaml, save_config
 from digitnet.data import Splits, load_mnist, resolve_source, split_validation
 from digitnet.devices import select_device
 from digitnet.errors import DigitnetError
@@ -32,6 +32,7 @@ from digitnet.resume import (
     FINISHED,
     INTERRUPTED,
     RUNNING,
+    check_more_to_do,
     check_same_data,
     checkpoint_file,
     latest_snapshot,
@@ -253,6 +254,8 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
     print(f"Training on {device_name}; run directory {run_dir}", flush=True)
     seed_everything(config.training.seed, config.training.jit_compile)
     if resume:
+        # Checked again under the lock: the run may have finished since the CLI looked.
+        check_more_to_do(run_dir, from_dict(read_yaml(run_dir / rundir.CONFIG_FILE)), config)
         data_dir = resume_source(data_dir, config)
     config, mnist, splits = load_data(config, data_dir)
     info = manifest(config, device_name, mnist.files, command)

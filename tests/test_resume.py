@@ -390,3 +390,22 @@ def test_early_stopping_stops_records_and_is_kept_on_resume(tmp_path, tiny_data_
     with pytest.raises(DigitnetError, match="stopped early after epoch 2 .pass --set "
                                             "training.early_stopping_patience=N"):
         resume_config(run_dir)
+
+
+def test_run_that_finished_after_the_cli_check_is_not_trained_again(tiny_run, tmp_path,
+                                                                    tiny_data_dir, monkeypatch):
+    """The CLI checks the state before TensorFlow loads; the check is repeated under the lock."""
+    import shutil
+
+    from digitnet.config import from_dict, read_yaml
+    from digitnet.errors import DigitnetError
+    from digitnet.train import train_and_evaluate
+
+    run_dir = tmp_path / "done"
+    shutil.copytree(tiny_run, run_dir)
+    monkeypatch.setenv("DIGITNET_RUNS_DIR", str(tmp_path))
+    config = from_dict(read_yaml(run_dir / "config.yaml"))
+    before = (run_dir / "metrics.json").read_text()
+    with pytest.raises(DigitnetError, match=r"already finished after 2 epochs"):
+        train_and_evaluate(config, run_dir, str(tiny_data_dir), resume=True)
+    assert (run_dir / "metrics.json").read_text() == before
