@@ -14,7 +14,7 @@ from digitnet import rundir
 from digitnet.errors import DigitnetError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-# Below this probability the answer is "unknown". Chosen with bench/realdigits.py (README,
+# Below this probability the answer is "unknown". Chosen with bench/real_images.py (README,
 # "Saying I don't know"): it refuses every blank or noise image, about half of letters and
 # scribbles, and about 1 in 20 real digits, most of which the model had wrong anyway.
 DEFAULT_MIN_CONFIDENCE = 0.4

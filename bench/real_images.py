@@ -1,6 +1,6 @@
 """Real-image accuracy and the "I don't know" threshold, through digitnet's own predict.
 
-    DIGITNET_DATA_DIR=../shared/data/mnist .venv/bin/python bench/realdigits.py \
+    DIGITNET_DATA_DIR=../shared/data/mnist .venv/bin/python bench/real_images.py \
         --model runs/default --model runs/cnn [--realdigits ../shared/data/realdigits-dev]
 
 For each model: accuracy on the labelled real photos, scans and drawings, overall and per style;

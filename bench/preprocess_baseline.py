@@ -3,8 +3,8 @@
 A development tool: for each model, prints the accuracy overall and per style of the
 realdigits data set (photos, scans, canvas drawings) with two kinds of preprocessing.
 
-    python bench/realdigits_preprocess.py --model runs/latest/model.keras [--save DIR]
-    python bench/realdigits_preprocess.py --speed [--repeat 20]   # images/second
+    python bench/preprocess_baseline.py --model runs/latest/model.keras [--save DIR]
+    python bench/preprocess_baseline.py --speed [--repeat 20]   # images/second
 """
 
 from __future__ import annotations
