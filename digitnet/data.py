@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,9 @@ def load_idx_dir(folder: Path) -> Mnist:
 
 def load_npz(path: Path) -> Mnist:
     """Load a Keras-layout mnist.npz without pickle."""
+    if not zipfile.is_zipfile(path):  # numpy would blame pickling for any other file
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive of "
+                        f"{', '.join(NPZ_KEYS)})")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]

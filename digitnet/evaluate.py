@@ -33,6 +33,12 @@ def per_class_scores(confusion: np.ndarray) -> list[dict]:
              "f1": float(f1[d]), "support": int(actual[d])} for d in range(10)]
 
 
+def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true labels (no label smoothing)."""
+    picked = probabilities[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+
+
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy, loss, per-class scores and the confusion matrix of predictions.
 
@@ -46,12 +52,11 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     labels = np.asarray(labels, dtype=np.int64)
     predicted = probabilities.argmax(axis=1)
     confusion = confusion_matrix(labels, predicted)
-    picked = probabilities[np.arange(len(labels)), labels]
     classes = per_class_scores(confusion)
     return {
         "examples": int(len(labels)),
         "accuracy": float(np.mean(predicted == labels)),
-        "loss": float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))),
+        "loss": cross_entropy(probabilities, labels),
         "macro_f1": float(np.mean([c["f1"] for c in classes])),
         "per_class": classes,
         "confusion_matrix": confusion.tolist(),

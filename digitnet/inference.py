@@ -7,6 +7,7 @@ a `.keras` file without one falls back to Keras, which takes a few seconds to im
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ class KerasClassifier:
         import_tensorflow_quietly()
         import keras
 
+        if not zipfile.is_zipfile(path):  # Keras would say "file not found" for a file it found
+            raise DigitnetError(f"{path}: cannot load Keras model (not a .keras zip archive)")
         try:
             self.model = keras.saving.load_model(path, compile=False)
         except Exception as error:  # Keras raises many types for a bad archive

@@ -177,6 +177,8 @@ def fit(model, splits: Splits, config: Config, run_dir: Path, first_epoch: int =
 
 def measure(model, splits: Splits) -> dict:
     """Loss and accuracy of `model` on the train, val and test splits."""
+    from digitnet.evaluate import cross_entropy
+
     metrics = {}
     for name, x, y in (("train", splits.x_train, splits.y_train),
                        ("val", splits.x_val, splits.y_val),
@@ -185,12 +187,6 @@ def measure(model, splits: Splits) -> dict:
         metrics[f"{name}_loss"] = cross_entropy(probabilities, y)
         metrics[f"{name}_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == y))
     return metrics
-
-
-def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-likelihood of the true labels (no label smoothing)."""
-    picked = probabilities[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
 
 
 def manifest(config: Config, device: str, files: dict, command: list[str] | None) -> dict:

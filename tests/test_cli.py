@@ -117,6 +117,7 @@ def test_evaluate_a_corrupt_model(runs_dir, tmp_path):
     result = run("evaluate", str(bad))
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {bad}: cannot load Keras model (")
+    assert "not a .keras zip archive" in result.output
     assert result.output.count("\n") == 1
 
 

@@ -175,3 +175,12 @@ def test_validation_size_must_fit(tmp_path):
     with pytest.raises(DataError) as error:
         split_validation(mnist, 40, seed=0)
     assert str(error.value) == "data.validation_size: expected 1..39, received 40"
+
+
+def test_text_file_as_npz_does_not_mention_pickling(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not data")
+    with pytest.raises(DataError) as error:
+        load_mnist(str(path))
+    assert str(error.value) == (f"{path}: not a readable .npz file (not a zip archive of "
+                                f"x_train, y_train, x_test, y_test)")
