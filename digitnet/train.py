@@ -27,6 +27,7 @@ from digitnet.errors import DigitnetError
 from digitnet.export import export_litert, litert_path
 from digitnet.interrupt import InterruptGuard, TrainingInterrupted
 from digitnet.lock import RunLock
+from digitnet.optim import make_optimizer
 from digitnet.resume import (
     FAILED,
     FINISHED,
@@ -60,34 +61,6 @@ def seed_everything(seed: int, jit_compile: bool) -> None:
     keras.utils.set_random_seed(seed)
     if not jit_compile:
         tf.config.experimental.enable_op_determinism()
-
-
-def make_schedule(training: TrainingConfig, epoch_steps: int):
-    """Learning rate per step: linear warm-up to the peak, then constant or cosine to zero."""
-    import keras
-
-    warmup = int(training.warmup_epochs * epoch_steps)
-    total = training.epochs * epoch_steps
-    if training.schedule == "constant" and warmup == 0:
-        return training.learning_rate
-    decay_steps = max(total - warmup, 1) if training.schedule == "cosine" else 10**12
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else training.learning_rate,
-        decay_steps=decay_steps, alpha=0.0,
-        warmup_target=training.learning_rate if warmup else None, warmup_steps=warmup)
-
-
-def make_optimizer(training: TrainingConfig, epoch_steps: int):
-    import keras
-
-    rate = make_schedule(training, epoch_steps)
-    if training.optimizer == "adam":
-        return keras.optimizers.Adam(rate)
-    if training.optimizer == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=training.weight_decay)
-    if training.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(rate)
-    return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True)
 
 
 def compile_model(model, training: TrainingConfig, num_examples: int) -> None:

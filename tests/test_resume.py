@@ -26,6 +26,7 @@ from digitnet.config import load_config
 from digitnet.errors import DigitnetError
 from digitnet.interrupt import InterruptGuard, TrainingInterrupted
 from digitnet.lock import RunLock, is_locked
+from digitnet.optim import make_schedule
 from digitnet.resume import (
     checkpoint_file,
     read_snapshot,
@@ -34,7 +35,7 @@ from digitnet.resume import (
     run_status,
     saved_epochs,
 )
-from digitnet.train import make_schedule, train_and_evaluate
+from digitnet.train import train_and_evaluate
 from tests.conftest import REPO, TINY_OVERRIDES, runs_root, write_idx_dir
 
 LAYERS = ("model.layers=[{type: flatten}, {type: dense, units: 32}, {type: dropout, rate: 0.5}, "
