@@ -1,7 +1,8 @@
 """The command line: parse, load the config, call one library function per command.
 
 Nothing here imports TensorFlow at module level, so `--help` answers at once. Library errors
-(DigitnetError) become `Error: ...` with exit status 1 and no traceback.
+(DigitnetError) become `Error: ...` with exit status 1 and no traceback; usage errors (a bad
+option or a missing argument) become one `Error: ...` line with exit status 2.
 """
 
 from __future__ import annotations
@@ -44,7 +45,31 @@ data_dir_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
-@click.group("digitnet", context_settings=CONTEXT)
+class OneLineErrors(click.Group):
+    """A group whose usage errors are one line: the problem, then where help is."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as error:  # bare `digitnet`: the help
+            error.show()
+            sys.exit(error.exit_code)
+        except click.UsageError as error:
+            hint = f" Try '{error.ctx.command_path} --help'." if error.ctx else ""
+            click.echo(f"Error: {error.format_message()}{hint}", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group("digitnet", cls=OneLineErrors, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="digitnet")
 def cli():
     """Train, evaluate and use handwritten-digit classifiers (Keras 3 on TensorFlow).
@@ -218,7 +243,7 @@ def runs(folder, as_json):
     from digitnet.runlist import format_runs, list_runs
 
     listed = list_runs(folder)
-    click.echo(json.dumps(listed) if as_json else format_runs(listed))
+    click.echo(json.dumps(listed) if as_json else format_runs(listed, folder))
 
 
 def main() -> None:

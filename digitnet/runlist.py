@@ -31,24 +31,31 @@ def list_runs(root: str | Path | None = None) -> list[dict]:
     """Describe every run in `root`, newest first.
 
     Args:
-      root: the folder holding the runs; None for runs/ ($DIGITNET_RUNS_DIR).
+      root: the folder holding the runs; None for runs/ ($DIGITNET_RUNS_DIR), where a folder
+        that does not exist yet means no runs.
 
     Returns:
-      One `describe_run` dict per run directory (the `latest` link and other folders skipped).
+      One `describe_run` dict per run directory (the `latest` link and other folders skipped);
+      empty when there are none.
 
     Raises:
-      DigitnetError: `root` is missing, not a folder, or holds no run.
+      DigitnetError: a `root` given is missing or not a folder.
     """
-    root = rundir.runs_root() if root is None else Path(root)
-    if not root.exists():
-        raise DigitnetError(f"{root}: no such folder (train a run with `digitnet train`, or "
+    folder = runs_folder(root)
+    if root is None and not folder.exists():
+        return []
+    if not folder.exists():
+        raise DigitnetError(f"{folder}: no such folder (train a run with `digitnet train`, or "
                             f"pass the folder that holds your runs)")
-    if not root.is_dir():
-        raise DigitnetError(f"{root}: not a folder (expected the folder that holds your runs)")
-    folders = [path for path in root.iterdir() if is_run_dir(path)]
-    if not folders:
-        raise DigitnetError(f"{root}: no runs in this folder (train one with `digitnet train`)")
-    return [describe_run(path) for path in sorted(folders, key=started_at, reverse=True)]
+    if not folder.is_dir():
+        raise DigitnetError(f"{folder}: not a folder (expected the folder that holds your runs)")
+    runs = [path for path in folder.iterdir() if is_run_dir(path)]
+    return [describe_run(path) for path in sorted(runs, key=started_at, reverse=True)]
+
+
+def runs_folder(root: str | Path | None) -> Path:
+    """The folder `digitnet runs` lists: `root`, else runs/ ($DIGITNET_RUNS_DIR)."""
+    return rundir.runs_root() if root is None else Path(root)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -70,7 +77,7 @@ def describe_run(run_dir: Path) -> dict:
     status = RUNNING if is_locked(run_dir) else run_status(run_dir)
     problems = [config_problem, manifest_problem]
     if status in (FINISHED, None):  # None: no state.json, as in runs of older versions
-        problems.append(metrics_problem)
+        problems += [metrics_problem, model_problem(run_dir)]
     problem = "; ".join(p for p in problems if p) if status != RUNNING else ""
     status = BROKEN if problem else status or FINISHED
     finished = status == FINISHED
@@ -84,6 +91,13 @@ def describe_run(run_dir: Path) -> dict:
         "train_seconds": metrics.get("train_seconds") if finished else None,
         "started": manifest.get("started"),
     }
+
+
+def model_problem(run_dir: Path) -> str | None:
+    """What stops evaluate and predict from using a finished run's model, if anything."""
+    if not (run_dir / rundir.BEST_MODEL).is_file():
+        return f"{rundir.BEST_MODEL} missing"
+    return None
 
 
 def read_mapping(path: Path, parse) -> tuple[dict, str | None]:
@@ -118,8 +132,10 @@ def parse_started(text) -> datetime | None:
         return None
 
 
-def format_runs(runs: list[dict]) -> str:
+def format_runs(runs: list[dict], root: str | Path | None = None) -> str:
     """An aligned table, one run per line, then one line per broken run saying what is wrong."""
+    if not runs:
+        return f"No runs in {runs_folder(root)} yet (train one with `digitnet train`)"
     rows = [list(COLUMNS.values())] + [[cell(run, key) for key in COLUMNS] for run in runs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip()

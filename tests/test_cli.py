@@ -77,24 +77,35 @@ def test_evaluate_a_keras_file(tiny_run, tiny_data_dir):
     assert json.loads(result.output)["examples"] == 20
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--set", "training.epochz=2"], "Error: training.epochz: unknown key"),
-    (["train", "--set", "training.batch_size=big"],
+@pytest.mark.parametrize("args, code, message", [
+    (["train", "--set", "training.epochz=2"], 1, "Error: training.epochz: unknown key"),
+    (["train", "--set", "training.batch_size=big"], 1,
      "Error: training.batch_size: expected an integer, received 'big'\n"),
-    (["train", "--set", "nothing"], "Error: --set 'nothing': expected section.key=value\n"),
-    (["train", "--epochs", "0"],
-     "Error: Invalid value for '--epochs': 0 is not in the range x>=1."),
-    (["train", "--device", "tpu"], "Error: Invalid value for '--device': 'tpu' is not one of"),
-    (["train", "--config", "missing.yaml"],
-     "Error: Invalid value for '--config': File 'missing.yaml' does not exist."),
-    (["evaluate", "nowhere"], "Error: Invalid value for '[RUN]': Path 'nowhere' does not exist."),
-    (["evaluate", "--split", "train"], "Error: Invalid value for '--split': 'train' is not one of"),
+    (["train", "--set", "nothing"], 1, "Error: --set 'nothing': expected section.key=value\n"),
+    (["train", "--epochs", "0"], 2, "Error: Invalid value for '--epochs': 0 is not in the "
+                                    "range x>=1. Try 'digitnet train --help'.\n"),
+    (["train", "--device", "tpu"], 2, "Error: Invalid value for '--device': 'tpu' is not one of"),
+    (["train", "--config", "missing.yaml"], 2, "Error: Invalid value for '--config': File "
+     "'missing.yaml' does not exist. Try 'digitnet train --help'.\n"),
+    (["evaluate", "nowhere"], 2, "Error: Invalid value for '[RUN]': Path 'nowhere' does not "
+                                 "exist. Try 'digitnet evaluate --help'.\n"),
+    (["evaluate", "--split", "train"], 2,
+     "Error: Invalid value for '--split': 'train' is not one of"),
+    (["predict"], 2, "Error: Missing argument 'IMAGES...'. Try 'digitnet predict --help'.\n"),
+    (["frobnicate"], 2, "Error: No such command 'frobnicate'. Try 'digitnet --help'.\n"),
+    (["train", "--epoch", "3"], 2, "Error: No such option '--epoch'. Did you mean '--epochs'? "
+                                     "Try 'digitnet train --help'.\n"),
 ])
-def test_bad_input_is_one_line_error(runs_dir, args, message):
+def test_bad_input_is_one_line_error(runs_dir, args, code, message):
     result = run(*args)
-    assert result.exit_code in (1, 2)
-    assert message in result.output
-    assert "Traceback" not in result.output
+    assert result.exit_code == code
+    assert result.output.startswith(message)
+    assert result.output.count("\n") == 1, result.output  # no Usage lines, no traceback
+
+
+def test_bare_digitnet_shows_the_help():
+    result = run()
+    assert result.output.startswith("Usage: digitnet [OPTIONS] COMMAND")
 
 
 def test_evaluate_without_any_run(runs_dir):

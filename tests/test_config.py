@@ -29,7 +29,7 @@ def test_config_is_frozen():
         load_config().training.epochs = 3
 
 
-@pytest.mark.parametrize("name", ["default", "lesson", "cnn"])
+@pytest.mark.parametrize("name", ["default", "lesson", "cnn", "cnn-one-epoch"])
 def test_shipped_configs_load_and_take_their_file_name(name):
     config = load_config(REPO / "configs" / f"{name}.yaml")
     assert config.name == name

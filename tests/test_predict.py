@@ -128,7 +128,7 @@ def test_predict_without_a_run(runs_dir, tmp_path):
 def test_predict_needs_an_image():
     result = run("predict")
     assert result.exit_code == 2
-    assert "Error: Missing argument 'IMAGES...'." in result.output
+    assert result.output == "Error: Missing argument 'IMAGES...'. Try 'digitnet predict --help'.\n"
 
 
 def test_no_images_found_is_an_error(tiny_run, tmp_path):

@@ -12,7 +12,8 @@ from digitnet.cli import cli
 from digitnet.lock import RunLock
 from digitnet.runlist import list_runs
 
-SMALL_FILES = ("config.yaml", "manifest.json", "metrics.json", "state.json", "history.csv")
+SMALL_FILES = ("config.yaml", "manifest.json", "metrics.json", "state.json", "history.csv",
+               "model-best.keras")
 
 
 def run(*args):
@@ -20,7 +21,7 @@ def run(*args):
 
 
 def make_run(tiny_run, root, name: str, started: str, **state):
-    """A run directory with the tiny run's small files (no models), started at `started`."""
+    """A run directory with the tiny run's files (best model, no checkpoints), started then."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
     for file in SMALL_FILES:
@@ -101,20 +102,33 @@ def test_runs_defaults_to_the_runs_folder(runs_dir, tiny_run):
 
 def test_runs_errors(runs_dir, tmp_path):
     (tmp_path / "file.txt").write_text("x")
-    (tmp_path / "empty").mkdir()
     cases = [
-        ([], f"Error: {runs_dir}: no such folder (train a run with `digitnet train`, or pass the "
-             f"folder that holds your runs)\n"),
         (["nowhere"], "Error: nowhere: no such folder (train a run with `digitnet train`, or "
                       "pass the folder that holds your runs)\n"),
-        ([str(tmp_path / "empty")], f"Error: {tmp_path / 'empty'}: no runs in this folder (train "
-                                    f"one with `digitnet train`)\n"),
         ([str(tmp_path / "file.txt")], f"Error: {tmp_path / 'file.txt'}: not a folder (expected "
                                        f"the folder that holds your runs)\n"),
     ]
     for args, message in cases:
         result = run("runs", *args)
         assert (result.exit_code, result.output) == (1, message)
+
+
+def test_no_runs_yet_is_an_empty_list(runs_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert not runs_dir.exists()  # a new user: runs/ is made by the first `digitnet train`
+    for args, folder in (([], runs_dir), ([str(tmp_path / "empty")], tmp_path / "empty")):
+        result = run("runs", *args)
+        assert (result.exit_code, result.output) == (
+            0, f"No runs in {folder} yet (train one with `digitnet train`)\n")
+        result = run("runs", *args, "--json")
+        assert (result.exit_code, result.output) == (0, "[]\n")
+
+
+def test_finished_run_without_its_model_is_broken(runs_dir, tiny_run):
+    make_run(tiny_run, runs_dir, "gutted", "01-01T09:00")
+    (runs_dir / "gutted" / "model-best.keras").unlink()
+    [listed] = json.loads(run("runs", "--json").output)
+    assert (listed["status"], listed["problem"]) == ("broken", "model-best.keras missing")
 
 
 def test_new_commands_answer_help_without_importing_heavy_modules():
