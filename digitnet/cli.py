@@ -132,9 +132,10 @@ def train(config_file, overrides, epochs, batch_size, seed, run_dir, data_dir, d
     result = train_and_evaluate(config, target, data_dir, device, sys.argv,
                                 resume=bool(resume_dir), tensorboard=tensorboard)
     metrics = result.metrics
+    epochs = f"{metrics['epochs']} epoch" + ("" if metrics["epochs"] == 1 else "s")
     click.echo(f"Test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
-               f"after {metrics['epochs']} epochs in {metrics['train_seconds']:.1f} s; "
-               f"run saved to {result.run_dir}")
+               f"after {epochs} in {metrics['train_seconds']:.1f} s; run saved to "
+               f"{result.run_dir}")
 
 
 @cli.command(context_settings=CONTEXT)

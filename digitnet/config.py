@@ -200,6 +200,8 @@ class Config:
 
     def check(self) -> Config:
         """Validate every section; return self so calls can chain."""
+        _require("name", bool(self.name.strip()) and "\n" not in self.name,
+                 "a non-empty one-line label", self.name)
         self.model.check()
         self.training.check()
         self.data.check()

@@ -202,14 +202,24 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
         disk), another process training in `run_dir`, or no usable checkpoint to resume.
     """
     run_dir = Path(run_dir)
-    with InterruptGuard() as guard, RunLock(run_dir):
-        config, splits, snapshot = prepare(config, run_dir, data_dir, device, command, resume)
-        try:
-            return train_prepared(config, run_dir, splits, snapshot, guard, tensorboard)
-        except TrainingInterrupted as stop:
-            raise mark_interrupted(run_dir, stop) from None
-        except BaseException as error:
-            raise mark_failed(run_dir, error) from None
+    try:
+        with InterruptGuard() as guard, RunLock(run_dir):
+            config, splits, snapshot = prepare(config, run_dir, data_dir, device, command, resume)
+            try:
+                return train_prepared(config, run_dir, splits, snapshot, guard, tensorboard)
+            except TrainingInterrupted as stop:
+                raise mark_interrupted(run_dir, stop) from None
+            except BaseException as error:
+                raise mark_failed(run_dir, error) from None
+    except BaseException:
+        remove_if_empty(run_dir)  # refused before writing anything: leave no empty run behind
+        raise
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove `folder` if it holds nothing."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
@@ -220,13 +230,13 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
       (config with its data source resolved, splits, the checkpoint to resume from or None).
     """
     device_name = select_device(device)
-    print(f"Training on {device_name}; run directory {run_dir}", flush=True)
     seed_everything(config.training.seed, config.training.jit_compile)
     if resume:
         # Checked again under the lock: the run may have finished since the CLI looked.
         check_more_to_do(run_dir, from_dict(read_yaml(run_dir / rundir.CONFIG_FILE)), config)
         data_dir = resume_source(data_dir, config)
     config, mnist, splits = load_data(config, data_dir)
+    print(f"Training on {device_name}; run directory {run_dir}", flush=True)
     info = manifest(config, device_name, mnist.files, command)
     snapshot = resume_run(run_dir, config, info) if resume else None
     if not resume:

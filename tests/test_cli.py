@@ -134,10 +134,13 @@ def test_evaluate_a_corrupt_model(runs_dir, tmp_path):
 
 def test_train_with_a_bad_data_dir(runs_dir, tmp_path):
     (tmp_path / "empty").mkdir()
-    result = run("train", "--data-dir", str(tmp_path / "empty"), "--run-dir", "r")
-    assert result.exit_code == 1
-    assert result.output.endswith(f"Error: {tmp_path / 'empty'}: missing train-images-idx3-ubyte"
-                                  f"[.gz] (expected the four MNIST IDX files)\n")
+    for run_dir in (["--run-dir", "r"], []):
+        result = run("train", "--data-dir", str(tmp_path / "empty"), *run_dir)
+        assert result.exit_code == 1
+        assert result.output == (f"Error: {tmp_path / 'empty'}: missing train-images-idx3-ubyte"
+                                 f"[.gz] (expected the four MNIST IDX files)\n")
+    assert not (tmp_path / "r").exists()  # no empty run left behind
+    assert not any(runs_dir.iterdir())
 
 
 def test_val_split_of_a_bare_model_is_refused(tiny_run, tmp_path):
