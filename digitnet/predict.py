@@ -80,7 +80,7 @@ def answers(paths: list[str], probabilities: np.ndarray, top_k: int, min_confide
 
 def save_inputs(paths: list[str], arrays: list[np.ndarray], folder: Path) -> None:
     """Write each preprocessed 28x28 input as a PNG named after its source file."""
-    from digitnet.preprocess import save_preprocessed
+    from digitnet.imagebatch import save_preprocessed
 
     folder.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
@@ -120,8 +120,8 @@ def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int =
     Yields:
       One Prediction per image; an unreadable image yields a Prediction with `error` set.
     """
+    from digitnet.imagebatch import preprocess_stream
     from digitnet.inference import load_classifier
-    from digitnet.preprocess import preprocess_stream
 
     inputs = list(inputs)  # named again in the error when none of them holds an image
     model_path, _ = rundir.resolve_model(model)

@@ -97,12 +97,15 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The real MNIST from $DIGITNET_DATA_DIR; skips the test when it is not configured."""
+    """The real MNIST: $DIGITNET_DATA_DIR, else ../shared/data/mnist; skips if neither exists."""
     configured = os.environ.get("DIGITNET_DATA_DIR")
-    if not configured:
+    if configured:
+        return Path(configured)
+    beside = SHARED_DATA / "mnist"
+    if not beside.is_dir():
         pytest.skip("full-MNIST test: set DIGITNET_DATA_DIR to a folder of the MNIST IDX files "
-                    "(CI sets it to ../shared/data/mnist)")
-    return Path(configured)
+                    f"(none at {beside} either)")
+    return beside
 
 
 @pytest.fixture(scope="session")

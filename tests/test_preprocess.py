@@ -15,16 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitnet import preprocess
+from digitnet import imagebatch, imagefile, ink, preprocess, resample, selection
 from digitnet.errors import DigitnetError
-from digitnet.preprocess import (
-    MAX_PIXELS,
-    load_image,
-    preprocess_file,
-    preprocess_files,
-    save_preprocessed,
-    to_mnist,
-)
+from digitnet.imagebatch import preprocess_file, preprocess_files, save_preprocessed
+from digitnet.imagefile import MAX_PIXELS, load_image
+from digitnet.preprocess import to_mnist
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REALDIGITS = Path(os.environ.get("DIGITNET_REALDIGITS_DIR", SHARED / "data/realdigits-dev"))
@@ -334,10 +329,10 @@ def test_preprocess_files_in_parallel_keeps_order(tmp_path, monkeypatch, serial_
     """In worker processes (none done here first) or here while the workers start, the same."""
     paths = write_batch(tmp_path) * 4
     serial = preprocess_files(paths, workers=1)
-    monkeypatch.setattr(preprocess, "PARALLEL_MIN", 2)
-    monkeypatch.setattr(preprocess, "CHUNK_FILES", 5)  # several chunks, the last one short
-    monkeypatch.setattr(preprocess, "SERIAL_SECONDS", serial_seconds)
-    monkeypatch.setattr(preprocess, "_pools", {})  # a new pool, so the serial start applies
+    monkeypatch.setattr(imagebatch, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(imagebatch, "CHUNK_FILES", 5)  # several chunks, the last one short
+    monkeypatch.setattr(imagebatch, "SERIAL_SECONDS", serial_seconds)
+    monkeypatch.setattr(imagebatch, "_pools", {})  # a new pool, so the serial start applies
     parallel = preprocess_files(paths, workers=2)
     assert len(parallel) == len(serial)
     for one, other in zip(serial, parallel):
@@ -345,7 +340,7 @@ def test_preprocess_files_in_parallel_keeps_order(tmp_path, monkeypatch, serial_
             assert str(one) == str(other)
         else:
             np.testing.assert_array_equal(one, other)
-    preprocess.close_pools()
+    imagebatch.close_pools()
 
 
 def test_preprocess_stream_is_lazy_and_in_order(tmp_path):
@@ -358,7 +353,7 @@ def test_preprocess_stream_is_lazy_and_in_order(tmp_path):
             taken.append(path)
             yield path
 
-    stream = preprocess.preprocess_stream(given(), workers=1)
+    stream = imagebatch.preprocess_stream(given(), workers=1)
     assert not taken
     first = next(stream)
     assert first[0] == str(paths[0]) and first[1].shape == (28, 28)
@@ -379,7 +374,7 @@ def test_save_preprocessed_error(tmp_path, reference):
 
 
 def test_does_not_import_tensorflow_or_scipy():
-    code = ("import sys, digitnet.preprocess\n"
+    code = ("import sys, digitnet.imagebatch\n"  # and through it every stage
             "sys.exit('tensorflow' in sys.modules or 'scipy' in sys.modules)")
     repo = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, timeout=60).returncode == 0
@@ -406,10 +401,10 @@ def test_resize_matches_pillow(seed):
         target = tuple(int(n) for n in rng.integers(1, 200, 2))
         values = rng.random((height, width)).astype(np.float32)
         box = Image.fromarray(values).resize(target, Image.Resampling.BOX)
-        np.testing.assert_allclose(preprocess.resize(values, target), np.asarray(box), atol=1e-6)
+        np.testing.assert_allclose(resample.resize(values, target), np.asarray(box), atol=1e-6)
         if target[0] >= width and target[1] >= height:
             smooth = Image.fromarray(values).resize(target, Image.Resampling.BILINEAR)
-            np.testing.assert_allclose(preprocess.resize(values, target, smooth=True),
+            np.testing.assert_allclose(resample.resize(values, target, smooth=True),
                                        np.asarray(smooth), atol=1e-6)
 
 
@@ -420,13 +415,11 @@ def test_percentiles_and_medians_are_numpys_bit_for_bit():
         for values in (rng.random(size), rng.integers(0, 4, size) / 4, rng.random(size) ** 9):
             values = values.astype(np.float32).reshape(1, -1)
             percents = (0.1, 50, 90, 99.9)
-            assert preprocess.percentiles(values, percents) == np.percentile(values,
-                                                                             percents).tolist()
+            assert ink.percentiles(values, percents) == np.percentile(values, percents).tolist()
             for percent in percents:
-                quick, slow = preprocess.percentile(values, percent), np.percentile(values,
-                                                                                    percent)
+                quick, slow = ink.percentile(values, percent), np.percentile(values, percent)
                 assert quick == slow and quick.dtype == slow.dtype == np.float32
-            assert preprocess.median(values) == float(np.median(values))
+            assert ink.median(values) == float(np.median(values))
 
 
 @pytest.mark.parametrize("size", [3, 4, 8, 21])
@@ -442,7 +435,7 @@ def test_grey_closing_is_scipys(size):
         return reducer(windows, axis=(2, 3))
 
     expected = window(window(values, np.max, low, high), np.min, high, low)
-    np.testing.assert_array_equal(preprocess.grey_closing(values, size), expected)
+    np.testing.assert_array_equal(ink.grey_closing(values, size), expected)
 
 
 def test_runs_at_least():
@@ -457,7 +450,7 @@ def test_runs_at_least():
             elif not inked and start is not None:
                 expected[row, start:col] = col - start >= 7
                 start = None
-    np.testing.assert_array_equal(preprocess.runs_at_least(mask, 7), expected)
+    np.testing.assert_array_equal(ink.runs_at_least(mask, 7), expected)
 
 
 def test_largest_breaks_ties_by_position():
@@ -465,16 +458,16 @@ def test_largest_breaks_ties_by_position():
     stats = np.array([[0, 0, 50, 50, 2000], [30, 10, 5, 5, 9], [5, 10, 5, 5, 9], [1, 2, 3, 3, 4]])
     sizes = stats[:, 4].astype(float)
     sizes[0] = 0
-    assert preprocess.largest(sizes, stats) == 2  # as high as label 1, further left
-    assert preprocess.largest(np.zeros(4), stats) == 0
+    assert selection.largest(sizes, stats) == 2  # as high as label 1, further left
+    assert selection.largest(np.zeros(4), stats) == 0
 
 
 @pytest.mark.parametrize("width", [1, 3, 6, 9, 12, 20, 45])
 def test_quick_stroke_check_agrees_with_the_exact_width(width):
     image = draw_digit(size=(500, 500), box=(50, 50, 450, 450), width=width)
     gray = preprocess.grayscale(image)
-    ink = preprocess.flatten_background(1.0 - gray)
-    shape = preprocess.digit_shape(ink, preprocess.select_digit(preprocess.segment(ink)))
+    strength = ink.flatten_background(1.0 - gray)
+    shape = preprocess.digit_shape(strength, selection.select_digit(ink.segment(strength)))
     exact = preprocess.stroke_width(shape)
     if preprocess.surely_typical(shape):
         assert preprocess.STROKE_RANGE[0] <= exact <= preprocess.STROKE_RANGE[1]
@@ -497,7 +490,7 @@ def test_plain_grayscale_png_is_decoded_without_pillow(tmp_path):
     """The fast path gives exactly Pillow's pixels, and so exactly the same input."""
     image = draw_digit(size=(60, 50), box=(10, 5, 50, 45), width=4)
     path = save(image, tmp_path / "plain.png")
-    np.testing.assert_array_equal(preprocess.read_plain_png(str(path)), np.asarray(image))
+    np.testing.assert_array_equal(imagefile.read_plain_png(str(path)), np.asarray(image))
     np.testing.assert_array_equal(preprocess_file(path), to_mnist(load_image(path)))
 
 
@@ -541,9 +534,9 @@ def png_variants(tmp_path: Path) -> dict:
 
 def test_other_pngs_take_pillows_path(tmp_path):
     for name, path in png_variants(tmp_path).items():
-        assert preprocess.read_plain_png(str(path)) is None, name
+        assert imagefile.read_plain_png(str(path)) is None, name
         try:
-            expected = to_mnist(load_image(path, draft_side=preprocess.WORK_SIDE))
+            expected = to_mnist(load_image(path, draft_side=resample.WORK_SIDE))
         except DigitnetError as err:
             with pytest.raises(DigitnetError) as raised:
                 preprocess_file(path)

@@ -1,0 +1,212 @@
+"""Preprocessing image files for predict: one at a time, or many in a pool of worker
+processes, kept in order; and saving the 28x28 inputs the model saw.
+
+Runs the stages of digitnet.preprocess over files. No TensorFlow here: the worker processes
+import this module, and through it only those stages.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import itertools
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from digitnet.errors import DigitnetError
+from digitnet.imagefile import load_image, read_plain_png
+from digitnet.preprocess import FIELD, gray_to_mnist, to_mnist
+from digitnet.resample import WORK_SIDE, shrink
+
+PARALLEL_MIN = 64  # fewer files than this are preprocessed in this process
+CHUNK_FILES = 64  # files per task for a worker, at most: enough to amortise the task
+CHUNK_SECONDS = 0.03  # ... and about this much work: little left for one worker at the end
+QUEUED_CHUNKS = 4  # tasks queued per worker, so that none waits for the caller
+SERIAL_SECONDS = 0.2  # work done here while a new pool's fork server starts (about as long)
+
+_pools: dict[int, ProcessPoolExecutor] = {}
+
+
+def preprocess_file(path) -> np.ndarray:
+    """Load one image file and preprocess it for the model.
+
+    Args:
+      path: the image file.
+
+    Returns:
+      The float32 (28, 28) MNIST-style array from to_mnist.
+
+    Raises:
+      DigitnetError: the file cannot be read as an image (see load_image).
+    """
+    name = os.fspath(path)
+    pixels = read_plain_png(name)
+    if pixels is not None:  # what grayscale() makes of the same pixels, without Pillow
+        return gray_to_mnist(shrink(pixels.astype(np.float32) / 255.0))
+    return to_mnist(load_image(name, draft_side=WORK_SIDE))
+
+
+def preprocess_or_error(path) -> np.ndarray | DigitnetError:
+    """preprocess_file, returning a user-input error instead of raising it."""
+    try:
+        return preprocess_file(path)
+    except DigitnetError as err:
+        return err
+
+
+def preprocess_files(paths, workers: int | None = None) -> list:
+    """Preprocess many image files, in parallel processes when there are many.
+
+    Args:
+      paths: image files.
+      workers: processes to use; None for one per CPU. Fewer than PARALLEL_MIN files are
+        done in this process, where starting workers would cost more than it saves.
+
+    Returns:
+      One item per path, in order: the (28, 28) array, or the DigitnetError explaining why
+      that file could not be used (returned, not raised, so one bad file spoils nothing).
+    """
+    return [result for _, result in preprocess_stream(paths, workers)]
+
+
+def preprocess_stream(paths: Iterable, workers: int | None = None) -> Iterator[tuple]:
+    """Preprocess image files as they come, any number of them, keeping the workers busy.
+
+    Args:
+      paths: image files, read lazily (a generator over a folder tree, say).
+      workers: as for preprocess_files.
+
+    Yields:
+      (path as str, array or DigitnetError) for each path, in order. Up to QUEUED_CHUNKS
+      chunks per worker are in flight, so the workers go on while the caller uses the
+      results, and memory stays bounded however many files there are.
+    """
+    paths = (str(path) for path in paths)
+    head = list(itertools.islice(paths, PARALLEL_MIN))
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(head) < PARALLEL_MIN:
+        for path in itertools.chain(head, paths):
+            yield path, preprocess_or_error(path)
+        return
+    started = workers in _pools
+    pool = worker_pool(workers)  # a new pool's fork server starts in the background
+    rest = itertools.chain(head, paths)
+    size = CHUNK_FILES
+    if not started:
+        # meanwhile, work here: a batch of small files is often done before the workers
+        # would have been ready (and then they never are needed)
+        began = time.perf_counter()
+        done = 0
+        for path in rest:
+            if time.perf_counter() - began >= SERIAL_SECONDS:
+                rest = itertools.chain([path], rest)
+                break
+            yield path, preprocess_or_error(path)
+            done += 1
+        # chunks of about CHUNK_SECONDS at the pace seen here: MNIST-size files go many to a
+        # task, photos few, so that neither worker is left with a long last chunk
+        pace = (time.perf_counter() - began) / max(done, 1)
+        size = max(1, min(CHUNK_FILES, round(CHUNK_SECONDS / pace)))
+    pending: collections.deque = collections.deque()
+    for chunk in chunks(rest, size):
+        pending.append((chunk, pool.submit(preprocess_chunk, chunk)))
+        if len(pending) > QUEUED_CHUNKS * workers:
+            yield from unpack(*pending.popleft())
+    while pending:
+        yield from unpack(*pending.popleft())
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last one shorter)."""
+    items = iter(items)
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def preprocess_chunk(paths: list[str]) -> tuple[np.ndarray, dict[int, DigitnetError]]:
+    """preprocess_or_error over many files, packed for the trip back from a worker process.
+
+    One (N, 28, 28) array and the errors by position pickle far quicker than N arrays.
+    """
+    arrays = np.zeros((len(paths), FIELD, FIELD), np.float32)
+    errors = {}
+    for index, path in enumerate(paths):
+        result = preprocess_or_error(path)
+        if isinstance(result, DigitnetError):
+            errors[index] = result
+        else:
+            arrays[index] = result
+    return arrays, errors
+
+
+def unpack(paths: list[str], future) -> Iterator[tuple]:
+    """(path, array or error) for each file of a chunk, once its worker has finished it."""
+    arrays, errors = future.result()
+    for index, path in enumerate(paths):
+        yield path, errors.get(index, arrays[index])
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool kept for the next batch, so predict pays the start-up only once.
+
+    Workers come from a fork server, not a fork of this process: the caller may have loaded
+    TensorFlow, whose threads make forking unsafe. The server imports this module once, before
+    it forks, so that no worker spends its first tenth of a second importing it again; it is
+    started here, and imports while the caller goes on (the workers start at the first task).
+    """
+    if workers not in _pools:
+        # The server starts as `python -c ...`, which would put the current folder first on
+        # sys.path: a digitnet.py (or an old checkout) there must not replace this package.
+        os.environ.setdefault("PYTHONSAFEPATH", "1")
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["__main__", __name__])
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+        else:
+            context = multiprocessing.get_context("spawn")
+        _pools[workers] = ProcessPoolExecutor(workers, mp_context=context,
+                                              initializer=start_worker)
+    return _pools[workers]
+
+
+def start_worker() -> None:
+    """Set up a worker process: one OpenCV thread, as the pool already keeps every CPU busy.
+
+    The caller's process keeps OpenCV's default, a thread per CPU: one photo at a time is a
+    tenth quicker with them (MNIST-size images are too small to be split at all).
+    """
+    cv2.setNumThreads(1)
+
+
+@atexit.register
+def close_pools() -> None:
+    """Stop the kept worker processes when the program ends."""
+    for pool in _pools.values():
+        pool.shutdown(cancel_futures=True)
+    _pools.clear()
+
+
+def save_preprocessed(array: np.ndarray, path) -> None:
+    """Write a preprocessed digit as the 8-bit grayscale 28x28 PNG that the model saw.
+
+    Args:
+      array: the (28, 28) or (28, 28, 1) float array in [0, 1] from to_mnist.
+      path: the PNG file to write.
+
+    Raises:
+      DigitnetError: the file cannot be written.
+    """
+    pixels = np.round(np.clip(np.squeeze(np.asarray(array, np.float32)), 0, 1) * 255)
+    try:
+        Image.fromarray(pixels.astype(np.uint8)).save(path, format="PNG")
+    except OSError as err:
+        raise DigitnetError(f"{path}: cannot write the preprocessed image ({err})") from None

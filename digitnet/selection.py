@@ -1,0 +1,125 @@
+"""Choosing the ink's pieces that form the digit: the largest on the page and those near it,
+not specks, lines along the image's edge, or what lies beyond the page.
+
+A stage of preprocessing (see digitnet.preprocess), after digitnet.ink. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from digitnet.ink import Pieces, edge_strip, pick
+
+MIN_DIGIT = 0.025  # a digit's long side is at least this fraction of the image's: not a speck
+PAGE_DIGIT = 0.1  # ... and at least this when something runs along the image's edge
+MIN_PIECE = 0.04  # a component smaller than this fraction of the largest is a speck
+
+
+def select_digit(pieces: Pieces) -> np.ndarray | None:
+    """The ink components that form the digit: the largest, and pieces of it nearby.
+
+    Not specks, nor lines hugging the image's edge (a scanner's shadow, the paper's edge),
+    nor, unless there is nothing else, what lies beyond the page (a table, a dark frame).
+    Returns the digit's mask, or None when no component is big enough to be one.
+    """
+    labels, stats, strong = pieces
+    areas = stats[:, cv2.CC_STAT_AREA]
+    sizes = np.where(strong, areas, 0).astype(float)
+    sizes[edge_lines(labels, areas, strong)] = 0
+    on_page = sizes.copy()
+    on_page[surroundings(labels, stats)] = 0
+    main = largest(on_page, stats)
+    if not big_enough(stats, main, labels.shape, PAGE_DIGIT):
+        on_page, main = sizes, largest(sizes, stats)  # then the digit itself runs along the edge
+    if not big_enough(stats, main, labels.shape, MIN_DIGIT):
+        return None
+    return pick(labels, len(stats), gather_pieces(stats, on_page, main))
+
+
+def box(stats: np.ndarray, label: int) -> tuple[int, int, int, int]:
+    """A component's box as (top, left, bottom, right), bottom and right exclusive."""
+    left, top, width, height = stats[label, :4].tolist()
+    return top, left, top + height, left + width
+
+
+def largest(sizes: np.ndarray, stats: np.ndarray) -> int:
+    """The label of the largest component; of equal ones, the top-most, then left-most.
+
+    Ties are broken by position, not by label: OpenCV numbers components in an order that
+    depends on its algorithm and thread count.
+    """
+    biggest = sizes.max()
+    if biggest <= 0:
+        return 0  # nothing left: the background
+    best = (sizes == biggest).nonzero()[0]
+    if len(best) == 1:
+        return int(best[0])
+    order = np.lexsort((stats[best, cv2.CC_STAT_LEFT], stats[best, cv2.CC_STAT_TOP]))
+    return int(best[order[0]])
+
+
+def edge_lines(labels: np.ndarray, areas: np.ndarray, strong: np.ndarray) -> np.ndarray:
+    """Labels of ink components lying entirely in the strip along the image's edge."""
+    rows, cols = edge_strip(labels.shape)
+    if rows.start >= rows.stop or cols.start >= cols.stop:
+        return strong.nonzero()[0]  # the strip is the whole image
+    bands = (labels[:rows.start], labels[rows.stop:], labels[rows, :cols.start],
+             labels[rows, cols.stop:])  # the strip's pixels, each once: fewer than inside it
+    in_strip = sum(np.bincount(band.ravel(), minlength=len(strong)) for band in bands)
+    return ((in_strip == areas) & strong).nonzero()[0]
+
+
+def surroundings(labels: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Labels of components running along the image's edge for half their extent or more.
+
+    Ink on the page meets the edge, if at all, where a stroke crosses it; a table or frame
+    around the page reaches in from beyond and follows the edge.
+    """
+    edges = (labels[0], labels[-1], labels[:, 0], labels[:, -1])
+    if not any(edge.any() for edge in edges):
+        return np.zeros(0, np.intp)  # nothing touches the edge: the common case
+    heights, widths = stats[:, cv2.CC_STAT_HEIGHT], stats[:, cv2.CC_STAT_WIDTH]
+    along = np.zeros(len(stats), bool)
+    for edge, extent in zip(edges, (widths, widths, heights, heights)):
+        along |= np.bincount(edge, minlength=len(stats)) >= 0.5 * extent
+    along[0] = False
+    return along.nonzero()[0]
+
+
+def big_enough(stats: np.ndarray, label: int, shape: tuple[int, int], fraction: float) -> bool:
+    """Whether a component's long side is at least `fraction` of the image's (and 3 px)."""
+    if label == 0:
+        return False
+    long_side = max(stats[label, cv2.CC_STAT_WIDTH], stats[label, cv2.CC_STAT_HEIGHT])
+    return long_side >= max(3, fraction * max(shape))
+
+
+def gather_pieces(stats: np.ndarray, sizes: np.ndarray, main: int) -> list[int]:
+    """Grow from the main component, adding sizeable components near the digit so far."""
+    candidates = (sizes >= MIN_PIECE * sizes[main]).nonzero()[0].tolist()
+    if len(candidates) == 1:
+        return candidates  # the common case: nothing but the main component is big enough
+    digit = box(stats, main)
+    keep = {main}
+    added = True
+    while added:
+        added = False
+        reach = 0.25 * max(digit[2] - digit[0], digit[3] - digit[1]) + 2
+        for label in candidates:
+            other = box(stats, label)
+            if label not in keep and box_gap(digit, other) <= reach:
+                keep.add(label)
+                digit = box_union(digit, other)
+                added = True
+    return sorted(keep)
+
+
+def box_gap(a: tuple, b: tuple) -> int:
+    """Pixels between two boxes along the wider axis gap; 0 when they touch or overlap."""
+    return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3], 0)
+
+
+def box_union(a: tuple, b: tuple) -> tuple[int, int, int, int]:
+    """The smallest box holding both boxes."""
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
