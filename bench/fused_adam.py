@@ -22,7 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from digitnet.config import load_config  # noqa: E402
-from digitnet.data import load_mnist, split_validation  # noqa: E402
+from digitnet.data import load_mnist, split_validation, to_model_input  # noqa: E402
 from digitnet.model import build_model  # noqa: E402
 from digitnet.train import (  # noqa: E402
     compile_model,
@@ -57,7 +57,7 @@ def train(splits, fused: bool) -> tuple[list[float], float]:
     model.fit(training_batches(splits.x_train, splits.y_train, config.training, 0),
               steps_per_epoch=steps_per_epoch(len(splits.x_train), config.training),
               epochs=3, verbose=0, callbacks=[timer])
-    probabilities = model.predict(splits.x_test, batch_size=1000, verbose=0)
+    probabilities = model.predict(to_model_input(splits.x_test), batch_size=1000, verbose=0)
     keras.backend.clear_session()
     return timer.seconds[1:], float(np.mean(probabilities.argmax(1) == splits.y_test))
 

@@ -60,17 +60,18 @@ def lesson_time_to_target(data_dir: str, max_epochs: int = 12) -> dict:
     Plain `keras.optimizers.Adam` (not digitnet's fused one), batch 32, constant 1e-3, sparse
     cross-entropy, numpy arrays straight into `fit`: configs/lesson.yaml, without digitnet.
     """
-    from digitnet.data import load_mnist, split_validation
+    from digitnet.data import load_mnist, split_validation, to_model_input
 
     keras.utils.set_random_seed(0)
     splits = split_validation(load_mnist(data_dir), 5000, 0)
+    x_train, x_test = to_model_input(splits.x_train), to_model_input(splits.x_test)
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(256, activation="relu"),
                               keras.layers.Dense(10, activation="softmax")])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    timer = TestAccuracyTimer(splits.x_test, splits.y_test)
-    model.fit(splits.x_train, splits.y_train, batch_size=32, epochs=max_epochs, verbose=0,
+    timer = TestAccuracyTimer(x_test, splits.y_test)
+    model.fit(x_train, splits.y_train, batch_size=32, epochs=max_epochs, verbose=0,
               callbacks=[timer])
     keras.backend.clear_session()
     return {"epochs_to_target": timer.reached_epoch, "seconds_to_target": timer.reached_seconds,

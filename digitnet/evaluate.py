@@ -76,7 +76,7 @@ def load_split(config: Config, split: str, data_dir: str | None) -> tuple[np.nda
     if split == "test":
         return to_model_input(mnist.x_test), mnist.y_test.astype(np.int64)
     splits = split_validation(mnist, config.data.validation_size, config.training.seed)
-    return splits.x_val, splits.y_val
+    return to_model_input(splits.x_val), splits.y_val
 
 
 def evaluate(model_or_run: str | Path | None, split: str = "test",

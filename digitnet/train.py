@@ -21,7 +21,7 @@ import numpy as np
 
 from digitnet import __version__, rundir
 from digitnet.config import Config, TrainingConfig, from_dict, read_yaml, save_config
-from digitnet.data import Splits, load_mnist, resolve_source, split_validation
+from digitnet.data import Splits, load_mnist, resolve_source, split_validation, to_model_input
 from digitnet.devices import select_device
 from digitnet.errors import DigitnetError
 from digitnet.export import export_litert, litert_path
@@ -95,6 +95,9 @@ def steps_per_epoch(num_examples: int, training: TrainingConfig) -> int:
 def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, first_epoch: int):
     """An endless tf.data stream of shuffled one-hot batches, epoch after epoch.
 
+    `x` holds uint8 images (N, 28, 28); each batch becomes float32 (B, 28, 28, 1) in [0, 1] as
+    it is drawn, the same values as `to_model_input`, so the pipeline holds a quarter of the
+    bytes (copying 172 MB of float32 into TensorFlow took 0.2 s of every run's first epoch).
     Each epoch's order is a pure function of (seed, epoch), so a resumed run sees exactly the
     batches an uninterrupted run would have seen.
     """
@@ -114,7 +117,7 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
         return tf.data.Dataset.from_tensor_slices(batches)
 
     def gather(step, idx):
-        batch_images = tf.gather(images, idx)
+        batch_images = (tf.cast(tf.gather(images, idx), tf.float32) / 255.0)[..., None]
         if training.augment.enabled:  # seeded by the global step: identical after a resume
             seed = tf.stack([tf.constant(training.seed, tf.int64), step])
             batch_images = augment_batch(batch_images, training.augment, seed)
@@ -141,7 +144,7 @@ def fit(model, splits: Splits, config: Config, run_dir: Path, first_epoch: int =
         training_batches(splits.x_train, splits.y_train, training, first_epoch),
         steps_per_epoch=steps_per_epoch(len(splits.x_train), training),
         epochs=training.epochs, initial_epoch=first_epoch,
-        callbacks=[EagerValidation(splits.x_val, splits.y_val), *callbacks],
+        callbacks=[EagerValidation(to_model_input(splits.x_val), splits.y_val), *callbacks],
         shuffle=False,  # training_batches already shuffles, reproducibly
         verbose=1 if sys.stdout.isatty() else 2,  # no carriage returns in a log file
     )
@@ -156,7 +159,7 @@ def measure(model, splits: Splits) -> dict:
     for name, x, y in (("train", splits.x_train, splits.y_train),
                        ("val", splits.x_val, splits.y_val),
                        ("test", splits.x_test, splits.y_test)):
-        probabilities = model.predict(x, batch_size=1000, verbose=0)
+        probabilities = model.predict(to_model_input(x), batch_size=1000, verbose=0)
         metrics[f"{name}_loss"] = cross_entropy(probabilities, y)
         metrics[f"{name}_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == y))
     return metrics

@@ -164,8 +164,8 @@ def test_validation_split_is_seeded_and_disjoint(tmp_path):
     other = split_validation(mnist, 10, seed=4)
     assert np.array_equal(first.x_val, again.x_val)
     assert not np.array_equal(first.x_val, other.x_val)
-    assert first.x_train.shape == (30, 28, 28, 1) and first.x_val.shape == (10, 28, 28, 1)
-    assert first.x_train.dtype == np.float32 and first.x_train.max() <= 1.0
+    assert first.x_train.shape == (30, 28, 28) and first.x_val.shape == (10, 28, 28)
+    assert first.x_train.dtype == np.uint8
     train_rows = {row.tobytes() for row in first.x_train}
     assert not any(row.tobytes() in train_rows for row in first.x_val)
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, runs_root
@@ -30,25 +31,47 @@ def test_one_epoch_cnn_reaches_99_percent(tmp_path, mnist_dir):
     assert result.metrics["test_accuracy"] >= ONE_EPOCH_CNN_MIN_TEST_ACCURACY, result.metrics
 
 
-def test_evaluate_agrees_with_training_metrics(default_mnist_run):
+PARITY = 1e-5  # LiteRT and Keras probabilities agree this closely (issue: within 1e-5)
+MAX_TIES = 5  # test images whose top two probabilities are within PARITY: a tie, either digit
+
+
+def both_paths(run_dir, mnist_dir):
+    """Keras' and LiteRT's probabilities for the 10,000 test images, and their labels."""
+    from digitnet.data import load_mnist, to_model_input
+    from digitnet.inference import KerasClassifier, LiteRTClassifier
+
+    mnist = load_mnist(str(mnist_dir))
+    images = to_model_input(mnist.x_test)
+    return (KerasClassifier(run_dir / "model-best.keras").predict(images),
+            LiteRTClassifier(run_dir / "model-best.tflite").predict(images), mnist.y_test)
+
+
+def tied(probabilities):
+    """Images whose top two probabilities are within PARITY: float rounding may pick either."""
+    top_two = np.sort(probabilities, axis=1)[:, -2:]
+    return top_two[:, 1] - top_two[:, 0] <= PARITY
+
+
+def test_evaluate_agrees_with_training_metrics(default_mnist_run, mnist_dir):
     from digitnet.evaluate import evaluate
 
     report = evaluate(default_mnist_run)
     metrics = json.loads((default_mnist_run / "metrics.json").read_text())
+    keras_probabilities, _, _ = both_paths(default_mnist_run, mnist_dir)
     assert report["examples"] == 10000
-    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    # evaluate answers with LiteRT and training measured with Keras: only a tie may differ
+    allowed = tied(keras_probabilities).sum() / 10000
+    assert abs(report["accuracy"] - metrics["test_accuracy"]) <= allowed + 1e-9
 
 
 def test_litert_export_matches_keras_on_the_whole_test_set(default_mnist_run, mnist_dir):
-    from digitnet.data import load_mnist, to_model_input
-    from digitnet.inference import KerasClassifier, LiteRTClassifier
-
-    images = to_model_input(load_mnist(str(mnist_dir)).x_test)
-    keras_probabilities = KerasClassifier(default_mnist_run / "model-best.keras").predict(images)
-    litert_probabilities = LiteRTClassifier(default_mnist_run / "model-best.tflite").predict(images)
+    keras_probabilities, litert_probabilities, _ = both_paths(default_mnist_run, mnist_dir)
     assert len(litert_probabilities) == 10000
-    assert (keras_probabilities.argmax(1) == litert_probabilities.argmax(1)).all()
-    assert abs(keras_probabilities - litert_probabilities).max() <= 1e-5
+    assert abs(keras_probabilities - litert_probabilities).max() <= PARITY
+    differ = keras_probabilities.argmax(1) != litert_probabilities.argmax(1)
+    ties = tied(keras_probabilities)
+    assert not (differ & ~ties).any()  # the same digit for every image that is not a tie
+    assert ties.sum() <= MAX_TIES
 
 
 REALDIGITS_MIN_ACCURACY = 0.85  # the default (lesson) model on real photos, scans and drawings

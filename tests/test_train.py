@@ -109,3 +109,27 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
         raise RuntimeError("crash while writing")
     assert json.loads(target.read_text()) == {"good": 1}
     assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_training_batches_are_model_input_from_uint8_images():
+    """Each batch is float32 (B, 28, 28, 1) equal to to_model_input of the drawn images."""
+    import numpy as np
+
+    from digitnet.config import TrainingConfig
+    from digitnet.data import to_model_input
+    from digitnet.train import training_batches
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    images[:, 0, 0] = np.arange(30)  # a tag that says which image a batch row is
+    labels = rng.integers(0, 10, 30).astype(np.int32)
+    batches = training_batches(images, labels, TrainingConfig(batch_size=5, seed=1), 0)
+    drawn = []
+    for batch_images, batch_labels in batches.take(6):  # one epoch
+        batch_images, batch_labels = batch_images.numpy(), batch_labels.numpy()
+        assert batch_images.dtype == np.float32 and batch_images.shape == (5, 28, 28, 1)
+        index = np.rint(batch_images[:, 0, 0, 0] * 255).astype(int)
+        np.testing.assert_array_equal(batch_images, to_model_input(images[index]))
+        np.testing.assert_array_equal(batch_labels, np.eye(10)[labels[index]])
+        drawn.extend(index)
+    assert sorted(drawn) == list(range(30))  # an epoch draws every image once
