@@ -22,7 +22,7 @@ train: $(STAMP)  ## train configs/default.yaml (data: $$DIGITNET_DATA_DIR, else 
 	$(BIN)/digitnet train --config configs/default.yaml $(ARGS)
 
 # pytest exits 5 when it collected no tests: treat that as a failure, not a pass.
-test: $(STAMP)  ## run the tests (full-MNIST quality tests need $$DIGITNET_DATA_DIR)
+test: $(STAMP)  ## run the tests (full-MNIST tests read $$DIGITNET_DATA_DIR or ../shared/data/mnist)
 	$(BIN)/python -m pytest $(ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$status
 

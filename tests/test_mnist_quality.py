@@ -32,7 +32,7 @@ def test_one_epoch_cnn_reaches_99_percent(tmp_path, mnist_dir):
 
 
 PARITY = 1e-5  # LiteRT and Keras probabilities agree this closely (issue: within 1e-5)
-MAX_TIES = 5  # test images whose top two probabilities are within PARITY: a tie, either digit
+MAX_TIES = 5  # test images whose top two are within 2 * PARITY: a near-tie, either digit
 
 
 def both_paths(run_dir, mnist_dir):
@@ -47,9 +47,9 @@ def both_paths(run_dir, mnist_dir):
 
 
 def tied(probabilities):
-    """Images whose top two probabilities are within PARITY: float rounding may pick either."""
+    """Images whose top two are within 2 * PARITY: each may move PARITY, so either may win."""
     top_two = np.sort(probabilities, axis=1)[:, -2:]
-    return top_two[:, 1] - top_two[:, 0] <= PARITY
+    return top_two[:, 1] - top_two[:, 0] <= 2 * PARITY
 
 
 def test_evaluate_agrees_with_training_metrics(default_mnist_run, mnist_dir):
