@@ -30,6 +30,7 @@ IDX_FILES = {  # split -> (images, labels), the canonical names
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+PIXEL_MAX = 255.0  # uint8 pixels are divided by this into the models' [0, 1] (here and in train)
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # 0x00000803 (uint8, 3 dims), 0x00000801 (uint8, 1 dim)
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -227,7 +228,7 @@ def sha256_file(path: Path) -> str:
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
     """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1], the models' input."""
-    return (images.astype(np.float32) / 255.0)[..., None]
+    return (images.astype(np.float32) / PIXEL_MAX)[..., None]
 
 
 def split_validation(mnist: Mnist, validation_size: int, seed: int) -> Splits:

@@ -21,7 +21,14 @@ import numpy as np
 
 from digitnet import __version__, rundir
 from digitnet.config import Config, TrainingConfig, from_dict, read_yaml, save_config
-from digitnet.data import Splits, load_mnist, resolve_source, split_validation, to_model_input
+from digitnet.data import (
+    PIXEL_MAX,
+    Splits,
+    load_mnist,
+    resolve_source,
+    split_validation,
+    to_model_input,
+)
 from digitnet.devices import select_device
 from digitnet.errors import DigitnetError
 from digitnet.export import export_litert, litert_path
@@ -117,7 +124,7 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
         return tf.data.Dataset.from_tensor_slices(batches)
 
     def gather(step, idx):
-        batch_images = (tf.cast(tf.gather(images, idx), tf.float32) / 255.0)[..., None]
+        batch_images = (tf.cast(tf.gather(images, idx), tf.float32) / PIXEL_MAX)[..., None]
         if training.augment.enabled:  # seeded by the global step: identical after a resume
             seed = tf.stack([tf.constant(training.seed, tf.int64), step])
             batch_images = augment_batch(batch_images, training.augment, seed)

@@ -35,15 +35,15 @@ PARITY = 1e-5  # LiteRT and Keras probabilities agree this closely (issue: withi
 MAX_TIES = 5  # test images whose top two are within 2 * PARITY: a near-tie, either digit
 
 
-def both_paths(run_dir, mnist_dir):
-    """Keras' and LiteRT's probabilities for the 10,000 test images, and their labels."""
+@pytest.fixture(scope="module")
+def both_paths(default_mnist_run, mnist_dir):
+    """Keras' and LiteRT's probabilities for the 10,000 test images, computed once."""
     from digitnet.data import load_mnist, to_model_input
     from digitnet.inference import KerasClassifier, LiteRTClassifier
 
-    mnist = load_mnist(str(mnist_dir))
-    images = to_model_input(mnist.x_test)
-    return (KerasClassifier(run_dir / "model-best.keras").predict(images),
-            LiteRTClassifier(run_dir / "model-best.tflite").predict(images), mnist.y_test)
+    images = to_model_input(load_mnist(str(mnist_dir)).x_test)
+    return (KerasClassifier(default_mnist_run / "model-best.keras").predict(images),
+            LiteRTClassifier(default_mnist_run / "model-best.tflite").predict(images))
 
 
 def tied(probabilities):
@@ -52,20 +52,20 @@ def tied(probabilities):
     return top_two[:, 1] - top_two[:, 0] <= 2 * PARITY
 
 
-def test_evaluate_agrees_with_training_metrics(default_mnist_run, mnist_dir):
+def test_evaluate_agrees_with_training_metrics(default_mnist_run, both_paths):
     from digitnet.evaluate import evaluate
 
     report = evaluate(default_mnist_run)
     metrics = json.loads((default_mnist_run / "metrics.json").read_text())
-    keras_probabilities, _, _ = both_paths(default_mnist_run, mnist_dir)
+    keras_probabilities, _ = both_paths
     assert report["examples"] == 10000
     # evaluate answers with LiteRT and training measured with Keras: only a tie may differ
     allowed = tied(keras_probabilities).sum() / 10000
     assert abs(report["accuracy"] - metrics["test_accuracy"]) <= allowed + 1e-9
 
 
-def test_litert_export_matches_keras_on_the_whole_test_set(default_mnist_run, mnist_dir):
-    keras_probabilities, litert_probabilities, _ = both_paths(default_mnist_run, mnist_dir)
+def test_litert_export_matches_keras_on_the_whole_test_set(both_paths):
+    keras_probabilities, litert_probabilities = both_paths
     assert len(litert_probabilities) == 10000
     assert abs(keras_probabilities - litert_probabilities).max() <= PARITY
     differ = keras_probabilities.argmax(1) != litert_probabilities.argmax(1)
