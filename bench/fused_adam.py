@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 
 from digitnet.config import load_config  # noqa: E402
 from digitnet.data import load_mnist, split_validation, to_model_input  # noqa: E402
-from digitnet.model import build_model  # noqa: E402
-from digitnet.train import (  # noqa: E402
+from digitnet.training.model import build_model  # noqa: E402
+from digitnet.training.train import (  # noqa: E402
     compile_model,
     seed_everything,
     steps_per_epoch,

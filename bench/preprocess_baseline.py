@@ -23,9 +23,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from digitnet.imagebatch import preprocess_files, save_preprocessed  # noqa: E402
-from digitnet.imagefile import load_image  # noqa: E402
-from digitnet.preprocess import to_mnist  # noqa: E402
+from digitnet.images.batch import preprocess_files, save_preprocessed  # noqa: E402
+from digitnet.images.decode import load_image  # noqa: E402
+from digitnet.images.preprocess import to_mnist  # noqa: E402
 
 DEFAULT_DATA_DIR = Path(
     os.environ.get("DIGITNET_REALDIGITS_DIR", REPO.parent / "shared/data/realdigits-dev"))

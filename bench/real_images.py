@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from digitnet.predict import predict  # noqa: E402
+from digitnet.inference.predict import predict  # noqa: E402
 
 DEFAULT_REALDIGITS = REPO.parent / "shared" / "data" / "realdigits-dev"
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

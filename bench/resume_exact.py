@@ -74,7 +74,7 @@ def kill_mid_epoch(args, run_dir: Path) -> str:
 def epoch_steps(args) -> int:
     """Training steps per epoch of the config on MNIST."""
     from digitnet.config import load_config
-    from digitnet.train import steps_per_epoch
+    from digitnet.training.train import steps_per_epoch
 
     config = load_config(args.config, tuple(args.overrides))
     return steps_per_epoch(MNIST_TRAIN_IMAGES - config.data.validation_size, config.training)

@@ -132,8 +132,8 @@ def wall(command: list[str], repeat: int = 5, **kwargs) -> float:
 def evaluate_seconds(run_dir: str, data_dir: str) -> float:
     """Seconds to score the 10,000 test images once the model and data are loaded."""
     from digitnet.data import load_mnist, to_model_input
-    from digitnet.evaluate import score
-    from digitnet.inference import load_classifier
+    from digitnet.evaluation.evaluate import score
+    from digitnet.inference.classifier import load_classifier
 
     classifier = load_classifier(Path(run_dir) / "model-best.keras")
     mnist = load_mnist(data_dir)

@@ -17,7 +17,7 @@ import click
 from digitnet import __version__
 from digitnet.backend import import_tensorflow_quietly, quiet_backend
 from digitnet.errors import DigitnetError
-from digitnet.interrupt import TrainingInterrupted
+from digitnet.training.interrupt import TrainingInterrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -116,8 +116,8 @@ def train(config_file, overrides, epochs, batch_size, seed, run_dir, data_dir, d
       digitnet train --resume runs/latest --epochs 8
     """
     from digitnet.config import load_config
-    from digitnet.resume import resume_config
-    from digitnet.rundir import new_run_dir
+    from digitnet.runs.layout import new_run_dir
+    from digitnet.training.resume import resume_config
 
     shortcuts = {"training.epochs": epochs, "training.batch_size": batch_size,
                  "training.seed": seed}
@@ -126,7 +126,7 @@ def train(config_file, overrides, epochs, batch_size, seed, run_dir, data_dir, d
     else:
         config = load_config(config_file, overrides, shortcuts)
     import_tensorflow_quietly()
-    from digitnet.train import train_and_evaluate
+    from digitnet.training.train import train_and_evaluate
 
     target = Path(resume_dir) if resume_dir else new_run_dir(run_dir)
     result = train_and_evaluate(config, target, data_dir, device, sys.argv,
@@ -157,8 +157,8 @@ def evaluate(run, split, data_dir, as_json):
       digitnet evaluate runs/latest --split val --json
     """
     quiet_backend()
-    from digitnet.evaluate import evaluate as evaluate_run
-    from digitnet.evaluate import format_report
+    from digitnet.evaluation.evaluate import evaluate as evaluate_run
+    from digitnet.evaluation.evaluate import format_report
 
     report = evaluate_run(run, split, data_dir)
     click.echo(json.dumps(report) if as_json else format_report(report))
@@ -187,8 +187,8 @@ def predict(images, model, top_k, min_confidence, save_preprocessed, as_json):
     Example:
       digitnet predict photo.jpg drawings/ --top-k 2 --json
     """
-    from digitnet.predict import DEFAULT_MIN_CONFIDENCE, format_row
-    from digitnet.predict import predict as predict_images
+    from digitnet.inference.predict import DEFAULT_MIN_CONFIDENCE, format_row
+    from digitnet.inference.predict import predict as predict_images
 
     quiet_backend()
     threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
@@ -222,7 +222,7 @@ def report(run_dir, data_dir):
       digitnet report runs/latest
     """
     quiet_backend()
-    from digitnet.report import write_report
+    from digitnet.evaluation.report import write_report
 
     click.echo(f"Report written to {write_report(run_dir, data_dir)}")
 
@@ -241,7 +241,7 @@ def runs(folder, as_json):
     Example:
       digitnet runs --json
     """
-    from digitnet.runlist import format_runs, list_runs
+    from digitnet.runs.listing import format_runs, list_runs
 
     listed = list_runs(folder)
     click.echo(json.dumps(listed) if as_json else format_runs(listed, folder))

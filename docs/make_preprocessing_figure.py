@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from digitnet.preprocess import to_mnist
+from digitnet.images.preprocess import to_mnist
 
 HERE = Path(__file__).resolve().parent
 TILE = 168  # pixels per panel in the figure

@@ -63,7 +63,7 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory, tiny_data_dir) -> Path:
     """A finished tiny training run directory, shared by tests that only read it."""
     from digitnet.config import load_config
-    from digitnet.train import train_and_evaluate
+    from digitnet.training.train import train_and_evaluate
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     run_dir.mkdir()
@@ -112,7 +112,7 @@ def mnist_dir() -> Path:
 def default_mnist_run(tmp_path_factory, mnist_dir) -> Path:
     """configs/default.yaml trained once on full MNIST; shared by the quality tests."""
     from digitnet.config import load_config
-    from digitnet.train import train_and_evaluate
+    from digitnet.training.train import train_and_evaluate
 
     run_dir = tmp_path_factory.mktemp("mnist-run") / "default"
     run_dir.mkdir()

@@ -7,7 +7,7 @@ from digitnet.config import AugmentConfig, load_config
 from tests.conftest import synthetic_digits
 
 tf = pytest.importorskip("tensorflow")
-from digitnet.augment import augment_batch  # noqa: E402
+from digitnet.training.augment import augment_batch  # noqa: E402
 
 IMAGES = (synthetic_digits(8, 0)[0].astype(np.float32) / 255)[..., None]
 FULL = AugmentConfig(rotation_degrees=15, shift_pixels=2, scale=0.1, shear_degrees=10,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from digitnet.errors import DigitnetError
-from digitnet.inference import KerasClassifier, LiteRTClassifier, load_classifier
+from digitnet.inference.classifier import KerasClassifier, LiteRTClassifier, load_classifier
 from tests.conftest import synthetic_digits
 
 
@@ -32,7 +32,7 @@ def test_litert_and_keras_agree_for_any_batch_size(tiny_run, count):
 
 
 def test_litert_path_does_not_import_tensorflow(tiny_run):
-    code = ("import sys, numpy as np\nfrom digitnet.inference import load_classifier\n"
+    code = ("import sys, numpy as np\nfrom digitnet.inference.classifier import load_classifier\n"
             f"c = load_classifier({str(tiny_run / 'model-best.keras')!r})\n"
             "c.predict(np.zeros((2, 28, 28, 1), np.float32))\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")

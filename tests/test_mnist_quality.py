@@ -20,7 +20,7 @@ def test_default_config_reaches_98_percent(default_mnist_run):
 
 def test_one_epoch_cnn_reaches_99_percent(tmp_path, mnist_dir):
     from digitnet.config import load_config
-    from digitnet.train import train_and_evaluate
+    from digitnet.training.train import train_and_evaluate
 
     run_dir = tmp_path / "cnn-one-epoch"
     run_dir.mkdir()
@@ -39,7 +39,7 @@ MAX_TIES = 5  # test images whose top two are within 2 * PARITY: a near-tie, eit
 def both_paths(default_mnist_run, mnist_dir):
     """Keras' and LiteRT's probabilities for the 10,000 test images, computed once."""
     from digitnet.data import load_mnist, to_model_input
-    from digitnet.inference import KerasClassifier, LiteRTClassifier
+    from digitnet.inference.classifier import KerasClassifier, LiteRTClassifier
 
     images = to_model_input(load_mnist(str(mnist_dir)).x_test)
     return (KerasClassifier(default_mnist_run / "model-best.keras").predict(images),
@@ -53,7 +53,7 @@ def tied(probabilities):
 
 
 def test_evaluate_agrees_with_training_metrics(default_mnist_run, both_paths):
-    from digitnet.evaluate import evaluate
+    from digitnet.evaluation.evaluate import evaluate
 
     report = evaluate(default_mnist_run)
     metrics = json.loads((default_mnist_run / "metrics.json").read_text())
@@ -81,7 +81,7 @@ REALDIGITS_MAX_REFUSED = 0.10  # real digits answered "unknown" at the default -
 def test_default_model_reads_real_handwriting(default_mnist_run, realdigits_dir):
     import csv
 
-    from digitnet.predict import predict
+    from digitnet.inference.predict import predict
 
     rows = list(csv.DictReader((realdigits_dir / "labels.csv").open()))
     results = list(predict([str(realdigits_dir / row["file"]) for row in rows],

@@ -3,7 +3,7 @@
 import numpy as np
 
 from digitnet.config import load_config
-from digitnet.model import build_model
+from digitnet.training.model import build_model
 from tests.conftest import REPO
 
 

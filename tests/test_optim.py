@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from digitnet.config import TrainingConfig
-from digitnet.optim import fuse_adam, make_optimizer
+from digitnet.training.optim import fuse_adam, make_optimizer
 
 
 def train_steps(optimizer, steps: int = 20) -> list[np.ndarray]:

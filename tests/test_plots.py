@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from digitnet import plots
 from digitnet.cli import cli
-from digitnet.evaluate import evaluate
+from digitnet.evaluation import plots
+from digitnet.evaluation.evaluate import evaluate
 from tests.conftest import TINY_OVERRIDES
 
 SPLIT_PLOTS = ("confusion", "confusion-normalized", "per-class-accuracy", "mistakes")

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitnet import imagebatch, imagefile, ink, preprocess, resample, selection
 from digitnet.errors import DigitnetError
-from digitnet.imagebatch import preprocess_file, preprocess_files, save_preprocessed
-from digitnet.imagefile import MAX_PIXELS, load_image
-from digitnet.preprocess import to_mnist
+from digitnet.images import batch as imagebatch
+from digitnet.images import decode as imagefile
+from digitnet.images import ink, preprocess, resample, selection
+from digitnet.images.batch import preprocess_file, preprocess_files, save_preprocessed
+from digitnet.images.decode import MAX_PIXELS, load_image
+from digitnet.images.preprocess import to_mnist
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REALDIGITS = Path(os.environ.get("DIGITNET_REALDIGITS_DIR", SHARED / "data/realdigits-dev"))
@@ -374,7 +376,7 @@ def test_save_preprocessed_error(tmp_path, reference):
 
 
 def test_does_not_import_tensorflow_or_scipy():
-    code = ("import sys, digitnet.imagebatch\n"  # and through it every stage
+    code = ("import sys, digitnet.images.batch\n"  # and through it every stage
             "sys.exit('tensorflow' in sys.modules or 'scipy' in sys.modules)")
     repo = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, timeout=60).returncode == 0

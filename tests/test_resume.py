@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from digitnet import rundir
 from digitnet.cli import cli
 from digitnet.config import load_config
 from digitnet.errors import DigitnetError
-from digitnet.interrupt import InterruptGuard, TrainingInterrupted
-from digitnet.lock import RunLock, is_locked
-from digitnet.optim import make_schedule
-from digitnet.resume import (
+from digitnet.runs import layout
+from digitnet.runs.lock import RunLock, is_locked
+from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
+from digitnet.training.optim import make_schedule
+from digitnet.training.resume import (
     checkpoint_file,
     read_snapshot,
     read_state,
@@ -35,7 +35,7 @@ from digitnet.resume import (
     run_status,
     saved_epochs,
 )
-from digitnet.train import train_and_evaluate
+from digitnet.training.train import train_and_evaluate
 from tests.conftest import REPO, TINY_OVERRIDES, runs_root, write_idx_dir
 
 LAYERS = ("model.layers=[{type: flatten}, {type: dense, units: 32}, {type: dropout, rate: 0.5}, "
@@ -51,7 +51,7 @@ CHILD = REPO / "tests" / "train_child.py"
 def no_litert_export():
     """Skip the LiteRT export at the end of each run here (tested elsewhere; 0.4 s a run)."""
     patch = pytest.MonkeyPatch()
-    patch.setattr("digitnet.train.export_litert", lambda model, path: path)
+    patch.setattr("digitnet.training.train.export_litert", lambda model, path: path)
     yield
     patch.undo()
 
@@ -98,7 +98,7 @@ def snapshot_fields(run_dir, epoch):
 
 def assert_same_run(run_dir, reference):
     """Bit-identical models, optimizer and RNG state, and the same history, epoch by epoch."""
-    for name in (rundir.LAST_MODEL, rundir.BEST_MODEL):
+    for name in (layout.LAST_MODEL, layout.BEST_MODEL):
         ours, theirs = model_state(run_dir / name), model_state(reference / name)
         assert len(ours) == len(theirs)
         assert all(np.array_equal(a, b) for a, b in zip(ours, theirs)), name
@@ -199,7 +199,7 @@ def test_sigint_saves_exits_130_and_resumes_exactly(children, reference_run):
 
 def interrupt_at(monkeypatch, epoch, step, signals=(signal.SIGTERM,)):
     """Make training send this process `signals` at `step` of `epoch` (1-based)."""
-    import digitnet.train as train
+    import digitnet.training.train as train
 
     class SendSignal(keras.callbacks.Callback):
         def on_epoch_begin(self, index, logs=None):
@@ -400,7 +400,7 @@ def test_run_that_finished_after_the_cli_check_is_not_trained_again(tiny_run, tm
 
     from digitnet.config import from_dict, read_yaml
     from digitnet.errors import DigitnetError
-    from digitnet.train import train_and_evaluate
+    from digitnet.training.train import train_and_evaluate
 
     run_dir = tmp_path / "done"
     shutil.copytree(tiny_run, run_dir)

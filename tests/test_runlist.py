@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from digitnet.cli import cli
-from digitnet.lock import RunLock
-from digitnet.runlist import list_runs
+from digitnet.runs.listing import list_runs
+from digitnet.runs.lock import RunLock
 
 SMALL_FILES = ("config.yaml", "manifest.json", "metrics.json", "state.json", "history.csv",
                "model-best.keras")

@@ -7,10 +7,10 @@ import os
 import pytest
 import yaml
 
-from digitnet import rundir
 from digitnet.config import load_config
 from digitnet.errors import DigitnetError
-from digitnet.train import train_and_evaluate
+from digitnet.runs import layout
+from digitnet.training.train import train_and_evaluate
 from tests.conftest import TINY_OVERRIDES
 
 
@@ -58,8 +58,8 @@ def tiny_config(*extra):
 
 
 def test_same_config_and_seed_give_the_same_metrics(runs_dir, tiny_data_dir):
-    first = train_and_evaluate(tiny_config(), rundir.new_run_dir("a"), str(tiny_data_dir))
-    second = train_and_evaluate(tiny_config(), rundir.new_run_dir("b"), str(tiny_data_dir))
+    first = train_and_evaluate(tiny_config(), layout.new_run_dir("a"), str(tiny_data_dir))
+    second = train_and_evaluate(tiny_config(), layout.new_run_dir("b"), str(tiny_data_dir))
     drop = ("train_seconds", "checkpoint_seconds")
     assert {k: v for k, v in first.metrics.items() if k not in drop} == \
            {k: v for k, v in second.metrics.items() if k not in drop}
@@ -68,28 +68,28 @@ def test_same_config_and_seed_give_the_same_metrics(runs_dir, tiny_data_dir):
 
 def test_training_learns_the_synthetic_digits(runs_dir, tiny_data_dir):
     config = tiny_config("training.epochs=6", "training.learning_rate=0.01")
-    result = train_and_evaluate(config, rundir.new_run_dir("learn"), str(tiny_data_dir))
+    result = train_and_evaluate(config, layout.new_run_dir("learn"), str(tiny_data_dir))
     assert result.metrics["test_accuracy"] >= 0.9
 
 
 def test_default_run_dir_is_timestamped_under_runs(runs_dir):
-    path = rundir.new_run_dir(None)
+    path = layout.new_run_dir(None)
     assert path.parent == runs_dir and path.name[:8].isdigit()
-    assert rundir.new_run_dir(None) != path  # two runs in the same second do not collide
+    assert layout.new_run_dir(None) != path  # two runs in the same second do not collide
 
 
 def test_non_empty_run_dir_is_refused(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "keep.txt").write_text("x")
     with pytest.raises(DigitnetError) as error:
-        rundir.new_run_dir(tmp_path / "old")
+        layout.new_run_dir(tmp_path / "old")
     assert str(error.value) == (f"--run-dir {tmp_path / 'old'}: already exists and is not empty "
                                 f"(choose a new directory, or use --resume to continue it)")
 
 
 def test_batch_larger_than_the_data_is_refused(runs_dir, tiny_data_dir):
     with pytest.raises(DigitnetError) as error:
-        train_and_evaluate(tiny_config("training.batch_size=41"), rundir.new_run_dir("big"),
+        train_and_evaluate(tiny_config("training.batch_size=41"), layout.new_run_dir("big"),
                            str(tiny_data_dir))
     assert str(error.value) == ("training.batch_size: expected at most the 40 training images, "
                                 "received 41")
@@ -97,14 +97,14 @@ def test_batch_larger_than_the_data_is_refused(runs_dir, tiny_data_dir):
 
 def test_gpu_without_gpu_is_an_error(runs_dir, tiny_data_dir):
     with pytest.raises(DigitnetError, match="^--device gpu: TensorFlow sees no GPU"):
-        train_and_evaluate(tiny_config(), rundir.new_run_dir("gpu"), str(tiny_data_dir),
+        train_and_evaluate(tiny_config(), layout.new_run_dir("gpu"), str(tiny_data_dir),
                            device="gpu")
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):
     target = tmp_path / "metrics.json"
-    rundir.write_json(target, {"good": 1})
-    with pytest.raises(RuntimeError), rundir.atomic_path(target) as tmp:
+    layout.write_json(target, {"good": 1})
+    with pytest.raises(RuntimeError), layout.atomic_path(target) as tmp:
         tmp.write_text('{"half": ')
         raise RuntimeError("crash while writing")
     assert json.loads(target.read_text()) == {"good": 1}
@@ -117,7 +117,7 @@ def test_training_batches_are_model_input_from_uint8_images():
 
     from digitnet.config import TrainingConfig
     from digitnet.data import to_model_input
-    from digitnet.train import training_batches
+    from digitnet.training.train import training_batches
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)

@@ -45,8 +45,8 @@ def ready_callback():
 
 
 def patch_fit() -> None:
-    """Add the ready callback to the callbacks that digitnet.train.fit passes to Keras."""
-    import digitnet.train as train
+    """Add the ready callback to the callbacks that digitnet.training.train.fit passes to Keras."""
+    import digitnet.training.train as train
 
     original = train.fit
 

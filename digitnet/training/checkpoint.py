@@ -1,6 +1,6 @@
 """Per-epoch bookkeeping during fit: checkpoints, history CSV, best and last models, run state.
 
-Every file is written atomically; see digitnet/resume.py for the checkpoint layout.
+Every file is written atomically; see digitnet/training/resume.py for the checkpoint layout.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digitnet import rundir
 from digitnet.config import TrainingConfig
 from digitnet.errors import DigitnetError
-from digitnet.interrupt import InterruptGuard
-from digitnet.resume import (
+from digitnet.runs import layout
+from digitnet.training.interrupt import InterruptGuard
+from digitnet.training.resume import (
     Snapshot,
     checkpoint_file,
     file_sha256,
@@ -96,13 +96,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         """Write the checkpoint and commit it; then the last and best models, history, state."""
         model_file = checkpoint_file(self.run_dir, epoch)
         model_file.parent.mkdir(exist_ok=True)
-        rundir.save_model(self.model, model_file)
+        layout.save_model(self.model, model_file)
         snapshot = self.snapshot(epoch, file_sha256(model_file), started)
         write_snapshot(self.run_dir, snapshot)  # from here on, the run resumes from this epoch
         if self.best_epoch == epoch:
-            rundir.copy_file(model_file, self.run_dir / rundir.BEST_MODEL)
-        rundir.copy_file(model_file, self.run_dir / rundir.LAST_MODEL)
-        rundir.write_text(self.run_dir / rundir.HISTORY_FILE, history_csv(self.rows))
+            layout.copy_file(model_file, self.run_dir / layout.BEST_MODEL)
+        layout.copy_file(model_file, self.run_dir / layout.LAST_MODEL)
+        layout.write_text(self.run_dir / layout.HISTORY_FILE, history_csv(self.rows))
         update_state(self.run_dir, epoch=epoch, best_epoch=self.best_epoch,
                      best_val_accuracy=self.best, stopped_early=self.stopped_early,
                      checkpoint=str(model_file.relative_to(self.run_dir)))
@@ -205,8 +205,8 @@ def restore_run_files(run_dir: Path, snapshot: Snapshot | None) -> None:
         prune_checkpoints(run_dir, set())
         return
     prune_checkpoints(run_dir, set(range(snapshot.epoch + 1)))
-    rundir.write_text(run_dir / rundir.HISTORY_FILE, history_csv(snapshot.history))
-    rundir.copy_file(checkpoint_file(run_dir, snapshot.epoch), run_dir / rundir.LAST_MODEL)
+    layout.write_text(run_dir / layout.HISTORY_FILE, history_csv(snapshot.history))
+    layout.copy_file(checkpoint_file(run_dir, snapshot.epoch), run_dir / layout.LAST_MODEL)
     restore_best_model(run_dir, snapshot)
 
 
@@ -218,9 +218,9 @@ def restore_best_model(run_dir: Path, snapshot: Snapshot) -> None:
         best = snapshot if snapshot.best_epoch == snapshot.epoch else \
             read_snapshot(run_dir, snapshot.best_epoch)
     except DigitnetError as error:
-        print(f"Warning: {error}; keeping {rundir.BEST_MODEL} as it is", file=sys.stderr)
+        print(f"Warning: {error}; keeping {layout.BEST_MODEL} as it is", file=sys.stderr)
         return
-    rundir.copy_file(checkpoint_file(run_dir, best.epoch), run_dir / rundir.BEST_MODEL)
+    layout.copy_file(checkpoint_file(run_dir, best.epoch), run_dir / layout.BEST_MODEL)
 
 
 def history_csv(rows: list[dict]) -> str:

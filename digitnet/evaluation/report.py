@@ -13,11 +13,11 @@ import html
 import json
 from pathlib import Path
 
-from digitnet import rundir
 from digitnet.data import DataError
 from digitnet.errors import DigitnetError
-from digitnet.plots import plot_path
-from digitnet.runlist import FINISHED, describe_run, parse_started
+from digitnet.evaluation.plots import plot_path
+from digitnet.runs import layout
+from digitnet.runs.listing import FINISHED, describe_run, parse_started
 
 REPORT_FILE = "report.html"
 SPLIT = "test"
@@ -40,19 +40,19 @@ def write_report(run: str | Path | None, data_dir: str | None = None) -> Path:
     run_dir = find_run(run)
     evaluation = test_evaluation(run_dir, data_dir)
     path = run_dir / REPORT_FILE
-    rundir.write_text(path, render_page(run_dir, evaluation))
+    layout.write_text(path, render_page(run_dir, evaluation))
     return path
 
 
 def find_run(run: str | Path | None) -> Path:
     """The run directory named by `run` (runs/latest when None), checked to be a run."""
-    path = rundir.runs_root() / rundir.LATEST if run is None else Path(run)
+    path = layout.runs_root() / layout.LATEST if run is None else Path(run)
     if not path.exists():
         hint = " (train one with `digitnet train`, or pass a run directory)" if run is None else ""
         raise DigitnetError(f"{path}: no such run directory{hint}")
-    if not (path / rundir.CONFIG_FILE).is_file():
+    if not (path / layout.CONFIG_FILE).is_file():
         raise DigitnetError(f"{path}: not a run directory (expected a folder written by "
-                            f"`digitnet train`, with a {rundir.CONFIG_FILE})")
+                            f"`digitnet train`, with a {layout.CONFIG_FILE})")
     return path.resolve() if run is None else path
 
 
@@ -60,10 +60,10 @@ def test_evaluation(run_dir: Path, data_dir: str | None) -> dict:
     """The run's saved test evaluation; evaluated now if missing, older than the model, or
     written without plots (by an older digitnet)."""
     saved = run_dir / f"evaluation-{SPLIT}.json"
-    if is_current(saved, run_dir / rundir.BEST_MODEL):
-        return rundir.read_json(saved)
+    if is_current(saved, run_dir / layout.BEST_MODEL):
+        return layout.read_json(saved)
     print(f"Evaluating {run_dir} on the test images for its report", flush=True)
-    from digitnet.evaluate import evaluate
+    from digitnet.evaluation.evaluate import evaluate
 
     try:
         return evaluate(run_dir, SPLIT, data_dir)
@@ -89,7 +89,7 @@ def is_current(saved: Path, model: Path) -> bool:
 def render_page(run_dir: Path, evaluation: dict) -> str:
     """The whole HTML page of a run and its test evaluation."""
     run = describe_run(run_dir)
-    metrics = read_json_or_empty(run_dir / rundir.METRICS_FILE)
+    metrics = read_json_or_empty(run_dir / layout.METRICS_FILE)
     sections = [
         summary_section(run, evaluation),
         metrics_section(metrics, run),
@@ -196,13 +196,13 @@ def image_section(title: str, run_dir: Path, name: str, split: str | None, note:
 
 def config_section(run_dir: Path) -> str:
     """config.yaml as it is."""
-    text = read_text_or(run_dir / rundir.CONFIG_FILE, "(config.yaml is missing or unreadable)")
+    text = read_text_or(run_dir / layout.CONFIG_FILE, "(config.yaml is missing or unreadable)")
     return f"<section><h2>Config</h2><pre>{escape(text)}</pre></section>"
 
 
 def manifest_section(run_dir: Path) -> str:
     """manifest.json as a table of what produced the run."""
-    manifest = read_json_or_empty(run_dir / rundir.MANIFEST_FILE)
+    manifest = read_json_or_empty(run_dir / layout.MANIFEST_FILE)
     rows = [[key, value if isinstance(value, str) else json.dumps(value, indent=1)]
             for key, value in manifest.items()]
     body = table(None, rows) if rows else "<p>(manifest.json is missing)</p>"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet import rundir
 from digitnet.config import Config, from_dict
 from digitnet.config import read_yaml as read_config_yaml
 from digitnet.data import load_mnist, resolve_source, split_validation, to_model_input
 from digitnet.errors import DigitnetError
+from digitnet.runs import layout
 
 SPLITS = ("test", "val")
 
@@ -67,7 +67,7 @@ def run_config(run_dir: Path | None) -> Config:
     """The run's own config, so the split matches training; the defaults for a bare model."""
     if run_dir is None:
         return Config()
-    return from_dict(read_config_yaml(run_dir / rundir.CONFIG_FILE))
+    return from_dict(read_config_yaml(run_dir / layout.CONFIG_FILE))
 
 
 def load_split(config: Config, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -92,9 +92,9 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
       The report from `score`, plus the model path and the split; for a run, also its most
       confident mistakes, the plots drawn into RUN_DIR/plots/ and where the report was saved.
     """
-    from digitnet.inference import load_classifier
+    from digitnet.inference.classifier import load_classifier
 
-    model_path, run_dir = rundir.resolve_model(model_or_run)
+    model_path, run_dir = layout.resolve_model(model_or_run)
     if split == "val" and run_dir is None:  # its validation images depend on the run's seed
         raise DigitnetError(f"{model_path}: --split val needs the model's run directory (its "
                             f"config.yaml says which images were held out); use --split test")
@@ -103,12 +103,12 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
     probabilities = classifier.predict(images)
     report = {"model": str(model_path), "split": split, **score(probabilities, labels)}
     if run_dir is not None:  # a bare .keras file has nowhere to keep plots: none for it
-        from digitnet.plots import confident_mistakes, write_evaluation_plots
+        from digitnet.evaluation.plots import confident_mistakes, write_evaluation_plots
 
         report["mistakes"] = confident_mistakes(probabilities, labels)
         report["plots"] = write_evaluation_plots(run_dir, report, images)
         report["saved_to"] = str(run_dir / f"evaluation-{split}.json")
-        rundir.write_json(report["saved_to"], report)
+        layout.write_json(report["saved_to"], report)
     return report
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet import __version__, rundir
+from digitnet import __version__
 from digitnet.config import Config, TrainingConfig, from_dict, read_yaml, save_config
 from digitnet.data import (
     PIXEL_MAX,
@@ -29,13 +29,14 @@ from digitnet.data import (
     split_validation,
     to_model_input,
 )
-from digitnet.devices import select_device
 from digitnet.errors import DigitnetError
-from digitnet.export import export_litert, litert_path
-from digitnet.interrupt import InterruptGuard, TrainingInterrupted
-from digitnet.lock import RunLock
-from digitnet.optim import make_optimizer
-from digitnet.resume import (
+from digitnet.export.litert import export_litert, litert_path
+from digitnet.runs import layout
+from digitnet.runs.lock import RunLock
+from digitnet.training.devices import select_device
+from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
+from digitnet.training.optim import make_optimizer
+from digitnet.training.resume import (
     FAILED,
     FINISHED,
     INTERRUPTED,
@@ -110,7 +111,7 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
     """
     import tensorflow as tf
 
-    from digitnet.augment import augment_batch
+    from digitnet.training.augment import augment_batch
 
     batch = training.batch_size
     steps = steps_per_epoch(len(x), training)
@@ -143,7 +144,7 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
 def fit(model, splits: Splits, config: Config, run_dir: Path, first_epoch: int = 0,
         callbacks: tuple = ()) -> float:
     """Run `model.fit` for the configured epochs; return the seconds it took."""
-    from digitnet.validation import EagerValidation
+    from digitnet.training.validation import EagerValidation
 
     training = config.training
     started = time.perf_counter()
@@ -160,7 +161,7 @@ def fit(model, splits: Splits, config: Config, run_dir: Path, first_epoch: int =
 
 def measure(model, splits: Splits) -> dict:
     """Loss and accuracy of `model` on the train, val and test splits."""
-    from digitnet.evaluate import cross_entropy
+    from digitnet.evaluation.evaluate import cross_entropy
 
     metrics = {}
     for name, x, y in (("train", splits.x_train, splits.y_train),
@@ -243,17 +244,17 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
     seed_everything(config.training.seed, config.training.jit_compile)
     if resume:
         # Checked again under the lock: the run may have finished since the CLI looked.
-        check_more_to_do(run_dir, from_dict(read_yaml(run_dir / rundir.CONFIG_FILE)), config)
+        check_more_to_do(run_dir, from_dict(read_yaml(run_dir / layout.CONFIG_FILE)), config)
         data_dir = resume_source(data_dir, config)
     config, mnist, splits = load_data(config, data_dir)
     print(f"Training on {device_name}; run directory {run_dir}", flush=True)
     info = manifest(config, device_name, mnist.files, command)
     snapshot = resume_run(run_dir, config, info) if resume else None
     if not resume:
-        rundir.write_json(run_dir / rundir.MANIFEST_FILE, info)
-    rundir.write_text(run_dir / rundir.CONFIG_FILE, save_config(config))
+        layout.write_json(run_dir / layout.MANIFEST_FILE, info)
+    layout.write_text(run_dir / layout.CONFIG_FILE, save_config(config))
     update_state(run_dir, **initial_state(config, snapshot))
-    rundir.point_latest(run_dir)
+    layout.point_latest(run_dir)
     return config, splits, snapshot
 
 
@@ -284,7 +285,7 @@ def load_data(config: Config, data_dir: str | None) -> tuple:
 
 def resume_run(run_dir: Path, config: Config, info: dict):
     """Check the data, find the last good checkpoint and put the run's files back to it."""
-    from digitnet.checkpoint import restore_run_files
+    from digitnet.training.checkpoint import restore_run_files
 
     check_same_data(run_dir, info["data_files"])
     snapshot = latest_snapshot(run_dir)
@@ -293,11 +294,11 @@ def resume_run(run_dir: Path, config: Config, info: dict):
         raise DigitnetError(f"--epochs {config.training.epochs}: expected at least the {done} "
                             f"epochs {run_dir} has already trained")
     restore_run_files(run_dir, snapshot)
-    recorded = rundir.read_json(run_dir / rundir.MANIFEST_FILE)
+    recorded = layout.read_json(run_dir / layout.MANIFEST_FILE)
     recorded.setdefault("resumed", []).append(
         {"after_epoch": done, "device": info["device"], "command": info["command"],
          "started": info["started"]})
-    rundir.write_json(run_dir / rundir.MANIFEST_FILE, recorded)
+    layout.write_json(run_dir / layout.MANIFEST_FILE, recorded)
     print(f"Resuming after epoch {done} of {config.training.epochs}", flush=True)
     return snapshot
 
@@ -316,8 +317,8 @@ def initial_state(config: Config, snapshot) -> dict:
 def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
                    guard: InterruptGuard, tensorboard: bool = True) -> TrainResult:
     """Build the model (restored from `snapshot`), train the remaining epochs, test it."""
-    from digitnet.checkpoint import EpochCheckpoint, StopOnSignal, restore_checkpoint
-    from digitnet.model import build_model
+    from digitnet.training.checkpoint import EpochCheckpoint, StopOnSignal, restore_checkpoint
+    from digitnet.training.model import build_model
 
     model = build_model(config.model)
     compile_model(model, config.training, len(splits.x_train))
@@ -338,7 +339,7 @@ def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
 
 def tensorboard_callbacks(run_dir: Path, enabled: bool) -> tuple:
     """The TensorBoard logger for `run_dir` (placed after the checkpoint: it logs saved epochs)."""
-    from digitnet.tensorboard_log import TENSORBOARD_DIR, EpochScalars
+    from digitnet.training.tensorboard_log import TENSORBOARD_DIR, EpochScalars
 
     return (EpochScalars(run_dir / TENSORBOARD_DIR),) if enabled else ()
 
@@ -360,9 +361,9 @@ def mark_failed(run_dir: Path, error: BaseException) -> BaseException:
     reason = (str(error).strip() or type(error).__name__).splitlines()[0]
     with contextlib.suppress(DigitnetError):  # a full disk may refuse state.json too
         update_state(run_dir, status=FAILED, message=reason)
-    if not isinstance(error, rundir.WriteError):
+    if not isinstance(error, layout.WriteError):
         return error
-    return rundir.WriteError(f"{error}; the run is kept at epoch {last_saved_epoch(run_dir)}: "
+    return layout.WriteError(f"{error}; the run is kept at epoch {last_saved_epoch(run_dir)}: "
                              f"make room, then resume with: digitnet train --resume "
                              f"{shlex.quote(str(run_dir))}")
 
@@ -376,14 +377,14 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint) -> TrainRe
     """Test the best model and write metrics.json."""
     import keras
 
-    best = keras.saving.load_model(run_dir / rundir.BEST_MODEL)
-    export_litert(best, litert_path(run_dir / rundir.BEST_MODEL))  # predict without TensorFlow
+    best = keras.saving.load_model(run_dir / layout.BEST_MODEL)
+    export_litert(best, litert_path(run_dir / layout.BEST_MODEL))  # predict without TensorFlow
     training_seconds = checkpoint.training_seconds(seconds)  # file writes are not training
     metrics = {**measure(best, splits), "best_epoch": checkpoint.best_epoch,
                "epochs": checkpoint.epochs_run, "stopped_early": checkpoint.stopped_early,
                "train_seconds": round(training_seconds, 3),
                "checkpoint_seconds": round(checkpoint.seconds, 3)}
-    rundir.write_json(run_dir / rundir.METRICS_FILE, metrics)
+    layout.write_json(run_dir / layout.METRICS_FILE, metrics)
     if not math.isfinite(metrics["test_loss"]):
         raise DigitnetError("training diverged: test loss is not finite (lower the learning rate)")
     return TrainResult(run_dir, metrics)

@@ -1,7 +1,7 @@
 """Preprocessing image files for predict: one at a time, or many in a pool of worker
 processes, kept in order; and saving the 28x28 inputs the model saw.
 
-Runs the stages of digitnet.preprocess over files. No TensorFlow here: the worker processes
+Runs the stages of digitnet.images.preprocess over files. No TensorFlow here: the worker processes
 import this module, and through it only those stages.
 """
 
@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image
 
 from digitnet.errors import DigitnetError
-from digitnet.imagefile import load_image, read_plain_png
-from digitnet.preprocess import FIELD, gray_to_mnist, to_mnist
-from digitnet.resample import WORK_SIDE, shrink
+from digitnet.images.decode import load_image, read_plain_png
+from digitnet.images.preprocess import FIELD, gray_to_mnist, to_mnist
+from digitnet.images.resample import WORK_SIDE, shrink
 
 PARALLEL_MIN = 64  # fewer files than this are preprocessed in this process
 CHUNK_FILES = 64  # files per task for a worker, at most: enough to amortise the task

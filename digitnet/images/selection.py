@@ -1,7 +1,8 @@
 """Choosing the ink's pieces that form the digit: the largest on the page and those near it,
 not specks, lines along the image's edge, or what lies beyond the page.
 
-A stage of preprocessing (see digitnet.preprocess), after digitnet.ink. No TensorFlow here.
+A stage of preprocessing (see digitnet.images.preprocess), after digitnet.images.ink.
+No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from digitnet.ink import Pieces, edge_strip, pick
+from digitnet.images.ink import Pieces, edge_strip, pick
 
 MIN_DIGIT = 0.025  # a digit's long side is at least this fraction of the image's: not a speck
 PAGE_DIGIT = 0.1  # ... and at least this when something runs along the image's edge

@@ -6,10 +6,9 @@ at the centre. `to_mnist` rebuilds that recipe from an arbitrary image: it finds
 whatever its polarity, lighting or background, keeps the components that form the digit,
 redraws them at MNIST's scale and stroke thickness, and centres them by mass.
 
-The stages, a module each: digitnet.imagefile opens the file safely, digitnet.ink finds the
-ink, digitnet.selection picks the digit's pieces, this module redraws them MNIST's way
-(digitnet.resample resizes as Pillow does, for all of them), and digitnet.imagebatch runs
-many files in worker processes for predict.
+The stages, a module each in digitnet.images: decode opens the file safely, ink finds the ink,
+selection picks the digit's pieces, this module redraws them MNIST's way (resample resizes as
+Pillow does, for all of them), and batch runs many files in worker processes for predict.
 
 No TensorFlow in any of them: `digitnet predict` imports them before it needs a model. The
 image operations are OpenCV's and numpy's (quick to import, and in C); the results are those
@@ -24,9 +23,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from digitnet.ink import flatten_background, has_light_ink, percentile, segment
-from digitnet.resample import resize, shrink, unit_range
-from digitnet.selection import select_digit
+from digitnet.images.ink import flatten_background, has_light_ink, percentile, segment
+from digitnet.images.resample import resize, shrink, unit_range
+from digitnet.images.selection import select_digit
 
 SHAPE_SIDE = 80  # the digit is binarised and re-thickened at 4x MNIST's 20-px box
 DIGIT_BOX = 20  # MNIST: the digit's longer side

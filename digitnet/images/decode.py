@@ -1,7 +1,7 @@
 """Opening users' image files safely: checked before anything is decoded, decoded in full,
 upright, first frame only; plain grayscale PNGs take a quicker path through OpenCV.
 
-The first stage of preprocessing (see digitnet.preprocess). No TensorFlow here.
+The first stage of preprocessing (see digitnet.images.preprocess). No TensorFlow here.
 """
 
 from __future__ import annotations

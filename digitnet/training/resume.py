@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitnet import rundir
 from digitnet.config import Config, from_dict, load_config, read_yaml, to_dict
 from digitnet.errors import DigitnetError
-from digitnet.lock import is_locked
+from digitnet.runs import layout
+from digitnet.runs.lock import is_locked
 
 STATE_FILE = "state.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -28,7 +28,7 @@ RUNNING, INTERRUPTED, FINISHED, FAILED = "running", "interrupted", "finished", "
 # Config keys a resumed run may change: when to stop, and where the (hash-checked) data is.
 RESUMABLE_KEYS = ("training.epochs", "training.early_stopping_patience", "data.source")
 CHECKPOINT_NAME = re.compile(r"epoch-(\d{4,})\.(keras|json)")
-TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.\w+")  # rundir.atomic_path's temporary files
+TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.\w+")  # layout.atomic_path's temporary files
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def checkpoint_file(run_dir: Path, epoch: int, suffix: str = ".keras") -> Path:
 
 def write_snapshot(run_dir: Path, snapshot: Snapshot) -> None:
     """Write the checkpoint's .json, which commits the checkpoint."""
-    rundir.write_json(checkpoint_file(run_dir, snapshot.epoch, ".json"),
+    layout.write_json(checkpoint_file(run_dir, snapshot.epoch, ".json"),
                       dataclasses.asdict(snapshot))
 
 
@@ -69,7 +69,7 @@ def read_snapshot(run_dir: Path, epoch: int) -> Snapshot:
     """
     meta = checkpoint_file(run_dir, epoch, ".json")
     try:
-        snapshot = Snapshot(**rundir.read_json(meta))
+        snapshot = Snapshot(**layout.read_json(meta))
     except TypeError:
         raise DigitnetError(f"{meta}: corrupt checkpoint description (unexpected fields)") from None
     model = checkpoint_file(run_dir, epoch)
@@ -143,7 +143,7 @@ def file_sha256(path: Path) -> str:
 def read_state(run_dir: Path) -> dict | None:
     """The run's state.json, or None when it is missing or unreadable (it is informational)."""
     try:
-        return rundir.read_json(Path(run_dir) / STATE_FILE)
+        return layout.read_json(Path(run_dir) / STATE_FILE)
     except DigitnetError:
         return None
 
@@ -152,7 +152,7 @@ def update_state(run_dir: Path, **fields) -> dict:
     """Merge `fields` into state.json and write it atomically; return the new state."""
     state = read_state(run_dir) or {}
     state.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    rundir.write_json(Path(run_dir) / STATE_FILE, state)
+    layout.write_json(Path(run_dir) / STATE_FILE, state)
     return state
 
 
@@ -192,10 +192,10 @@ def resume_config(run_dir: str | Path, run_dir_option: str | None = None,
     if run_dir_option is not None:
         raise DigitnetError("--run-dir: not allowed with --resume (a run resumes in its own "
                             "directory)")
-    if not (run_dir / rundir.CONFIG_FILE).is_file():
-        raise DigitnetError(f"--resume {run_dir}: no {rundir.CONFIG_FILE} (not a digitnet run "
+    if not (run_dir / layout.CONFIG_FILE).is_file():
+        raise DigitnetError(f"--resume {run_dir}: no {layout.CONFIG_FILE} (not a digitnet run "
                             f"directory, or it was stopped before training started)")
-    run = from_dict(read_yaml(run_dir / rundir.CONFIG_FILE))
+    run = from_dict(read_yaml(run_dir / layout.CONFIG_FILE))
     now = load_config(config_file, overrides, shortcuts, base=run)
     differences = config_differences(run, now)
     if differences:
@@ -259,8 +259,8 @@ def check_more_to_do(run_dir: Path, run: Config, now: Config) -> None:
 
 def check_same_data(run_dir: Path, files: dict) -> None:
     """Refuse to resume on data other than the run's (compared by sha256, not by path)."""
-    recorded = rundir.read_json(Path(run_dir) / rundir.MANIFEST_FILE).get("data_files", {})
+    recorded = layout.read_json(Path(run_dir) / layout.MANIFEST_FILE).get("data_files", {})
     for path, digest in files.items():
         if digest not in recorded.values():
             raise DigitnetError(f"--resume {run_dir}: {path} is not the data the run was trained "
-                                f"on (its sha256 is not in {rundir.MANIFEST_FILE})")
+                                f"on (its sha256 is not in {layout.MANIFEST_FILE})")

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import yaml
 
-from digitnet import rundir
+from digitnet.runs import layout
 from digitnet.errors import DigitnetError
-from digitnet.lock import LOCK_FILE, is_locked
-from digitnet.resume import FINISHED, RUNNING, STATE_FILE, read_state, run_status
+from digitnet.runs.lock import LOCK_FILE, is_locked
+from digitnet.training.resume import FINISHED, RUNNING, STATE_FILE, read_state, run_status
 
 BROKEN = "broken"
 # Any of these marks a folder as a run (.lock: a training that has not written a file yet).
-RUN_FILES = (rundir.CONFIG_FILE, rundir.MANIFEST_FILE, rundir.METRICS_FILE, STATE_FILE,
+RUN_FILES = (layout.CONFIG_FILE, layout.MANIFEST_FILE, layout.METRICS_FILE, STATE_FILE,
              LOCK_FILE)
 COLUMNS = {"run": "RUN", "status": "STATUS", "config": "CONFIG", "epochs": "EPOCHS",
            "test_accuracy": "TEST ACC", "train_seconds": "TRAIN S", "date": "DATE"}
@@ -55,7 +55,7 @@ def list_runs(root: str | Path | None = None) -> list[dict]:
 
 def runs_folder(root: str | Path | None) -> Path:
     """The folder `digitnet runs` lists: `root`, else runs/ ($DIGITNET_RUNS_DIR)."""
-    return rundir.runs_root() if root is None else Path(root)
+    return layout.runs_root() if root is None else Path(root)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -71,9 +71,9 @@ def describe_run(run_dir: Path) -> dict:
     accuracy and training time are given for finished runs only.
     """
     run_dir = Path(run_dir)
-    config, config_problem = read_mapping(run_dir / rundir.CONFIG_FILE, yaml.safe_load)
-    manifest, manifest_problem = read_mapping(run_dir / rundir.MANIFEST_FILE, json.loads)
-    metrics, metrics_problem = read_mapping(run_dir / rundir.METRICS_FILE, json.loads)
+    config, config_problem = read_mapping(run_dir / layout.CONFIG_FILE, yaml.safe_load)
+    manifest, manifest_problem = read_mapping(run_dir / layout.MANIFEST_FILE, json.loads)
+    metrics, metrics_problem = read_mapping(run_dir / layout.METRICS_FILE, json.loads)
     status = RUNNING if is_locked(run_dir) else run_status(run_dir)
     problems = [config_problem, manifest_problem]
     if status in (FINISHED, None):  # None: no state.json, as in runs of older versions
@@ -95,8 +95,8 @@ def describe_run(run_dir: Path) -> dict:
 
 def model_problem(run_dir: Path) -> str | None:
     """What stops evaluate and predict from using a finished run's model, if anything."""
-    if not (run_dir / rundir.BEST_MODEL).is_file():
-        return f"{rundir.BEST_MODEL} missing"
+    if not (run_dir / layout.BEST_MODEL).is_file():
+        return f"{layout.BEST_MODEL} missing"
     return None
 
 
@@ -120,7 +120,7 @@ def nested(mapping: dict, *keys):
 
 def started_at(run_dir: Path) -> float:
     """When the run started (manifest.json), else the folder's modification time: the sort key."""
-    manifest, _ = read_mapping(run_dir / rundir.MANIFEST_FILE, json.loads)
+    manifest, _ = read_mapping(run_dir / layout.MANIFEST_FILE, json.loads)
     started = parse_started(manifest.get("started"))
     return started.timestamp() if started else run_dir.stat().st_mtime
 

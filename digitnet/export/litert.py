@@ -6,7 +6,7 @@ import contextlib
 import io
 from pathlib import Path
 
-from digitnet import rundir
+from digitnet.runs import layout
 
 
 def litert_path(keras_path: Path) -> Path:
@@ -24,6 +24,6 @@ def export_litert(model, path: Path) -> Path:
     Returns:
       The path written.
     """
-    with rundir.atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()):
+    with layout.atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()):
         model.export(str(tmp), format="litert", verbose=False)  # the converter chats on stdout
     return path

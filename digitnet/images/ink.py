@@ -1,8 +1,8 @@
 """Finding the ink in a grey image: its polarity, the paper's lighting flattened out, Otsu's
 threshold above the paper's noise, ruled lines erased, and the ink's connected pieces.
 
-A stage of preprocessing (see digitnet.preprocess); digitnet.selection then picks the pieces
-that form the digit. No TensorFlow here.
+A stage of preprocessing (see digitnet.images.preprocess); digitnet.images.selection then picks
+the pieces that form the digit. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from digitnet.resample import resize, shrink, unit_range
+from digitnet.images.resample import resize, shrink, unit_range
 
 BACKGROUND_SIDE = 64  # the paper's lighting is smooth: estimate it on a thumbnail this size
 MIN_CONTRAST = 0.12  # weaker ink than this (fraction of paper brightness) is no ink at all

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet import rundir
+from digitnet.runs import layout
 
 PLOTS_DIR = "plots"
 DPI = 100
@@ -62,7 +62,7 @@ def write_evaluation_plots(run_dir: Path, report: dict, images: np.ndarray) -> d
         "mistakes": mistakes_figure(report["mistakes"], images, split, report["examples"]),
     }
     paths = {name: plot_path(run_dir, name, split) for name in figures}
-    history = read_history(Path(run_dir) / rundir.HISTORY_FILE)
+    history = read_history(Path(run_dir) / layout.HISTORY_FILE)
     if history:
         figures["learning-curves"] = learning_curves_figure(history)
         paths["learning-curves"] = plot_path(run_dir, "learning-curves")
@@ -71,18 +71,18 @@ def write_evaluation_plots(run_dir: Path, report: dict, images: np.ndarray) -> d
     return {name: str(path) for name, path in paths.items()}
 
 
-def new_figure(name: str, layout: str | None = "constrained", **subplots):
+def new_figure(name: str, figure_layout: str | None = "constrained", **subplots):
     """A fixed-size figure and its axes; constrained layout fits the labels and keeps the size."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=SIZES[name], dpi=DPI, layout=layout)
+    figure = Figure(figsize=SIZES[name], dpi=DPI, layout=figure_layout)
     return figure, figure.subplots(**subplots)
 
 
 def save_png(figure, path: Path) -> None:
     """Write `figure` as a PNG atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rundir.atomic_path(path) as tmp:
+    with layout.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
 
 
@@ -180,7 +180,8 @@ def per_class_figure(confusion: np.ndarray, split: str):
 def mistakes_figure(mistakes: list[dict], images: np.ndarray, split: str, examples: int):
     """A grid of the most confident mistakes: the image, true and predicted digit, probability."""
     # A fixed grid: constrained layout would take most of a second to place 24 small axes.
-    figure, axes = new_figure("mistakes", layout=None, nrows=MISTAKE_ROWS, ncols=MISTAKE_COLUMNS,
+    figure, axes = new_figure("mistakes", figure_layout=None,
+                              nrows=MISTAKE_ROWS, ncols=MISTAKE_COLUMNS,
                               gridspec_kw={"left": 0.01, "right": 0.99, "bottom": 0.01,
                                            "top": 0.87, "wspace": 0.25, "hspace": 0.45})
     for ax in axes.flat:

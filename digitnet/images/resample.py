@@ -1,5 +1,5 @@
 """Resizing float images exactly as Pillow does, quicker: the resampling that every stage of
-preprocessing shares (see digitnet.preprocess). No TensorFlow here.
+preprocessing shares (see digitnet.images.preprocess). No TensorFlow here.
 """
 
 from __future__ import annotations

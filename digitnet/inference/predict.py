@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet import rundir
 from digitnet.errors import DigitnetError
+from digitnet.runs import layout
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # Below this probability the answer is "unknown". Chosen with bench/real_images.py (README,
@@ -80,7 +80,7 @@ def answers(paths: list[str], probabilities: np.ndarray, top_k: int, min_confide
 
 def save_inputs(paths: list[str], arrays: list[np.ndarray], folder: Path) -> None:
     """Write each preprocessed 28x28 input as a PNG named after its source file."""
-    from digitnet.imagebatch import save_preprocessed
+    from digitnet.images.batch import save_preprocessed
 
     folder.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
@@ -120,11 +120,11 @@ def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int =
     Yields:
       One Prediction per image; an unreadable image yields a Prediction with `error` set.
     """
-    from digitnet.imagebatch import preprocess_stream
-    from digitnet.inference import load_classifier
+    from digitnet.images.batch import preprocess_stream
+    from digitnet.inference.classifier import load_classifier
 
     inputs = list(inputs)  # named again in the error when none of them holds an image
-    model_path, _ = rundir.resolve_model(model)
+    model_path, _ = layout.resolve_model(model)
     classifier = load_classifier(model_path)
     save_path = Path(save_dir) if save_dir is not None else None
     batch: list[tuple] = []

@@ -1,0 +1,1 @@
+"""Scoring a model and showing the results: metrics, plots, report."""

@@ -1,0 +1,1 @@
+"""Reading images and turning them into MNIST-style 28x28 inputs."""

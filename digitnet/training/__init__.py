@@ -1,0 +1,1 @@
+"""Training a model: the loop, its callbacks, checkpoints and resume."""
