@@ -24,17 +24,12 @@ from digitnet.cli import cli
 from digitnet.config import load_config
 from digitnet.errors import DigitnetError
 from digitnet.runs import layout
+from digitnet.runs.layout import checkpoint_file, read_snapshot, read_state, saved_epochs
+from digitnet.runs.listing import run_status
 from digitnet.runs.lock import RunLock, is_locked
 from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
 from digitnet.training.optim import make_schedule
-from digitnet.training.resume import (
-    checkpoint_file,
-    read_snapshot,
-    read_state,
-    resume_config,
-    run_status,
-    saved_epochs,
-)
+from digitnet.training.resume import resume_config
 from digitnet.training.train import train_and_evaluate
 from tests.conftest import REPO, TINY_OVERRIDES, runs_root, write_idx_dir
 

@@ -107,7 +107,7 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
 
         report["mistakes"] = confident_mistakes(probabilities, labels)
         report["plots"] = write_evaluation_plots(run_dir, report, images)
-        report["saved_to"] = str(run_dir / f"evaluation-{split}.json")
+        report["saved_to"] = str(layout.evaluation_file(run_dir, split))
         layout.write_json(report["saved_to"], report)
     return report
 

@@ -14,7 +14,6 @@ import numpy as np
 
 from digitnet.runs import layout
 
-PLOTS_DIR = "plots"
 DPI = 100
 SIZES = {  # inches; x DPI = pixels
     "learning-curves": (13.0, 4.0),
@@ -29,7 +28,7 @@ SPLIT_NAMES = {"test": "test images", "val": "validation images"}
 
 def plot_path(run_dir: Path, name: str, split: str | None = None) -> Path:
     """RUN_DIR/plots/<name>[-<split>].png; the learning curves belong to no split."""
-    return Path(run_dir) / PLOTS_DIR / (f"{name}-{split}.png" if split else f"{name}.png")
+    return Path(run_dir) / layout.PLOTS_DIR / (f"{name}-{split}.png" if split else f"{name}.png")
 
 
 def confident_mistakes(probabilities: np.ndarray, labels: np.ndarray,

@@ -19,7 +19,6 @@ from digitnet.evaluation.plots import plot_path
 from digitnet.runs import layout
 from digitnet.runs.listing import FINISHED, describe_run, parse_started
 
-REPORT_FILE = "report.html"
 SPLIT = "test"
 SPLIT_PLOTS = ("confusion", "confusion-normalized", "per-class-accuracy", "mistakes")
 
@@ -39,7 +38,7 @@ def write_report(run: str | Path | None, data_dir: str | None = None) -> Path:
     """
     run_dir = find_run(run)
     evaluation = test_evaluation(run_dir, data_dir)
-    path = run_dir / REPORT_FILE
+    path = run_dir / layout.REPORT_FILE
     layout.write_text(path, render_page(run_dir, evaluation))
     return path
 
@@ -59,7 +58,7 @@ def find_run(run: str | Path | None) -> Path:
 def test_evaluation(run_dir: Path, data_dir: str | None) -> dict:
     """The run's saved test evaluation; evaluated now if missing, older than the model, or
     written without plots (by an older digitnet)."""
-    saved = run_dir / f"evaluation-{SPLIT}.json"
+    saved = layout.evaluation_file(run_dir, SPLIT)
     if is_current(saved, run_dir / layout.BEST_MODEL):
         return layout.read_json(saved)
     print(f"Evaluating {run_dir} on the test images for its report", flush=True)

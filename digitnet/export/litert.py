@@ -9,11 +9,6 @@ from pathlib import Path
 from digitnet.runs import layout
 
 
-def litert_path(keras_path: Path) -> Path:
-    """The LiteRT file that sits beside a .keras file: model-best.keras -> model-best.tflite."""
-    return Path(keras_path).with_suffix(".tflite")
-
-
 def export_litert(model, path: Path) -> Path:
     """Write `model` as a float32 LiteRT flatbuffer at `path`, atomically.
 

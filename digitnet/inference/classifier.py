@@ -14,6 +14,7 @@ import numpy as np
 
 from digitnet.backend import silenced_stderr
 from digitnet.errors import DigitnetError
+from digitnet.runs.layout import KERAS_SUFFIX, litert_path
 
 LITERT_BATCH = 256  # fixed input batch for the interpreter; the last chunk is padded
 
@@ -107,8 +108,8 @@ def load_classifier(path: Path, backend: str = "auto"):
       An object whose `predict(images)` returns (N, 10) probabilities.
     """
     path = Path(path)
-    beside = path.with_suffix(".tflite")
-    if backend == "keras" or (backend == "auto" and path.suffix == ".keras"
+    beside = litert_path(path)
+    if backend == "keras" or (backend == "auto" and path.suffix == KERAS_SUFFIX
                               and not beside.is_file()):
         return KerasClassifier(path)
-    return LiteRTClassifier(beside if path.suffix == ".keras" else path)
+    return LiteRTClassifier(beside if path.suffix == KERAS_SUFFIX else path)

@@ -1,33 +1,75 @@
-"""The run directory: atomic writes, the `latest` pointer, and finding a run's model.
+"""The run directory: the name of every file in it, state.json, the checkpoint format, atomic
+writes, the `latest` pointer, and finding a run's model.
 
 A run directory holds everything needed to use a run later, so evaluate and predict rebuild from
-it rather than from today's defaults.
+it rather than from today's defaults:
+
+    config.yaml          the resolved config          manifest.json   what produced the run
+    state.json           status, epoch, best so far   metrics.json    final scores (finished runs)
+    history.csv          one row per epoch            model-best.keras, model-last.keras
+    model-best.tflite    LiteRT export of the best    checkpoints/    epoch-NNNN.keras + .json
+    evaluation-<split>.json, plots/, report.html      tensorboard/    per-epoch scalars
+    .lock                held while a process trains  (and <runs root>/latest: the newest run)
+
+After each epoch training writes `checkpoints/epoch-NNNN.keras` (weights and optimizer state),
+then `checkpoints/epoch-NNNN.json` (everything else a resumed run needs: best-so-far, early
+stopping, the dropout RNG state, the history). The .json is written last, so it marks a complete
+checkpoint; it also holds the .keras file's sha256, so a truncated or corrupt file is detected
+and the previous checkpoint is used instead. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from digitnet.errors import DigitnetError
 
 RUNS_DIR_ENV = "DIGITNET_RUNS_DIR"
+LATEST = "latest"  # in the runs root: a symlink to the newest run
+KERAS_SUFFIX, LITERT_SUFFIX = ".keras", ".tflite"
 CONFIG_FILE = "config.yaml"
-BEST_MODEL = "model-best.keras"
-LAST_MODEL = "model-last.keras"
+BEST_MODEL = "model-best" + KERAS_SUFFIX
+LAST_MODEL = "model-last" + KERAS_SUFFIX
+BEST_LITERT = "model-best" + LITERT_SUFFIX  # the export of BEST_MODEL (see litert_path)
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
-LATEST = "latest"
+STATE_FILE = "state.json"
+CHECKPOINT_DIR = "checkpoints"
+PLOTS_DIR = "plots"
+REPORT_FILE = "report.html"
+TENSORBOARD_DIR = "tensorboard"
+LOCK_FILE = ".lock"
+# state.json's "status"
+RUNNING, INTERRUPTED, FINISHED, FAILED = "running", "interrupted", "finished", "failed"
+CHECKPOINT_NAME = re.compile(r"epoch-(\d{4,})\.(keras|json)")
+TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.\w+")  # atomic_path's temporary files
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # state.json's "updated"
 
 
 class WriteError(DigitnetError):
     """A file of the run could not be written (a full disk, a read-only directory)."""
+
+
+def litert_path(keras_path: str | Path) -> Path:
+    """The LiteRT export that sits beside a .keras file: model-best.keras -> model-best.tflite."""
+    return Path(keras_path).with_suffix(LITERT_SUFFIX)
+
+
+def evaluation_file(run_dir: str | Path, split: str) -> Path:
+    """RUN_DIR/evaluation-<split>.json: the saved `digitnet evaluate` report of a split."""
+    return Path(run_dir) / f"evaluation-{split}.json"
 
 
 def runs_root() -> Path:
@@ -156,7 +198,7 @@ def resolve_model(path: str | Path | None) -> tuple[Path, Path | None]:
             raise DigitnetError(f"{path}: no {BEST_MODEL} in this run directory "
                                 f"(is it a digitnet run that finished an epoch?)")
         return model, path
-    if path.suffix not in (".keras", ".tflite"):
+    if path.suffix not in (KERAS_SUFFIX, LITERT_SUFFIX):
         raise DigitnetError(f"{path}: expected a run directory, a .keras or a .tflite model file")
     run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
     return path, run_dir
@@ -170,3 +212,141 @@ def read_json(path: Path) -> dict:
         raise DigitnetError(f"{path}: not found") from None
     except (OSError, ValueError) as error:
         raise DigitnetError(f"{path}: unreadable or corrupt JSON ({error})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---- state.json ---------------------------------------------------------------------------------
+
+
+def read_state(run_dir: str | Path) -> dict | None:
+    """The run's state.json, or None when it is missing or unreadable (it is informational)."""
+    try:
+        return read_json(Path(run_dir) / STATE_FILE)
+    except DigitnetError:
+        return None
+
+
+def update_state(run_dir: str | Path, **fields) -> dict:
+    """Merge `fields` into state.json and write it atomically; return the new state.
+
+    The one writer of state.json. Its fields: status (RUNNING, INTERRUPTED, FINISHED, FAILED),
+    epoch and epochs (done and planned), best_epoch, best_val_accuracy, stopped_early, checkpoint
+    (the newest, relative to the run), message (why it stopped), pid, updated.
+    """
+    state = read_state(run_dir) or {}
+    state.update(fields, updated=time.strftime(TIME_FORMAT))
+    write_json(Path(run_dir) / STATE_FILE, state)
+    return state
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A checkpoint's .json: what a resumed run restores besides the .keras file's contents."""
+
+    epoch: int  # epochs completed
+    sha256: str  # of the .keras file
+    steps: int  # optimizer iterations, checked after loading
+    best_epoch: int
+    best_val_accuracy: float
+    epochs_without_improvement: int  # early stopping's counter
+    rng: list  # each Keras SeedGenerator's state (dropout), in model.variables order
+    history: list  # the history.csv rows of epochs 1..epoch
+    train_seconds: float  # so far, checkpoint writes excluded
+    checkpoint_seconds: float  # so far
+
+
+def checkpoint_file(run_dir: str | Path, epoch: int, suffix: str = KERAS_SUFFIX) -> Path:
+    """checkpoints/epoch-NNNN.keras (or .json) of `run_dir`."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"epoch-{epoch:04d}{suffix}"
+
+
+def write_checkpoint(run_dir: str | Path, model, snapshot: Snapshot) -> Snapshot:
+    """Save `model` as the checkpoint of `snapshot.epoch`, then commit it with its .json.
+
+    Returns:
+      `snapshot` with the sha256 of the .keras file written.
+    """
+    path = checkpoint_file(run_dir, snapshot.epoch)
+    path.parent.mkdir(exist_ok=True)
+    save_model(model, path)
+    snapshot = dataclasses.replace(snapshot, sha256=file_sha256(path))
+    write_json(checkpoint_file(run_dir, snapshot.epoch, ".json"), dataclasses.asdict(snapshot))
+    return snapshot  # from here on, the run resumes from this epoch
+
+
+def read_snapshot(run_dir: str | Path, epoch: int) -> Snapshot:
+    """The checkpoint of `epoch`, verified against its .keras file.
+
+    Raises:
+      DigitnetError: naming the file that is missing, truncated or corrupt.
+    """
+    meta = checkpoint_file(run_dir, epoch, ".json")
+    try:
+        snapshot = Snapshot(**read_json(meta))
+    except TypeError:
+        raise DigitnetError(f"{meta}: corrupt checkpoint description (unexpected fields)") from None
+    model = checkpoint_file(run_dir, epoch)
+    if not model.is_file():
+        raise DigitnetError(f"{model}: missing")
+    if file_sha256(model) != snapshot.sha256:
+        raise DigitnetError(f"{model}: truncated or corrupt (its sha256 differs from {meta.name})")
+    return snapshot
+
+
+def saved_epochs(run_dir: str | Path) -> list[int]:
+    """Epochs with a committed checkpoint (a .json), oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    names = folder.glob("epoch-*.json") if folder.is_dir() else ()
+    matches = (CHECKPOINT_NAME.fullmatch(path.name) for path in names)
+    return sorted(int(match[1]) for match in matches if match)
+
+
+def latest_snapshot(run_dir: str | Path) -> Snapshot | None:
+    """The newest good checkpoint, or None when no epoch was saved.
+
+    A bad checkpoint is reported on stderr and the one before it is used.
+
+    Raises:
+      DigitnetError: checkpoints exist but none is good.
+    """
+    problems = []
+    for epoch in reversed(saved_epochs(run_dir)):
+        try:
+            snapshot = read_snapshot(run_dir, epoch)
+        except DigitnetError as error:
+            print(f"Warning: {error}; trying the previous checkpoint", file=sys.stderr)
+            problems.append(str(error))
+            continue
+        return snapshot
+    if problems:
+        raise DigitnetError(f"{problems[0]}, and no earlier checkpoint is usable (delete "
+                            f"{Path(run_dir) / CHECKPOINT_DIR} to start the run again)")
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: set[int]) -> None:
+    """Delete every checkpoint file (and stale temporary file) whose epoch is not in `keep`."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    paths = sorted(folder.iterdir(), key=lambda p: p.suffix != ".json") if folder.is_dir() else []
+    for path in paths:  # each .json first: a half-pruned checkpoint is incomplete, not corrupt
+        match = CHECKPOINT_NAME.fullmatch(path.name)
+        if (match and int(match[1]) not in keep) or TEMPORARY_NAME.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+
+
+def remove_temporaries(run_dir: str | Path) -> None:
+    """Delete temporary files left by a process killed while writing (only while locked)."""
+    for path in Path(run_dir).iterdir():
+        if path.is_file() and TEMPORARY_NAME.fullmatch(path.name):
+            path.unlink(missing_ok=True)

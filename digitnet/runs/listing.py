@@ -12,15 +12,15 @@ from pathlib import Path
 
 import yaml
 
-from digitnet.runs import layout
 from digitnet.errors import DigitnetError
-from digitnet.runs.lock import LOCK_FILE, is_locked
-from digitnet.training.resume import FINISHED, RUNNING, STATE_FILE, read_state, run_status
+from digitnet.runs import layout
+from digitnet.runs.layout import FINISHED, INTERRUPTED, RUNNING, read_state
+from digitnet.runs.lock import is_locked
 
 BROKEN = "broken"
 # Any of these marks a folder as a run (.lock: a training that has not written a file yet).
-RUN_FILES = (layout.CONFIG_FILE, layout.MANIFEST_FILE, layout.METRICS_FILE, STATE_FILE,
-             LOCK_FILE)
+RUN_FILES = (layout.CONFIG_FILE, layout.MANIFEST_FILE, layout.METRICS_FILE, layout.STATE_FILE,
+             layout.LOCK_FILE)
 COLUMNS = {"run": "RUN", "status": "STATUS", "config": "CONFIG", "epochs": "EPOCHS",
            "test_accuracy": "TEST ACC", "train_seconds": "TRAIN S", "date": "DATE"}
 NUMBER_FORMATS = {"test_accuracy": ".4f", "train_seconds": ".1f"}
@@ -91,6 +91,16 @@ def describe_run(run_dir: Path) -> dict:
         "train_seconds": metrics.get("train_seconds") if finished else None,
         "started": manifest.get("started"),
     }
+
+
+def run_status(run_dir: Path) -> str | None:
+    """The run's status for listing: a 'running' run whose process is gone is 'interrupted'."""
+    state = read_state(run_dir)
+    if state is None:
+        return None
+    if state.get("status") == RUNNING and not is_locked(run_dir):
+        return INTERRUPTED  # killed (kill -9, power loss): resumable from its last checkpoint
+    return state.get("status")
 
 
 def model_problem(run_dir: Path) -> str | None:

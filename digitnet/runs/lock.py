@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 from digitnet.errors import DigitnetError
-
-LOCK_FILE = ".lock"
+from digitnet.runs.layout import LOCK_FILE
 
 
 class RunLock:

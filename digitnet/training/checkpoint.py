@@ -1,6 +1,7 @@
 """Per-epoch bookkeeping during fit: checkpoints, history CSV, best and last models, run state.
 
-Every file is written atomically; see digitnet/training/resume.py for the checkpoint layout.
+Every file is written atomically; digitnet/runs/layout.py owns the files and the checkpoint
+format.
 """
 
 from __future__ import annotations
@@ -17,17 +18,8 @@ import numpy as np
 from digitnet.config import TrainingConfig
 from digitnet.errors import DigitnetError
 from digitnet.runs import layout
+from digitnet.runs.layout import Snapshot, checkpoint_file, prune_checkpoints
 from digitnet.training.interrupt import InterruptGuard
-from digitnet.training.resume import (
-    Snapshot,
-    checkpoint_file,
-    file_sha256,
-    prune_checkpoints,
-    read_snapshot,
-    remove_temporaries,
-    update_state,
-    write_snapshot,
-)
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
                    "seconds")
@@ -94,26 +86,25 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def save(self, epoch: int, started: float) -> None:
         """Write the checkpoint and commit it; then the last and best models, history, state."""
+        snapshot = layout.write_checkpoint(self.run_dir, self.model,
+                                           self.snapshot(epoch, started))
         model_file = checkpoint_file(self.run_dir, epoch)
-        model_file.parent.mkdir(exist_ok=True)
-        layout.save_model(self.model, model_file)
-        snapshot = self.snapshot(epoch, file_sha256(model_file), started)
-        write_snapshot(self.run_dir, snapshot)  # from here on, the run resumes from this epoch
         if self.best_epoch == epoch:
             layout.copy_file(model_file, self.run_dir / layout.BEST_MODEL)
         layout.copy_file(model_file, self.run_dir / layout.LAST_MODEL)
         layout.write_text(self.run_dir / layout.HISTORY_FILE, history_csv(self.rows))
-        update_state(self.run_dir, epoch=epoch, best_epoch=self.best_epoch,
+        layout.update_state(self.run_dir, epoch=epoch, best_epoch=self.best_epoch,
                      best_val_accuracy=self.best, stopped_early=self.stopped_early,
                      checkpoint=str(model_file.relative_to(self.run_dir)))
         prune_checkpoints(self.run_dir, keep_epochs(snapshot, self.previous))
         self.previous = snapshot
 
-    def snapshot(self, epoch: int, sha256: str, started: float) -> Snapshot:
-        """Everything besides the .keras file that a resumed run restores."""
+    def snapshot(self, epoch: int, started: float) -> Snapshot:
+        """Everything besides the .keras file that a resumed run restores (sha256 filled in by
+        `layout.write_checkpoint`)."""
         session = started - self.fit_started - (self.seconds - self.prior_seconds)
         return Snapshot(
-            epoch=epoch, sha256=sha256,
+            epoch=epoch, sha256="",
             steps=int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
             best_epoch=self.best_epoch, best_val_accuracy=self.best,
             epochs_without_improvement=self.wait, rng=rng_state(self.model),
@@ -200,7 +191,7 @@ def restore_checkpoint(model, run_dir: Path, snapshot: Snapshot) -> None:
 def restore_run_files(run_dir: Path, snapshot: Snapshot | None) -> None:
     """Put the run directory back to `snapshot`'s epoch: later checkpoints go, and history.csv,
     model-last.keras and model-best.keras are rewritten from the checkpoints."""
-    remove_temporaries(run_dir)
+    layout.remove_temporaries(run_dir)
     if snapshot is None:
         prune_checkpoints(run_dir, set())
         return
@@ -216,7 +207,7 @@ def restore_best_model(run_dir: Path, snapshot: Snapshot) -> None:
         return
     try:
         best = snapshot if snapshot.best_epoch == snapshot.epoch else \
-            read_snapshot(run_dir, snapshot.best_epoch)
+            layout.read_snapshot(run_dir, snapshot.best_epoch)
     except DigitnetError as error:
         print(f"Warning: {error}; keeping {layout.BEST_MODEL} as it is", file=sys.stderr)
         return

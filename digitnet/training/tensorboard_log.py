@@ -12,7 +12,6 @@ from pathlib import Path
 
 import keras
 
-TENSORBOARD_DIR = "tensorboard"
 # Which scalar goes to which writer and under which tag; Keras' TensorBoard callback uses the same
 # layout (train/ and validation/, tags epoch_*), so TensorBoard overlays train and validation.
 SCALARS = {

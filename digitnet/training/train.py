@@ -30,25 +30,22 @@ from digitnet.data import (
     to_model_input,
 )
 from digitnet.errors import DigitnetError
-from digitnet.export.litert import export_litert, litert_path
+from digitnet.export.litert import export_litert
 from digitnet.runs import layout
-from digitnet.runs.lock import RunLock
-from digitnet.training.devices import select_device
-from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
-from digitnet.training.optim import make_optimizer
-from digitnet.training.resume import (
+from digitnet.runs.layout import (
     FAILED,
     FINISHED,
     INTERRUPTED,
     RUNNING,
-    check_more_to_do,
-    check_same_data,
     checkpoint_file,
-    latest_snapshot,
     read_state,
-    saved_epochs,
     update_state,
 )
+from digitnet.runs.lock import RunLock
+from digitnet.training.devices import select_device
+from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
+from digitnet.training.optim import make_optimizer
+from digitnet.training.resume import check_more_to_do, check_same_data
 
 
 @dataclass(frozen=True)
@@ -288,7 +285,7 @@ def resume_run(run_dir: Path, config: Config, info: dict):
     from digitnet.training.checkpoint import restore_run_files
 
     check_same_data(run_dir, info["data_files"])
-    snapshot = latest_snapshot(run_dir)
+    snapshot = layout.latest_snapshot(run_dir)
     done = snapshot.epoch if snapshot else 0
     if done > config.training.epochs:
         raise DigitnetError(f"--epochs {config.training.epochs}: expected at least the {done} "
@@ -339,9 +336,9 @@ def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
 
 def tensorboard_callbacks(run_dir: Path, enabled: bool) -> tuple:
     """The TensorBoard logger for `run_dir` (placed after the checkpoint: it logs saved epochs)."""
-    from digitnet.training.tensorboard_log import TENSORBOARD_DIR, EpochScalars
+    from digitnet.training.tensorboard_log import EpochScalars
 
-    return (EpochScalars(run_dir / TENSORBOARD_DIR),) if enabled else ()
+    return (EpochScalars(run_dir / layout.TENSORBOARD_DIR),) if enabled else ()
 
 
 def mark_interrupted(run_dir: Path, stop: TrainingInterrupted) -> TrainingInterrupted:
@@ -370,7 +367,7 @@ def mark_failed(run_dir: Path, error: BaseException) -> BaseException:
 
 def last_saved_epoch(run_dir: Path) -> int:
     """The newest committed checkpoint's epoch (0: none), where a resume would start."""
-    return max(saved_epochs(run_dir), default=0)
+    return max(layout.saved_epochs(run_dir), default=0)
 
 
 def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint) -> TrainResult:
@@ -378,7 +375,7 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint) -> TrainRe
     import keras
 
     best = keras.saving.load_model(run_dir / layout.BEST_MODEL)
-    export_litert(best, litert_path(run_dir / layout.BEST_MODEL))  # predict without TensorFlow
+    export_litert(best, run_dir / layout.BEST_LITERT)  # predict without TensorFlow
     training_seconds = checkpoint.training_seconds(seconds)  # file writes are not training
     metrics = {**measure(best, splits), "best_epoch": checkpoint.best_epoch,
                "epochs": checkpoint.epochs_run, "stopped_early": checkpoint.stopped_early,
