@@ -204,3 +204,16 @@ def test_cheap_examples_run(example, sandbox):
     else:
         assert result.returncode == 0, f"{example.text}\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr
+
+
+def test_every_named_module_and_function_exists():
+    import importlib.util
+
+    for page in PAGES:
+        for name in re.findall(r"`(digitnet(?:\.\w+)+)`", page.read_text()):
+            module, _, attribute = name.rpartition(".")
+            try:
+                found = hasattr(importlib.import_module(module), attribute)
+            except ImportError:
+                found = importlib.util.find_spec(name) is not None
+            assert found, f"{page.name}: `{name}` does not exist"
