@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -20,6 +21,35 @@ from digitnet.errors import DigitnetError
 from digitnet.training.interrupt import TrainingInterrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class EchoHandler(logging.Handler):
+    """The library's log records on the terminal: progress to stdout, `Warning: ...` to stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            click.echo(f"Warning: {record.getMessage()}", err=True)
+        else:
+            click.echo(record.getMessage())
+
+
+def report_progress(quiet: bool = False) -> None:
+    """Show the library's progress (INFO) unless `quiet`; warnings and errors always."""
+    logger = logging.getLogger("digitnet")
+    logger.handlers[:] = [EchoHandler()]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+def explicit(name: str, value):
+    """`value` when given on the command line; None when it came from a DIGITNET_* variable.
+
+    The library reads the variables itself, each in its place in the order of sources (resume
+    prefers the run's own data to $DIGITNET_DATA_DIR); Click reads them only for --help and to
+    check that the path exists.
+    """
+    source = click.get_current_context().get_parameter_source(name)
+    return None if source == click.core.ParameterSource.ENVIRONMENT else value
 
 
 def user_errors(command):
@@ -39,9 +69,10 @@ def user_errors(command):
 
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(exists=True, file_okay=True),
-    help="MNIST as a folder of IDX files or an .npz [default: $DIGITNET_DATA_DIR, else the run's "
-         "source, else download].")
+    "--data-dir", type=click.Path(exists=True, file_okay=True), envvar="DIGITNET_DATA_DIR",
+    show_envvar=True,
+    help="MNIST as a folder of IDX files or an .npz [default: the run's source, else download "
+         "into $DIGITNET_CACHE_DIR or ~/.cache/digitnet].")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
@@ -79,7 +110,18 @@ def cli():
       digitnet train --data-dir ../shared/data/mnist
       digitnet evaluate
       digitnet predict my-digit.png
+
+    \b
+    Environment:
+      DIGITNET_DATA_DIR   MNIST to read when --data-dir is not given
+      DIGITNET_RUNS_DIR   where runs go and runs/latest lives [default: ./runs]
+      DIGITNET_CACHE_DIR  where a downloaded MNIST is kept [default: ~/.cache/digitnet]
+
+    \b
+    Shell completion (bash; zsh_source and fish_source for the others):
+      eval "$(_DIGITNET_COMPLETE=bash_source digitnet)"
     """
+    report_progress()
 
 
 @cli.command(context_settings=CONTEXT)
@@ -90,6 +132,8 @@ def cli():
 @click.option("--epochs", type=click.IntRange(min=1), help="Shortcut for training.epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Shortcut for training.batch_size.")
 @click.option("--seed", type=click.IntRange(min=0), help="Shortcut for training.seed.")
+@click.option("--lr", "learning_rate", type=float, metavar="RATE",
+              help="Shortcut for training.learning_rate (the peak rate).")
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="Directory for this run [default: runs/<timestamp>].")
 @data_dir_option
@@ -100,9 +144,17 @@ def cli():
               "(with --epochs N: train it to N epochs).")
 @click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
               help="Log loss, accuracy and learning rate per epoch to RUN_DIR/tensorboard/.")
+@click.option("--print-config", is_flag=True,
+              help="Print the resolved config as YAML, every default included, and exit "
+                   "(--config reads it back).")
+@click.option("--dry-run", is_flag=True,
+              help="Build the model, print its summary and parameter count, check the data; "
+                   "train nothing and write no run directory.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress: print only the result line, warnings and errors.")
 @user_errors
-def train(config_file, overrides, epochs, batch_size, seed, run_dir, data_dir, device,
-          resume_dir, tensorboard):
+def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_dir, data_dir,
+          device, resume_dir, tensorboard, print_config, dry_run, quiet):
     """Train a model and write a run directory.
 
     The run directory holds the resolved config, the best and last models, the per-epoch
@@ -112,30 +164,54 @@ def train(config_file, overrides, epochs, batch_size, seed, run_dir, data_dir, d
 
     \b
     Examples:
-      digitnet train --config configs/cnn.yaml --epochs 3 --set training.learning_rate=1e-3
+      digitnet train --config configs/cnn.yaml --epochs 3 --lr 1e-3
+      digitnet train --print-config > mine.yaml; digitnet train --config mine.yaml --dry-run
       digitnet train --resume runs/latest --epochs 8
     """
-    from digitnet.config import load_config
+    from digitnet.config import load_config, save_config
     from digitnet.runs.layout import new_run_dir
     from digitnet.training.resume import resume_config
 
+    report_progress(quiet)
+    if dry_run and (resume_dir or run_dir or print_config):
+        other = "--resume" if resume_dir else "--run-dir" if run_dir else "--print-config"
+        raise click.UsageError(f"--dry-run cannot be combined with {other} (a dry run writes "
+                               "no run directory).")
     shortcuts = {"training.epochs": epochs, "training.batch_size": batch_size,
-                 "training.seed": seed}
+                 "training.seed": seed, "training.learning_rate": learning_rate}
     if resume_dir:
         config = resume_config(resume_dir, run_dir, config_file, overrides, shortcuts)
     else:
         config = load_config(config_file, overrides, shortcuts)
+    if print_config:
+        click.echo(save_config(config), nl=False)
+        return
     import_tensorflow_quietly()
+    if dry_run:
+        show_dry_run(config, explicit("data_dir", data_dir), device)
+        return
     from digitnet.training.train import train_and_evaluate
 
     target = Path(resume_dir) if resume_dir else new_run_dir(run_dir)
-    result = train_and_evaluate(config, target, data_dir, device, sys.argv,
+    result = train_and_evaluate(config, target, explicit("data_dir", data_dir), device, sys.argv,
                                 resume=bool(resume_dir), tensorboard=tensorboard)
     metrics = result.metrics
     epochs = f"{metrics['epochs']} epoch" + ("" if metrics["epochs"] == 1 else "s")
     click.echo(f"Test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
                f"after {epochs} in {metrics['train_seconds']:.1f} s; run saved to "
                f"{result.run_dir}")
+
+
+def show_dry_run(config, data_dir: str | None, device: str) -> None:
+    """Print what `train` would start with: the model, its size and the data."""
+    from digitnet.training.dryrun import dry_run
+
+    checked = dry_run(config, data_dir, device)
+    click.echo(checked.summary)
+    click.echo(f"Parameters: {checked.parameters:,} ({checked.trainable:,} trainable)")
+    click.echo(f"Data: {checked.train_images:,} training, {checked.val_images:,} validation and "
+               f"{checked.test_images:,} test images from {checked.source}")
+    click.echo(f"Device: {checked.device}. Dry run: nothing trained, no run directory written.")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -160,7 +236,7 @@ def evaluate(run, split, data_dir, as_json):
     from digitnet.evaluation.evaluate import evaluate as evaluate_run
     from digitnet.evaluation.evaluate import format_report
 
-    report = evaluate_run(run, split, data_dir)
+    report = evaluate_run(run, split, explicit("data_dir", data_dir))
     click.echo(json.dumps(report) if as_json else format_report(report))
 
 
@@ -224,7 +300,7 @@ def report(run_dir, data_dir):
     quiet_backend()
     from digitnet.evaluation.report import write_report
 
-    click.echo(f"Report written to {write_report(run_dir, data_dir)}")
+    click.echo(f"Report written to {write_report(run_dir, explicit('data_dir', data_dir))}")
 
 
 @cli.command(context_settings=CONTEXT)

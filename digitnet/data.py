@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
-import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.errors import DigitnetError
+
+log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "DIGITNET_DATA_DIR"
 CACHE_DIR_ENV = "DIGITNET_CACHE_DIR"
@@ -196,8 +198,8 @@ def download_mnist(url: str = MNIST_URL, sha256: str = MNIST_SHA256) -> Path:
     if target.is_file() and sha256_file(target) == sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"Downloading MNIST from {url} to {target} "
-          f"(set {DATA_DIR_ENV} or --data-dir to use a local copy)", file=sys.stderr)
+    log.info("Downloading MNIST from %s to %s (set $%s to use a local copy)", url, target,
+             DATA_DIR_ENV)
     handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
     os.close(handle)
     try:

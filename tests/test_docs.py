@@ -4,8 +4,9 @@ Examples are read from the fenced code blocks: lines that call `digitnet` (or
 `.venv/bin/digitnet`), `$ digitnet ...` lines followed by their output, and usage synopses
 (`digitnet CMD [--option ...]`). Every option they name must exist; every option of every
 command must be named on its page, docs/<command>.md. The cheap examples (help, listing,
-predicting, scoring and reporting a tiny run, a refused config) run for real in a sandbox
-folder that holds the names they use (runs/latest, photo.jpg, drawings/, configs/ ...).
+predicting, scoring and reporting a tiny run, printing a config, a dry run, a refused config) run
+for real in a sandbox folder that holds the names they use (runs/latest, photo.jpg, drawings/,
+configs/ ...), with $DIGITNET_DATA_DIR at 6,000 synthetic training images.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ import pytest
 from PIL import Image
 
 from digitnet.cli import cli
-from tests.conftest import REPO, synthetic_digits
+from tests.conftest import REPO, synthetic_digits, write_idx_dir
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # Commands that are cheap on a tiny run; `train` examples run only when they are cheap too.
 CHEAP_COMMANDS = {"runs", "predict", "evaluate", "report"}
-CHEAP_FLAGS = {"--help", "-h", "--version", "--print-config"}
+CHEAP_FLAGS = {"--help", "-h", "--version", "--print-config", "--dry-run"}
 
 
 @dataclass
@@ -170,6 +171,7 @@ def sandbox(tmp_path_factory, tiny_run) -> Path:
     for link in ("latest", "cnn"):
         (root / "runs" / link).symlink_to("20250101-120000")
     shutil.copytree(REPO / "configs", root / "configs")
+    write_idx_dir(root / "mnist", train=6000, test=100)  # enough for the default split
     for folder in ("drawings", "scans"):
         (root / folder).mkdir()
         write_digit(root / folder / "one.png")
@@ -193,7 +195,8 @@ def expected_line(documented: str, actual: str) -> bool:
 @pytest.mark.parametrize("example", list(CHEAP.values()), ids=lambda e: e.id)
 def test_cheap_examples_run(example, sandbox):
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith("DIGITNET_")}  # the sandbox's runs/ and the run's own data
+           if not key.startswith("DIGITNET_")}  # the sandbox's runs/, never a download
+    env["DIGITNET_DATA_DIR"] = str(sandbox / "mnist")
     env["PATH"] = f"{sandbox / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     result = subprocess.run(["bash", "-o", "pipefail", "-c", example.text], cwd=sandbox,
                             env=env, capture_output=True, text=True, timeout=120)

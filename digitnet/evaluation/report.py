@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 from pathlib import Path
 
 from digitnet.data import DataError
@@ -18,6 +19,8 @@ from digitnet.errors import DigitnetError
 from digitnet.evaluation.plots import plot_path
 from digitnet.runs import layout
 from digitnet.runs.listing import FINISHED, describe_run, parse_started
+
+log = logging.getLogger(__name__)
 
 SPLIT = "test"
 SPLIT_PLOTS = ("confusion", "confusion-normalized", "per-class-accuracy", "mistakes")
@@ -61,7 +64,7 @@ def test_evaluation(run_dir: Path, data_dir: str | None) -> dict:
     saved = layout.evaluation_file(run_dir, SPLIT)
     if is_current(saved, run_dir / layout.BEST_MODEL):
         return layout.read_json(saved)
-    print(f"Evaluating {run_dir} on the test images for its report", flush=True)
+    log.info("Evaluating %s on the test images for its report", run_dir)
     from digitnet.evaluation.evaluate import evaluate
 
     try:

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitnet.errors import DigitnetError
+
+log = logging.getLogger(__name__)
 
 RUNS_DIR_ENV = "DIGITNET_RUNS_DIR"
 LATEST = "latest"  # in the runs root: a symlink to the newest run
@@ -315,7 +318,7 @@ def saved_epochs(run_dir: str | Path) -> list[int]:
 def latest_snapshot(run_dir: str | Path) -> Snapshot | None:
     """The newest good checkpoint, or None when no epoch was saved.
 
-    A bad checkpoint is reported on stderr and the one before it is used.
+    A bad checkpoint is logged as a warning and the one before it is used.
 
     Raises:
       DigitnetError: checkpoints exist but none is good.
@@ -325,7 +328,7 @@ def latest_snapshot(run_dir: str | Path) -> Snapshot | None:
         try:
             snapshot = read_snapshot(run_dir, epoch)
         except DigitnetError as error:
-            print(f"Warning: {error}; trying the previous checkpoint", file=sys.stderr)
+            log.warning("%s; trying the previous checkpoint", error)
             problems.append(str(error))
             continue
         return snapshot

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from digitnet.errors import DigitnetError
 from digitnet.runs import layout
 from digitnet.runs.layout import Snapshot, checkpoint_file, prune_checkpoints
 from digitnet.training.interrupt import InterruptGuard
+
+log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
                    "seconds")
@@ -73,8 +75,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.save(epoch + 1, started)
         self.seconds += time.perf_counter() - started
         if self.stopped_early:
-            print(f"Stopping early: val_accuracy has not improved for {self.wait} epochs "
-                  f"(best {self.best:.4f} after epoch {self.best_epoch})", flush=True)
+            log.info("Stopping early: val_accuracy has not improved for %d epochs "
+                     "(best %.4f after epoch %d)", self.wait, self.best, self.best_epoch)
             self.model.stop_training = True
 
     def track_best(self, epoch: int, val_accuracy: float) -> None:
@@ -209,7 +211,7 @@ def restore_best_model(run_dir: Path, snapshot: Snapshot) -> None:
         best = snapshot if snapshot.best_epoch == snapshot.epoch else \
             layout.read_snapshot(run_dir, snapshot.best_epoch)
     except DigitnetError as error:
-        print(f"Warning: {error}; keeping {layout.BEST_MODEL} as it is", file=sys.stderr)
+        log.warning("%s; keeping %s as it is", error, layout.BEST_MODEL)
         return
     layout.copy_file(checkpoint_file(run_dir, best.epoch), run_dir / layout.BEST_MODEL)
 

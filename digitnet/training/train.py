@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import platform
@@ -46,6 +47,8 @@ from digitnet.training.devices import select_device
 from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
 from digitnet.training.optim import make_optimizer
 from digitnet.training.resume import check_more_to_do, check_same_data
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,17 @@ def fit(model, splits: Splits, config: Config, run_dir: Path, first_epoch: int =
         epochs=training.epochs, initial_epoch=first_epoch,
         callbacks=[EagerValidation(to_model_input(splits.x_val), splits.y_val), *callbacks],
         shuffle=False,  # training_batches already shuffles, reproducibly
-        verbose=1 if sys.stdout.isatty() else 2,  # no carriage returns in a log file
+        verbose=progress_verbosity(),
     )
     return time.perf_counter() - started
+
+
+def progress_verbosity() -> int:
+    """Keras' progress while digitnet's logger shows INFO: a bar on a terminal, else a line per
+    epoch (no carriage returns in a log file); none when it is quieter (`digitnet train -q`)."""
+    if not log.isEnabledFor(logging.INFO):
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
 
 def measure(model, splits: Splits) -> dict:
@@ -244,7 +255,7 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
         check_more_to_do(run_dir, from_dict(read_yaml(run_dir / layout.CONFIG_FILE)), config)
         data_dir = resume_source(data_dir, config)
     config, mnist, splits = load_data(config, data_dir)
-    print(f"Training on {device_name}; run directory {run_dir}", flush=True)
+    log.info("Training on %s; run directory %s", device_name, run_dir)
     info = manifest(config, device_name, mnist.files, command)
     snapshot = resume_run(run_dir, config, info) if resume else None
     if not resume:
@@ -296,7 +307,7 @@ def resume_run(run_dir: Path, config: Config, info: dict):
         {"after_epoch": done, "device": info["device"], "command": info["command"],
          "started": info["started"]})
     layout.write_json(run_dir / layout.MANIFEST_FILE, recorded)
-    print(f"Resuming after epoch {done} of {config.training.epochs}", flush=True)
+    log.info("Resuming after epoch %d of %d", done, config.training.epochs)
     return snapshot
 
 
