@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import click
 
 from digitnet import __version__
 from digitnet.backend import import_tensorflow_quietly, quiet_backend
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, InputError
 from digitnet.training.interrupt import TrainingInterrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -38,7 +39,6 @@ def report_progress(quiet: bool = False) -> None:
     logger = logging.getLogger("digitnet")
     logger.handlers[:] = [EchoHandler()]
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    logger.propagate = False
 
 
 def explicit(name: str, value):
@@ -52,6 +52,22 @@ def explicit(name: str, value):
     return None if source == click.core.ParameterSource.ENVIRONMENT else value
 
 
+# The flag each library input comes from (InputError.name), to word its errors.
+FLAGS = {"device": "--device", "run directory": "--run-dir", "resumed run": "--resume",
+         "split": "--split", "override": "--set"}
+
+
+def cli_message(error: DigitnetError) -> str:
+    """The library's error in the command line's words: the flag a value came from, and the
+    command that resumes a run the error left resumable."""
+    message = str(error)
+    if isinstance(error, InputError) and error.name in FLAGS:
+        message = f"{FLAGS[error.name]} {error.value}: {error.problem}"
+    if error.resumable is not None:
+        message += f" Resume with: digitnet train --resume {shlex.quote(str(error.resumable))}"
+    return message
+
+
 def user_errors(command):
     """Turn DigitnetError into a one-line ClickException at the CLI boundary."""
 
@@ -60,10 +76,10 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except TrainingInterrupted as stop:  # not an error: the run is saved and resumable
-            click.echo(str(stop), err=True)
+            click.echo(cli_message(stop), err=True)
             raise click.exceptions.Exit(stop.exit_code) from None
         except DigitnetError as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(cli_message(error)) from None
 
     return wrapper
 
@@ -175,12 +191,15 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
     report_progress(quiet)
     if dry_run and (resume_dir or run_dir or print_config):
         other = "--resume" if resume_dir else "--run-dir" if run_dir else "--print-config"
-        raise click.UsageError(f"--dry-run cannot be combined with {other} (a dry run writes "
-                               "no run directory).")
+        raise click.ClickException(f"--dry-run: not allowed with {other} (a dry run writes no "
+                                   f"run directory)")
+    if resume_dir and run_dir:
+        raise click.ClickException("--run-dir: not allowed with --resume (a run resumes in its "
+                                   "own directory)")
     shortcuts = {"training.epochs": epochs, "training.batch_size": batch_size,
                  "training.seed": seed, "training.learning_rate": learning_rate}
     if resume_dir:
-        config = resume_config(resume_dir, run_dir, config_file, overrides, shortcuts)
+        config = resume_config(resume_dir, config_file, overrides, shortcuts)
     else:
         config = load_config(config_file, overrides, shortcuts)
     if print_config:
@@ -298,9 +317,15 @@ def report(run_dir, data_dir):
       digitnet report runs/latest
     """
     quiet_backend()
+    from digitnet.data import DataError
     from digitnet.evaluation.report import write_report
 
-    click.echo(f"Report written to {write_report(run_dir, explicit('data_dir', data_dir))}")
+    try:
+        page = write_report(run_dir, explicit("data_dir", data_dir))
+    except DataError as error:  # the run's data moved: say where to point the report
+        raise DataError(f"{error} (the report evaluates the run first: pass --data-dir PATH "
+                        f"or set $DIGITNET_DATA_DIR)") from None
+    click.echo(f"Report written to {page}")
 
 
 @cli.command(context_settings=CONTEXT)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, InputError
 
 NUM_CLASSES = 10  # the ten digits: the last layer must output this many probabilities
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "linear", "softmax")
@@ -23,6 +23,10 @@ ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "linear", "soft
 
 class ConfigError(DigitnetError):
     """A config value that is unknown, of the wrong type or out of range."""
+
+
+class OverrideError(InputError, ConfigError):
+    """An override that is not 'section.key=value'."""
 
 
 def _require(key: str, ok: bool, expected: str, value: Any) -> None:
@@ -327,7 +331,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """Split 'section.key=value' into its key path and YAML-parsed value."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected section.key=value")
+        raise OverrideError("override", repr(text), "expected section.key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -70,7 +70,7 @@ class Splits:
 
 
 def resolve_source(data_dir: str | None, config_source: str = "") -> str:
-    """Pick the data source: --data-dir, then $DIGITNET_DATA_DIR, then the config, then download."""
+    """Pick the data source: `data_dir`, then $DIGITNET_DATA_DIR, then the config, then download."""
     return data_dir or os.environ.get(DATA_DIR_ENV) or config_source or "download"
 
 
@@ -210,8 +210,8 @@ def download_mnist(url: str = MNIST_URL, sha256: str = MNIST_SHA256) -> Path:
                             f"the download was deleted")
         os.replace(tmp, target)
     except OSError as error:
-        raise DataError(f"{url}: download failed ({error}); set {DATA_DIR_ENV} or --data-dir "
-                        f"to a local copy of MNIST") from None
+        raise DataError(f"{url}: download failed ({error}); point ${DATA_DIR_ENV} or the data "
+                        f"source at a local copy of MNIST") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     return target

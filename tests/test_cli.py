@@ -150,5 +150,5 @@ def test_val_split_of_a_bare_model_is_refused(tiny_run, tmp_path):
     shutil.copy(tiny_run / "model-best.keras", bare)
     result = run("evaluate", str(bare), "--split", "val")
     assert result.exit_code == 1
-    assert result.output == (f"Error: {bare}: --split val needs the model's run directory (its "
-                             f"config.yaml says which images were held out); use --split test\n")
+    assert result.output == (f"Error: --split val: {bare} has no run directory, whose config.yaml "
+                             f"says which images were held out (use test)\n")

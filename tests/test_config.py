@@ -100,7 +100,7 @@ def test_saved_config_round_trips():
     (("model.layers.2.units=9",),
      "model.layers: expected a last layer {type: dense, units: 10, activation: softmax}, "
      "received {'type': 'dense', 'units': 9, 'activation': 'softmax'}"),
-    (("epochs",), "--set 'epochs': expected section.key=value"),
+    (("epochs",), "override 'epochs': expected section.key=value"),
     (("name=",), "name: expected a non-empty one-line label, received ''"),
 ])
 def test_bad_overrides_name_the_key(overrides, message):

@@ -80,7 +80,7 @@ def test_dry_run_checks_model_and_data_and_writes_nothing(runs_dir, tiny_data_di
     assert result.exit_code == 0, result.output
     parameters = (28 * 28 * 256 + 256) + (256 * 10 + 10)  # the lesson MLP: two Dense layers
     assert f"Parameters: {parameters:,} ({parameters:,} trainable)\n" in result.output
-    assert "dense_1 (Dense)" in result.output  # Keras' summary
+    assert "(Dense)" in result.output and "Total params: " in result.output  # Keras' summary
     assert (f"Data: 40 training, 10 validation and 20 test images from {tiny_data_dir}\n"
             in result.output)
     assert result.output.endswith("Device: CPU. Dry run: nothing trained, no run directory "
@@ -100,9 +100,9 @@ def test_dry_run_finds_what_training_would_fail_on(runs_dir, tiny_data_dir):
 @pytest.mark.parametrize("other", [["--resume", "."], ["--run-dir", "r"], ["--print-config"]])
 def test_dry_run_refuses_options_that_need_a_run(runs_dir, other):
     result = run("train", "--dry-run", *other)
-    assert result.exit_code == 2
-    assert result.output == (f"Error: --dry-run cannot be combined with {other[0]} (a dry run "
-                             f"writes no run directory). Try 'digitnet train --help'.\n")
+    assert result.exit_code == 1
+    assert result.output == (f"Error: --dry-run: not allowed with {other[0]} (a dry run writes "
+                             f"no run directory)\n")
 
 
 def test_quiet_prints_only_the_result(runs_dir, tiny_data_dir):

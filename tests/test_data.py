@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import logging
 
 import numpy as np
 import pytest
@@ -136,14 +137,15 @@ def fake_download(source_path):
     return retrieve
 
 
-def test_download_is_verified_cached_and_reused(tmp_path, monkeypatch, capsys):
+def test_download_is_verified_cached_and_reused(tmp_path, monkeypatch, caplog):
     npz = write_npz(tmp_path / "published.npz")
     digest = hashlib.sha256(npz.read_bytes()).hexdigest()
     monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(data.urllib.request, "urlretrieve", fake_download(npz))
-    path = data.download_mnist("https://example.invalid/mnist.npz", digest)
+    with caplog.at_level(logging.INFO, logger="digitnet"):
+        path = data.download_mnist("https://example.invalid/mnist.npz", digest)
     assert path == tmp_path / "cache" / "mnist.npz"
-    assert "Downloading MNIST" in capsys.readouterr().err
+    assert "Downloading MNIST from https://example.invalid/mnist.npz" in caplog.text
     monkeypatch.setattr(data.urllib.request, "urlretrieve", None)  # a second call must not fetch
     assert data.download_mnist("https://example.invalid/mnist.npz", digest) == path
 

@@ -83,8 +83,8 @@ def test_non_empty_run_dir_is_refused(tmp_path):
     (tmp_path / "old" / "keep.txt").write_text("x")
     with pytest.raises(DigitnetError) as error:
         layout.new_run_dir(tmp_path / "old")
-    assert str(error.value) == (f"--run-dir {tmp_path / 'old'}: already exists and is not empty "
-                                f"(choose a new directory, or use --resume to continue it)")
+    assert str(error.value) == (f"run directory {tmp_path / 'old'}: already exists and is not "
+                                f"empty (choose a new directory, or resume the run in it)")
 
 
 def test_batch_larger_than_the_data_is_refused(runs_dir, tiny_data_dir):
@@ -96,7 +96,7 @@ def test_batch_larger_than_the_data_is_refused(runs_dir, tiny_data_dir):
 
 
 def test_gpu_without_gpu_is_an_error(runs_dir, tiny_data_dir):
-    with pytest.raises(DigitnetError, match="^--device gpu: TensorFlow sees no GPU"):
+    with pytest.raises(DigitnetError, match="^device gpu: TensorFlow sees no GPU"):
         train_and_evaluate(tiny_config(), layout.new_run_dir("gpu"), str(tiny_data_dir),
                            device="gpu")
 

@@ -9,7 +9,7 @@ import numpy as np
 from digitnet.config import Config, from_dict
 from digitnet.config import read_yaml as read_config_yaml
 from digitnet.data import load_mnist, resolve_source, split_validation, to_model_input
-from digitnet.errors import DigitnetError
+from digitnet.errors import InputError
 from digitnet.runs import layout
 
 SPLITS = ("test", "val")
@@ -86,7 +86,8 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
     Args:
       model_or_run: a run directory, a .keras file, or None for runs/latest.
       split: "test" or "val" (the run's own held-out validation images).
-      data_dir: --data-dir, or None for $DIGITNET_DATA_DIR, the run's config, or a download.
+      data_dir: an IDX folder or .npz, or None for $DIGITNET_DATA_DIR, the run's config, or a
+        download.
 
     Returns:
       The report from `score`, plus the model path and the split; for a run, also its most
@@ -96,8 +97,8 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
 
     model_path, run_dir = layout.resolve_model(model_or_run)
     if split == "val" and run_dir is None:  # its validation images depend on the run's seed
-        raise DigitnetError(f"{model_path}: --split val needs the model's run directory (its "
-                            f"config.yaml says which images were held out); use --split test")
+        raise InputError("split", split, f"{model_path} has no run directory, whose config.yaml "
+                                         f"says which images were held out (use test)")
     classifier = load_classifier(model_path)  # a bad model fails before the data is read
     images, labels = load_split(run_config(run_dir), split, data_dir)
     probabilities = classifier.predict(images)

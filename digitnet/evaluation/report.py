@@ -14,7 +14,6 @@ import json
 import logging
 from pathlib import Path
 
-from digitnet.data import DataError
 from digitnet.errors import DigitnetError
 from digitnet.evaluation.plots import plot_path
 from digitnet.runs import layout
@@ -31,7 +30,7 @@ def write_report(run: str | Path | None, data_dir: str | None = None) -> Path:
 
     Args:
       run: a run directory, or None for runs/latest.
-      data_dir: --data-dir for that evaluation, or None for $DIGITNET_DATA_DIR or the run's data.
+      data_dir: the data for that evaluation, or None for $DIGITNET_DATA_DIR or the run's data.
 
     Returns:
       The path of the written page.
@@ -67,11 +66,7 @@ def test_evaluation(run_dir: Path, data_dir: str | None) -> dict:
     log.info("Evaluating %s on the test images for its report", run_dir)
     from digitnet.evaluation.evaluate import evaluate
 
-    try:
-        return evaluate(run_dir, SPLIT, data_dir)
-    except DataError as error:  # the run's data moved: say where to point the report
-        raise DataError(f"{error} (the report evaluates the run first: pass --data-dir PATH "
-                        f"or set $DIGITNET_DATA_DIR)") from None
+    return evaluate(run_dir, SPLIT, data_dir)
 
 
 def is_current(saved: Path, model: Path) -> bool:

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ def new_run_dir(run_dir: str | Path | None) -> Path:
     if run_dir is not None:
         path = Path(run_dir)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise DigitnetError(f"--run-dir {path}: already exists and is not empty "
-                                f"(choose a new directory, or use --resume to continue it)")
+            raise InputError("run directory", path, "already exists and is not empty (choose a "
+                                                    "new directory, or resume the run in it)")
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = runs_root() / stamp

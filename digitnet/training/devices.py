@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from digitnet.errors import DigitnetError
+from digitnet.errors import InputError
 
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -17,14 +17,14 @@ def select_device(device: str) -> str:
       A human-readable name such as "CPU" or "GPU:0 (/physical_device:GPU:0)".
 
     Raises:
-      DigitnetError: "gpu" was asked for and TensorFlow sees none.
+      InputError: "gpu" was asked for and TensorFlow sees none.
     """
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
-        raise DigitnetError("--device gpu: TensorFlow sees no GPU on this machine "
-                            "(use --device auto or --device cpu)")
+        raise InputError("device", device, "TensorFlow sees no GPU on this machine (use auto "
+                                           "or cpu)")
     if device == "cpu" or not gpus:
         tf.config.set_visible_devices([], "GPU")
         return "CPU"

@@ -30,7 +30,8 @@ def dry_run(config: Config, data_dir: str | None = None, device: str = "auto") -
 
     Args:
       config: the checked run configuration.
-      data_dir: --data-dir, or None for $DIGITNET_DATA_DIR, the config, or a download.
+      data_dir: an IDX folder or .npz, or None for $DIGITNET_DATA_DIR, the config, or a
+        download.
       device: "auto", "cpu" or "gpu".
 
     Returns:

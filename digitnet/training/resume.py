@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digitnet.config import Config, from_dict, load_config, read_yaml, to_dict
-from digitnet.errors import DigitnetError
+from digitnet.config import Config, _require, from_dict, load_config, read_yaml, to_dict
+from digitnet.errors import InputError
 from digitnet.runs import layout
 
 # Config keys a resumed run may change: when to stop, and where the (hash-checked) data is.
@@ -19,38 +19,37 @@ RESUMABLE_KEYS = ("training.epochs", "training.early_stopping_patience", "data.s
 # ---- the config of a resumed run ----------------------------------------------------------------
 
 
-def resume_config(run_dir: str | Path, run_dir_option: str | None = None,
-                  config_file: str | None = None, overrides: tuple[str, ...] = (),
-                  shortcuts: dict | None = None) -> Config:
+RESUMED = "resumed run"  # how errors name the run being resumed
+
+
+def resume_config(run_dir: str | Path, config_file: str | None = None,
+                  overrides: tuple[str, ...] = (), shortcuts: dict | None = None) -> Config:
     """The config to resume `run_dir` with: the run's own, changed only where that is allowed.
 
-    --config, --set and the shortcuts apply on top of the run's config; only the keys in
-    RESUMABLE_KEYS may end up different.
+    The config file, overrides and shortcuts apply on top of the run's config; only the keys
+    in RESUMABLE_KEYS may end up different.
 
     Args:
-      run_dir: the run directory given to --resume.
-      run_dir_option: --run-dir, which must not be given with --resume.
+      run_dir: the run directory to resume.
       config_file, overrides, shortcuts: as for `load_config`.
 
     Returns:
       The checked config.
 
     Raises:
-      DigitnetError: not a run directory, a change that is not allowed, or nothing to train.
+      InputError: not a run directory, a change that is not allowed, or nothing to train.
+      ConfigError: a bad config, or fewer epochs than the run has trained.
     """
     run_dir = Path(run_dir)
-    if run_dir_option is not None:
-        raise DigitnetError("--run-dir: not allowed with --resume (a run resumes in its own "
-                            "directory)")
     if not (run_dir / layout.CONFIG_FILE).is_file():
-        raise DigitnetError(f"--resume {run_dir}: no {layout.CONFIG_FILE} (not a digitnet run "
-                            f"directory, or it was stopped before training started)")
+        raise InputError(RESUMED, run_dir, f"no {layout.CONFIG_FILE} (not a digitnet run "
+                                           f"directory, or it was stopped before training started)")
     run = from_dict(read_yaml(run_dir / layout.CONFIG_FILE))
     now = load_config(config_file, overrides, shortcuts, base=run)
     differences = config_differences(run, now)
     if differences:
-        raise DigitnetError(f"--resume {run_dir}: {'; '.join(differences)} (only "
-                            f"{', '.join(RESUMABLE_KEYS[:2])} may change on resume)")
+        raise InputError(RESUMED, run_dir, f"{'; '.join(differences)} (only "
+                                           f"{', '.join(RESUMABLE_KEYS[:2])} may change on resume)")
     check_more_to_do(run_dir, run, now)
     return now
 
@@ -89,22 +88,26 @@ def flatten(value, prefix: str = "") -> dict:
 
 
 def check_more_to_do(run_dir: Path, run: Config, now: Config) -> None:
-    """Refuse --epochs below what is trained, and a finished run that would not train further."""
+    """Refuse fewer epochs than are trained, and a finished run that would not train further."""
     state = layout.read_state(run_dir) or {}
     done, epochs = int(state.get("epoch", 0)), now.training.epochs
-    if epochs < done:
-        raise DigitnetError(f"--epochs {epochs}: expected at least the {done} epochs {run_dir} "
-                            f"has already trained")
+    check_epochs(run_dir, done, epochs)
     if state.get("status") != layout.FINISHED:
         return
     if epochs == done:
-        raise DigitnetError(f"--resume {run_dir}: already finished after {done} epochs (pass "
-                            f"--epochs N, more than {done}, to train further)")
+        raise InputError(RESUMED, run_dir, f"already finished after {done} epochs (set "
+                                           f"training.epochs above {done} to train further)")
     if state.get("stopped_early") and \
             now.training.early_stopping_patience == run.training.early_stopping_patience:
-        raise DigitnetError(f"--resume {run_dir}: stopped early after epoch {done} (pass "
-                            f"--set training.early_stopping_patience=N, larger or 0 = off, to "
-                            f"train further)")
+        raise InputError(RESUMED, run_dir, f"stopped early after epoch {done} (set "
+                                           f"training.early_stopping_patience larger, or 0 = off, "
+                                           f"to train further)")
+
+
+def check_epochs(run_dir: Path, done: int, epochs: int) -> None:
+    """Refuse to plan fewer epochs than `run_dir` has already trained."""
+    _require("training.epochs", epochs >= done,
+             f"at least the {done} epochs {run_dir} has already trained", epochs)
 
 
 def check_same_data(run_dir: Path, files: dict) -> None:
@@ -112,5 +115,5 @@ def check_same_data(run_dir: Path, files: dict) -> None:
     recorded = layout.read_json(Path(run_dir) / layout.MANIFEST_FILE).get("data_files", {})
     for path, digest in files.items():
         if digest not in recorded.values():
-            raise DigitnetError(f"--resume {run_dir}: {path} is not the data the run was trained "
-                                f"on (its sha256 is not in {layout.MANIFEST_FILE})")
+            raise InputError(RESUMED, run_dir, f"{path} is not the data the run was trained on "
+                                               f"(its sha256 is not in {layout.MANIFEST_FILE})")

@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import platform
-import shlex
 import signal
 import sys
 import time
@@ -46,7 +45,7 @@ from digitnet.runs.lock import RunLock
 from digitnet.training.devices import select_device
 from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
 from digitnet.training.optim import make_optimizer
-from digitnet.training.resume import check_more_to_do, check_same_data
+from digitnet.training.resume import check_epochs, check_more_to_do, check_same_data
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +205,8 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
     Args:
       config: the checked run configuration (resuming: from `resume.resume_config`).
       run_dir: an empty directory that receives every file of the run, or the run to resume.
-      data_dir: --data-dir, or None for $DIGITNET_DATA_DIR, the config, or a download.
+      data_dir: an IDX folder or .npz, or None for $DIGITNET_DATA_DIR, the config, or a
+        download.
       device: "auto", "cpu" or "gpu".
       command: the command line to record in the manifest.
       resume: continue `run_dir` from its last good checkpoint.
@@ -267,7 +267,7 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
 
 
 def resume_source(data_dir: str | None, config: Config) -> str | None:
-    """Resuming: --data-dir, else the run's own data while it is there, else the usual order.
+    """Resuming: `data_dir`, else the run's own data while it is there, else the usual order.
 
     The run's source goes before $DIGITNET_DATA_DIR here (not for evaluate): a resumed run
     must train on the very data it started with.
@@ -298,9 +298,7 @@ def resume_run(run_dir: Path, config: Config, info: dict):
     check_same_data(run_dir, info["data_files"])
     snapshot = layout.latest_snapshot(run_dir)
     done = snapshot.epoch if snapshot else 0
-    if done > config.training.epochs:
-        raise DigitnetError(f"--epochs {config.training.epochs}: expected at least the {done} "
-                            f"epochs {run_dir} has already trained")
+    check_epochs(run_dir, done, config.training.epochs)
     restore_run_files(run_dir, snapshot)
     recorded = layout.read_json(run_dir / layout.MANIFEST_FILE)
     recorded.setdefault("resumed", []).append(
@@ -358,10 +356,11 @@ def mark_interrupted(run_dir: Path, stop: TrainingInterrupted) -> TrainingInterr
     with contextlib.suppress(DigitnetError):  # a full disk: state.json keeps saying running
         update_state(run_dir, status=INTERRUPTED, message=f"interrupted by {name}")
     planned = (read_state(run_dir) or {}).get("epochs")
-    return TrainingInterrupted(
+    interrupted = TrainingInterrupted(
         stop.signum, f"Interrupted by {name}: {run_dir} is saved after epoch "
-                     f"{last_saved_epoch(run_dir)} of {planned}. Resume with: "
-                     f"digitnet train --resume {shlex.quote(str(run_dir))}")
+                     f"{last_saved_epoch(run_dir)} of {planned}.")
+    interrupted.resumable = run_dir
+    return interrupted
 
 
 def mark_failed(run_dir: Path, error: BaseException) -> BaseException:
@@ -371,9 +370,10 @@ def mark_failed(run_dir: Path, error: BaseException) -> BaseException:
         update_state(run_dir, status=FAILED, message=reason)
     if not isinstance(error, layout.WriteError):
         return error
-    return layout.WriteError(f"{error}; the run is kept at epoch {last_saved_epoch(run_dir)}: "
-                             f"make room, then resume with: digitnet train --resume "
-                             f"{shlex.quote(str(run_dir))}")
+    kept = layout.WriteError(f"{error}; the run is kept at epoch {last_saved_epoch(run_dir)} "
+                             f"and can be resumed once there is room")
+    kept.resumable = run_dir
+    return kept
 
 
 def last_saved_epoch(run_dir: Path) -> int:
