@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := check
-.PHONY: check install train test lint bench clean
+.PHONY: check install train test lint bench bench-serve clean
 
 check: lint test  ## lint, then the test suite
 
@@ -31,6 +31,9 @@ lint: $(STAMP)  ## ruff
 
 bench: $(STAMP)  ## speed and accuracy benchmarks on full MNIST (needs $$DIGITNET_DATA_DIR)
 	$(BIN)/python bench/run.py $(ARGS)
+
+bench-serve: $(STAMP)  ## `digitnet serve` under load (needs $$DIGITNET_DATA_DIR; ARGS="--model RUN")
+	$(BIN)/python bench/serve_load.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -348,6 +348,57 @@ def runs(folder, as_json):
     click.echo(json.dumps(listed) if as_json else format_runs(listed, folder))
 
 
+class ByteSize(click.ParamType):
+    """A size in bytes written as 10MB, 512KiB or 1000000."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        from digitnet.serving.settings import parse_size
+
+        try:
+            return value if isinstance(value, int) else parse_size(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model", required=False, metavar="[RUN_DIR | MODEL]")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface, reachable from others).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: any free port; the URL printed says which).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes answering requests, each with its own copy of the model.")
+@click.option("--max-body", type=ByteSize(), default="10MB", show_default=True,
+              help="Largest request body; a larger one gets 413 before it is read.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+              help="Below this probability the answer is 'unknown' [default: 0.4, as predict].")
+@click.option("--batching/--no-batching", default=True, show_default=True,
+              help="Answer concurrent requests with one model call (off: one call each).")
+@user_errors
+def serve(model, host, port, workers, max_body, min_confidence, batching):
+    """Serve a draw-a-digit page and an HTTP API for a run's model.
+
+    MODEL is a run directory, a .keras or a .tflite file [default: runs/latest]; a run is
+    served by its LiteRT export, without importing TensorFlow. Open the printed URL to draw
+    a digit; programs POST images to /predict (see docs/serve.md). Ctrl-C or SIGTERM stops
+    accepting, finishes the requests in flight and exits 0.
+
+    \b
+    Examples:
+      digitnet serve runs/latest --port 8000
+      curl -s --data-binary @digit.png http://127.0.0.1:8000/predict
+    """
+    from digitnet.inference.predict import DEFAULT_MIN_CONFIDENCE
+    from digitnet.serving.server import serve as run_server
+    from digitnet.serving.settings import ServeSettings
+
+    threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
+    settings = ServeSettings(max_body=max_body, min_confidence=threshold, batching=batching)
+    run_server(model, host, port, workers, settings, announce=lambda line: click.echo(line))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="digitnet")

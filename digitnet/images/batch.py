@@ -21,7 +21,13 @@ import numpy as np
 from PIL import Image
 
 from digitnet.errors import DigitnetError
-from digitnet.images.decode import load_image, read_plain_png
+from digitnet.images.decode import (
+    SVG_SUFFIXES,
+    load_image,
+    load_image_bytes,
+    plain_png_pixels,
+    read_plain_png,
+)
 from digitnet.images.preprocess import FIELD, gray_to_mnist, to_mnist
 from digitnet.images.resample import WORK_SIDE, shrink
 
@@ -48,9 +54,30 @@ def preprocess_file(path) -> np.ndarray:
     """
     name = os.fspath(path)
     pixels = read_plain_png(name)
-    if pixels is not None:  # what grayscale() makes of the same pixels, without Pillow
-        return gray_to_mnist(shrink(pixels.astype(np.float32) / 255.0))
+    if pixels is not None:
+        return plain_to_mnist(pixels)
     return to_mnist(load_image(name, draft_side=WORK_SIDE))
+
+
+def preprocess_bytes(data: bytes, name: str) -> np.ndarray:
+    """preprocess_file for an image held in memory (an upload): the same array, same errors.
+
+    Args:
+      data: the encoded image file's bytes.
+      name: what error messages call it.
+
+    Raises:
+      DigitnetError: the bytes are not a usable image (see load_image_bytes).
+    """
+    pixels = plain_png_pixels(data) if not name.lower().endswith(SVG_SUFFIXES) else None
+    if pixels is not None:
+        return plain_to_mnist(pixels)
+    return to_mnist(load_image_bytes(data, name, draft_side=WORK_SIDE))
+
+
+def plain_to_mnist(pixels: np.ndarray) -> np.ndarray:
+    """What grayscale() and to_mnist make of a plain grayscale PNG's pixels, without Pillow."""
+    return gray_to_mnist(shrink(pixels.astype(np.float32) / 255.0))
 
 
 def preprocess_or_error(path) -> np.ndarray | DigitnetError:
@@ -205,8 +232,13 @@ def save_preprocessed(array: np.ndarray, path) -> None:
     Raises:
       DigitnetError: the file cannot be written.
     """
-    pixels = np.round(np.clip(np.squeeze(np.asarray(array, np.float32)), 0, 1) * 255)
     try:
-        Image.fromarray(pixels.astype(np.uint8)).save(path, format="PNG")
+        Image.fromarray(preprocessed_pixels(array)).save(path, format="PNG")
     except OSError as err:
         raise DigitnetError(f"{path}: cannot write the preprocessed image ({err})") from None
+
+
+def preprocessed_pixels(array: np.ndarray) -> np.ndarray:
+    """The 8-bit (28, 28) image the model saw, from a to_mnist array in [0, 1]."""
+    pixels = np.round(np.clip(np.squeeze(np.asarray(array, np.float32)), 0, 1) * 255)
+    return pixels.astype(np.uint8)

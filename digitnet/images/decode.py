@@ -6,6 +6,7 @@ The first stage of preprocessing (see digitnet.images.preprocess). No TensorFlow
 
 from __future__ import annotations
 
+import io
 import os
 import zlib
 from pathlib import Path
@@ -42,8 +43,28 @@ def load_image(path, draft_side: int | None = None) -> Image.Image:
     """
     name = os.fspath(path)  # messages name the file as the user wrote it
     check_file(name)
+    return decode(name, name, draft_side)
+
+
+def load_image_bytes(data: bytes, name: str, draft_side: int | None = None) -> Image.Image:
+    """load_image for an image held in memory (an upload): the same checks and messages.
+
+    Args:
+      data: the encoded image file's bytes.
+      name: what messages call it (the upload's file name).
+      draft_side: as for load_image.
+
+    Raises:
+      DigitnetError: as load_image, for empty, SVG, non-image, too large, truncated data.
+    """
+    check_head(name, data[:512])
+    return decode(io.BytesIO(data), name, draft_side)
+
+
+def decode(source, name: str, draft_side: int | None) -> Image.Image:
+    """Decode a checked image (a file name or a binary stream); errors name it `name`."""
     try:
-        with open_checked(name) as image:
+        with open_checked(source, name) as image:
             if draft_side:
                 image.draft(image.mode, (draft_side, draft_side))
             image.load()
@@ -68,13 +89,18 @@ def check_file(name: str) -> None:
             head = file.read(512)
     except OSError as err:
         raise DigitnetError(f"{name}: cannot read file ({err.strerror})") from None
+    check_head(name, head)
+
+
+def check_head(name: str, head: bytes) -> None:
+    """Refuse an empty file or an SVG (by its name or its first 512 bytes)."""
     if not head:
         raise DigitnetError(f"{name}: file is empty (0 bytes)")
-    if path.suffix.lower() in SVG_SUFFIXES or b"<svg" in head.lower():
+    if name.lower().endswith(SVG_SUFFIXES) or b"<svg" in head.lower():
         raise DigitnetError(f"{name}: SVG is not supported; export it as PNG")
 
 
-def open_checked(name: str) -> Image.Image:
+def open_checked(source, name: str) -> Image.Image:
     """Parse the image's header and refuse it, before decoding, if it claims too many pixels.
 
     This check, with its clearer message, stands in for Pillow's own decompression-bomb check
@@ -83,7 +109,7 @@ def open_checked(name: str) -> Image.Image:
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
-        image = Image.open(name)
+        image = Image.open(source)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     width, height = image.size
@@ -113,6 +139,13 @@ def read_plain_png(name: str) -> np.ndarray | None:
                 return None
             data += file.read()
     except OSError:
+        return None
+    return plain_png_pixels(data)
+
+
+def plain_png_pixels(data: bytes) -> np.ndarray | None:
+    """read_plain_png for a file's bytes in memory: the pixels, or None for any other file."""
+    if not data.startswith(PNG_SIGNATURE) or not plain_png_header(data[16:29]):
         return None
     if b"<svg" in data[:512].lower():
         return None  # check_file's sniffing, as load_image would do it

@@ -1,0 +1,61 @@
+"""The model a server answers with: loaded once through the inference gate, with its facts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from digitnet import __version__
+from digitnet.data import sha256_file
+from digitnet.inference.classifier import load_classifier
+from digitnet.runs import layout
+from digitnet.runs.listing import read_mapping
+
+
+@dataclass
+class ServedModel:
+    """A loaded classifier and what /model says about it."""
+
+    classifier: object  # predict(images (N, 28, 28, 1)) -> probabilities (N, 10)
+    info: dict
+    source: Path  # the model file the inference gate was given (workers load it again)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 10) for (N, 28, 28) float32 images in [0, 1]."""
+        return self.classifier.predict(images[..., None])
+
+
+def load_served_model(model: str | Path | None) -> ServedModel:
+    """Load a run's model (or a model file, or runs/latest) and check that it answers.
+
+    The classifier comes from digitnet.inference.load_classifier, which decides which file is
+    used (a run's LiteRT export without TensorFlow; Keras when there is none).
+
+    Raises:
+      DigitnetError: no such run or model, or a model that cannot be loaded.
+    """
+    model_path, run_dir = layout.resolve_model(model)
+    classifier = load_classifier(model_path)
+    classifier.predict(np.zeros((1, 28, 28, 1), np.float32))  # the first call allocates
+    return ServedModel(classifier, describe(Path(classifier.path), run_dir), model_path)
+
+
+def describe(used: Path, run_dir: Path | None) -> dict:
+    """/model's facts: run name, config name, test accuracy, the file used and its sha256."""
+    config, metrics = {}, {}
+    if run_dir is not None:
+        config, _ = read_mapping(run_dir / layout.CONFIG_FILE, yaml.safe_load)
+        metrics, _ = read_mapping(run_dir / layout.METRICS_FILE, json.loads)
+    return {
+        "run": run_dir.name if run_dir is not None else None,
+        "config": config.get("name"),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "model": str(used),
+        "backend": "litert" if used.suffix == ".tflite" else "keras",
+        "sha256": sha256_file(used),
+        "version": __version__,
+    }

@@ -1,0 +1,1 @@
+"""The server's endpoints by concern: `api` (JSON for programs), `page` (the drawing page)."""

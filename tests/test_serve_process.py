@@ -1,0 +1,143 @@
+"""`digitnet serve` as a real process on a socket: the URL, signals, slow clients, big bodies."""
+
+import http.client
+import io
+import json
+import signal
+import socket
+import threading
+import time
+
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.servers import Server, serving
+
+
+def digit_png() -> bytes:
+    image = Image.new("L", (120, 120), 255)
+    ImageDraw.Draw(image).line([(25, 25), (95, 25), (50, 100)], fill=0, width=9)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def post(port: int, body: bytes, timeout: float = 30) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection.request("POST", "/predict", body=body, headers={"content-type": "image/png"})
+    response = connection.getresponse()
+    answer = (response.status, json.loads(response.read()))
+    connection.close()
+    return answer
+
+
+def send_head(port: int, length: int) -> socket.socket:
+    """A client that sends a /predict request's head and none of its body (yet)."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=30)
+    client.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                   f"Content-Length: {length}\r\n\r\n".encode())
+    return client
+
+
+def read_response(client: socket.socket) -> tuple[int, dict]:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < body_length(data):
+        chunk = client.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), json.loads(body)
+
+
+def body_length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].decode().lower()
+    for line in head.split("\r\n"):
+        if line.startswith("content-length:"):
+            return int(line.split(":")[1])
+    return 0
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    with serving(tiny_run, "--max-body", "1MB") as running:
+        yield running
+
+
+def test_prints_the_url_and_answers(server):
+    status, answer = post(server.port, digit_png())
+    assert status == 200 and len(answer["probabilities"]) == 10
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_sent(server):
+    client = send_head(server.port, 50_000_000)  # announced, never sent
+    status, answer = read_response(client)
+    client.close()
+    assert status == 413
+    assert answer["error"] == ("request body: 50000000 bytes, above this server's limit of "
+                               "1000000 bytes")
+
+
+def test_a_slow_client_does_not_hold_up_others(server):
+    body = digit_png()
+    slow = send_head(server.port, len(body))
+    slow.sendall(body[:10])  # ... and the rest much later
+    began = time.monotonic()
+    for _ in range(3):
+        assert post(server.port, body)[0] == 200
+    assert time.monotonic() - began < 10
+    slow.sendall(body[10:])
+    assert read_response(slow)[0] == 200
+    slow.close()
+
+
+def test_a_vanished_client_does_not_hold_up_others(server):
+    body = digit_png()
+    gone = send_head(server.port, len(body))
+    gone.sendall(body[:10])
+    gone.close()
+    assert post(server.port, body)[0] == 200
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_finishes_requests_in_flight_and_exits_0(tiny_run, sig):
+    server = Server(tiny_run)
+    body = digit_png()
+    client = send_head(server.port, len(body))
+    client.sendall(body[:20])
+    time.sleep(0.3)  # the request is in flight
+    server.process.send_signal(sig)
+    time.sleep(0.3)
+    with pytest.raises(OSError):  # no longer accepting
+        socket.create_connection(("127.0.0.1", server.port), timeout=5).recv(1)
+    client.sendall(body[20:])
+    status, answer = read_response(client)
+    client.close()
+    code, err = server.stop(None)  # the one signal was enough
+    assert (status, code) == (200, 0), err
+    assert "Traceback" not in err and len(answer["probabilities"]) == 10
+
+
+def test_workers_share_the_port_and_stop_cleanly(tiny_run):
+    server = Server(tiny_run, "--workers", "2")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(post(server.port, digit_png())))
+               for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    code, err = server.stop(signal.SIGTERM)
+    assert [status for status, _ in results] == [200] * 6
+    assert code == 0 and "Traceback" not in err, err
+
+
+def test_a_port_in_use_is_a_one_line_error(server, tiny_run):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "digitnet", "serve", str(tiny_run), "--port",
+                             str(server.port)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Error: address 127.0.0.1:{server.port}: cannot "
+                                    f"listen there") and result.stderr.count("\n") == 1
