@@ -9,8 +9,10 @@ import threading
 import time
 
 import pytest
+from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
+from digitnet.cli import cli
 from tests.servers import Server, serving
 
 
@@ -133,11 +135,7 @@ def test_workers_share_the_port_and_stop_cleanly(tiny_run):
 
 
 def test_a_port_in_use_is_a_one_line_error(server, tiny_run):
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-m", "digitnet", "serve", str(tiny_run), "--port",
-                             str(server.port)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert result.stderr.startswith(f"Error: address 127.0.0.1:{server.port}: cannot "
-                                    f"listen there") and result.stderr.count("\n") == 1
+    result = CliRunner().invoke(cli, ["serve", str(tiny_run), "--port", str(server.port)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: address 127.0.0.1:{server.port}: cannot listen "
+                                    f"there (") and result.output.count("\n") == 1
