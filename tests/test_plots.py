@@ -10,7 +10,7 @@ from PIL import Image
 
 from digitnet.cli import cli
 from digitnet.evaluation import plots
-from digitnet.evaluation.evaluate import evaluate
+from digitnet.evaluation.evaluate import calibration_report, evaluate
 from tests.conftest import TINY_OVERRIDES
 
 SPLIT_PLOTS = ("confusion", "confusion-normalized", "per-class-accuracy", "mistakes")
@@ -63,9 +63,13 @@ def test_evaluation_plots_are_pngs_of_the_promised_sizes(tmp_path, wrong):
               "confusion_matrix": confusion.tolist(),
               "mistakes": [{"index": i, "label": i % 10, "predicted": (i + 1) % 10,
                             "probability": 0.9 - i / 100} for i in range(wrong)]}
+    labels = rng.integers(0, 10, 500)
+    report["calibration"] = calibration_report(one_hot_probabilities(
+        np.where(np.arange(500) < wrong, (labels + 1) % 10, labels), rng.uniform(0.3, 1, 500)),
+        labels, temperature=0.5)
     write_history(tmp_path / "history.csv", epochs=5)
     written = plots.write_evaluation_plots(tmp_path, report, rng.random((30, 28, 28, 1)))
-    assert set(written) == {*SPLIT_PLOTS, "learning-curves"}
+    assert set(written) == {*SPLIT_PLOTS, "reliability", "learning-curves"}
     for name, path in written.items():
         assert path == str(plots.plot_path(tmp_path, name, None if name == "learning-curves"
                                            else "test"))
@@ -84,7 +88,7 @@ def test_evaluating_a_run_draws_its_plots_and_a_bare_model_none(tiny_run, tiny_d
                                                                   tmp_path):
     run_dir = shutil.copytree(tiny_run, tmp_path / "run")
     report = evaluate(run_dir, "test", str(tiny_data_dir))
-    assert set(report["plots"]) == {*SPLIT_PLOTS, "learning-curves"}
+    assert set(report["plots"]) == {*SPLIT_PLOTS, "reliability", "learning-curves"}
     for name in report["plots"]:
         split = None if name == "learning-curves" else "test"
         assert png_size(plots.plot_path(run_dir, name, split)) == expected_size(name)

@@ -42,7 +42,8 @@ def test_report_evaluates_the_run_then_writes_a_self_contained_page(run_copy, ti
     assert "name: default" in page and manifest["started"] in page
 
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 5  # learning curves, 2 confusion matrices, per class, mistakes
+    assert len(images) == 6  # learning curves, 2 confusion matrices, per class, mistakes,
+    # reliability
     for data in images:
         assert Image.open(io.BytesIO(base64.b64decode(data))).format == "PNG"
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)

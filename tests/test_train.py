@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 
 import pytest
@@ -39,7 +40,8 @@ def test_metrics_json(tiny_run):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     for split in ("train", "val", "test"):
         assert 0.0 <= metrics[f"{split}_accuracy"] <= 1.0
-        assert metrics[f"{split}_loss"] > 0
+        # calibration may make a perfectly separated tiny split's probabilities exactly 1
+        assert 0 <= metrics[f"{split}_loss"] < math.inf
     assert metrics["epochs"] == 2 and metrics["train_seconds"] > 0
     assert 1 <= metrics["best_epoch"] <= 2
 

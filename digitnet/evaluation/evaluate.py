@@ -63,6 +63,34 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+def run_temperature(run_dir: Path | None) -> float | None:
+    """The temperature folded into the run's best model (metrics.json); None when unknown: a bare
+    model file, a run still training, or a run made before calibration."""
+    if run_dir is None:
+        return None
+    try:
+        temperature = layout.read_json(run_dir / layout.METRICS_FILE).get("temperature")
+    except DigitnetError:
+        return None
+    return float(temperature) if isinstance(temperature, (int, float)) else None
+
+
+def calibration_report(probabilities: np.ndarray, labels: np.ndarray,
+                       temperature: float | None) -> dict:
+    """ECE, NLL and the reliability bins of these probabilities; with the run's temperature,
+    also the ECE and NLL the model had before it was folded in."""
+    from digitnet.evaluation.calibration import calibration_scores, reliability, uncalibrated
+
+    labels = np.asarray(labels, dtype=np.int64)
+    report = {"temperature": temperature, **calibration_scores(probabilities, labels),
+              "reliability": reliability(probabilities, labels)}
+    if temperature is not None:
+        before = calibration_scores(uncalibrated(probabilities, temperature), labels)
+        report["before"] = {"ece": before["ece"], "nll": before["nll"],
+                            "median_confidence_correct": before["median_confidence_correct"]}
+    return report
+
+
 def run_config(run_dir: Path | None) -> Config:
     """The run's own config, so the split matches training; the defaults for a bare model."""
     if run_dir is None:
@@ -102,7 +130,8 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
     classifier = load_classifier(model_path)  # a bad model fails before the data is read
     images, labels = load_split(run_config(run_dir), split, data_dir)
     probabilities = classifier.predict(images)
-    report = {"model": str(model_path), "split": split, **score(probabilities, labels)}
+    report = {"model": str(model_path), "split": split, **score(probabilities, labels),
+              "calibration": calibration_report(probabilities, labels, run_temperature(run_dir))}
     if run_dir is not None:  # a bare .keras file has nowhere to keep plots: none for it
         from digitnet.evaluation.plots import confident_mistakes, write_evaluation_plots
 
@@ -113,13 +142,25 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
     return report
 
 
+def calibration_lines(calibration: dict | None) -> list[str]:
+    """One line of calibration scores, with the uncalibrated ones when the temperature is known."""
+    if not calibration:
+        return []
+    line = (f"ECE:      {calibration['ece']:.2%}   NLL: {calibration['nll']:.4f}   "
+            f"median top probability when right: {calibration['median_confidence_correct']:.4f}")
+    if calibration.get("before"):
+        line += (f"\n          (temperature {calibration['temperature']:.3f}; before it: ECE "
+                 f"{calibration['before']['ece']:.2%}, NLL {calibration['before']['nll']:.4f})")
+    return [line]
+
+
 def format_report(report: dict) -> str:
     """A readable table: overall scores, per-class scores, confusion matrix."""
     lines = [f"Model:    {report['model']}",
              f"Split:    {report['split']} ({report['examples']} images)",
              f"Accuracy: {report['accuracy']:.4f}   Loss: {report['loss']:.4f}   "
-             f"Macro F1: {report['macro_f1']:.4f}", "",
-             "digit  precision  recall      f1  support"]
+             f"Macro F1: {report['macro_f1']:.4f}", *calibration_lines(report.get("calibration")),
+             "", "digit  precision  recall      f1  support"]
     lines += [f"{c['digit']:>5}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  {c['f1']:>6.4f}  "
               f"{c['support']:>7}" for c in report["per_class"]]
     lines += ["", "Confusion matrix (rows: true digit, columns: predicted)",

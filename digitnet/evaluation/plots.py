@@ -1,4 +1,5 @@
-"""PNG plots of a run: learning curves, confusion matrices, per-class accuracy, worst mistakes.
+"""PNG plots of a run: learning curves, confusion matrices, per-class accuracy, worst mistakes,
+reliability diagram.
 
 matplotlib is imported inside the drawing functions, never at module level, so the CLI's --help
 stays instant. Figures are drawn on bare `matplotlib.figure.Figure` objects (the Agg renderer,
@@ -21,6 +22,7 @@ SIZES = {  # inches; x DPI = pixels
     "confusion-normalized": (6.4, 5.6),
     "per-class-accuracy": (7.5, 4.2),
     "mistakes": (12.0, 5.6),
+    "reliability": (10.0, 4.4),
 }
 MISTAKE_ROWS, MISTAKE_COLUMNS = 3, 8
 SPLIT_NAMES = {"test": "test images", "val": "validation images"}
@@ -60,6 +62,8 @@ def write_evaluation_plots(run_dir: Path, report: dict, images: np.ndarray) -> d
         "per-class-accuracy": per_class_figure(confusion, split),
         "mistakes": mistakes_figure(report["mistakes"], images, split, report["examples"]),
     }
+    if report.get("calibration"):
+        figures["reliability"] = reliability_figure(report["calibration"], split)
     paths = {name: plot_path(run_dir, name, split) for name in figures}
     history = read_history(Path(run_dir) / layout.HISTORY_FILE)
     if history:
@@ -195,4 +199,38 @@ def mistakes_figure(mistakes: list[dict], images: np.ndarray, split: str, exampl
     else:
         title = f"No mistakes on the {examples:,} {SPLIT_NAMES[split]}"
     figure.suptitle(title)
+    return figure
+
+
+def reliability_figure(calibration: dict, split: str):
+    """Reliability diagram: accuracy against confidence per bin (the diagonal is perfect), and
+    how many images fall in each bin (log scale: most sit in the top bin)."""
+    from matplotlib.ticker import PercentFormatter
+
+    figure, (left, right) = new_figure("reliability", ncols=2, width_ratios=(1.2, 1))
+    rows = [row for row in calibration["reliability"] if row["images"]]
+    width = rows[0]["high"] - rows[0]["low"] if rows else 1 / 15
+    centres = [100 * (row["low"] + row["high"]) / 2 for row in rows]
+    left.bar(centres, [100 * row["accuracy"] for row in rows], width=100 * width,
+             color="tab:blue", edgecolor="white", label="accuracy in the bin")
+    left.plot([100 * row["confidence"] for row in rows], [100 * row["accuracy"] for row in rows],
+              "o", color="tab:orange", markersize=4, label="(mean confidence, accuracy)")
+    left.plot([0, 100], [0, 100], "--", color="black", linewidth=1, label="perfectly calibrated")
+    left.set(xlim=(0, 100), ylim=(0, 100), xlabel="top probability (confidence)",
+             ylabel="accuracy")
+    left.legend(loc="upper left", fontsize=8)
+    title = f"ECE {calibration['ece']:.2%}, NLL {calibration['nll']:.4f}"
+    if calibration.get("before"):
+        title += (f"\n(temperature {calibration['temperature']:.3f}; before: ECE "
+                  f"{calibration['before']['ece']:.2%}, NLL {calibration['before']['nll']:.4f})")
+    left.set_title(title, fontsize=10)
+    right.bar(centres, [row["images"] for row in rows], width=100 * width, color="tab:gray",
+              edgecolor="white")
+    right.set(yscale="log", xlim=(0, 100), xlabel="top probability (confidence)",
+              ylabel="images (log scale)", title="Images per bin")
+    for ax in (left, right):
+        ax.xaxis.set_major_formatter(PercentFormatter(decimals=0))
+        ax.grid(alpha=0.3)
+    left.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    figure.suptitle(f"Reliability on the {sum(r['images'] for r in rows):,} {SPLIT_NAMES[split]}")
     return figure

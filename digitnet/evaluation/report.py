@@ -22,7 +22,8 @@ from digitnet.runs.listing import FINISHED, describe_run, parse_started
 log = logging.getLogger(__name__)
 
 SPLIT = "test"
-SPLIT_PLOTS = ("confusion", "confusion-normalized", "per-class-accuracy", "mistakes")
+SPLIT_PLOTS = ("confusion", "confusion-normalized", "per-class-accuracy", "mistakes",
+               "reliability")
 
 
 def write_report(run: str | Path | None, data_dir: str | None = None) -> Path:
@@ -96,6 +97,7 @@ def render_page(run_dir: Path, evaluation: dict) -> str:
         confusion_section(run_dir, evaluation),
         per_class_section(run_dir, evaluation),
         mistakes_section(run_dir, evaluation),
+        calibration_section(run_dir, evaluation),
         config_section(run_dir),
         manifest_section(run_dir),
     ]
@@ -111,6 +113,8 @@ def summary_section(run: dict, evaluation: dict) -> str:
              (f"mistakes in {evaluation['examples']:,} test images", f"{wrong:,}"),
              ("test loss", f"{evaluation['loss']:.4f}"),
              ("macro F1", f"{evaluation['macro_f1']:.4f}"),
+             ("calibration error (ECE)",
+              number((evaluation.get("calibration") or {}).get("ece"), ".2%")),
              ("epochs", f"{run['epochs'] or 0} of {run['planned_epochs'] or '?'}"),
              ("training time", seconds_text(run["train_seconds"]))]
     tile_html = "".join(f'<div class="tile"><div class="value">{escape(value)}</div>'
@@ -184,6 +188,22 @@ def mistakes_section(run_dir: Path, evaluation: dict) -> str:
     return (f"<section><h2>Most confident mistakes</h2><p>{escape(note)}</p>"
             f"{image_tag(plot_path(run_dir, 'mistakes', SPLIT), 'mistakes')}"
             f"<details><summary>as a table</summary>{listing}</details></section>")
+
+
+def calibration_section(run_dir: Path, evaluation: dict) -> str:
+    """The reliability diagram: whether a probability of p means right p of the time."""
+    calibration = evaluation.get("calibration") or {}
+    note = ("When the model says 90%, is it right 9 times in 10? Each bar is the accuracy of the "
+            "test images whose top probability fell in that bin; on the dashed diagonal the "
+            "probabilities mean exactly what they say. ECE is the average gap, weighted by "
+            "images per bin (15 bins).")
+    if calibration.get("before"):
+        note += (f" Training fitted a temperature of {calibration['temperature']:.3f} on the "
+                 f"validation images and folded it into the model (ECE before: "
+                 f"{calibration['before']['ece']:.2%}, after: {calibration['ece']:.2%}).")
+    return (f"<section><h2>Can its probabilities be trusted?</h2><p>{escape(note)}</p>"
+            f"{image_tag(plot_path(run_dir, 'reliability', SPLIT), 'reliability diagram')}"
+            f"</section>")
 
 
 def image_section(title: str, run_dir: Path, name: str, split: str | None, note: str) -> str:

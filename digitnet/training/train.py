@@ -381,14 +381,30 @@ def last_saved_epoch(run_dir: Path) -> int:
     return max(layout.saved_epochs(run_dir), default=0)
 
 
+def calibrate_best(best, run_dir: Path, splits: Splits) -> dict:
+    """Fit the temperature on the validation split and fold it into model-best.keras.
+
+    model-best.keras is always a copy of an uncalibrated checkpoint when this runs (a resume
+    copies it back from checkpoints/), so the fit starts from the trained logits every time.
+    """
+    from digitnet.evaluation.calibration import calibrate_model
+
+    calibration = calibrate_model(best, (to_model_input(splits.x_val), splits.y_val),
+                                  (to_model_input(splits.x_test), splits.y_test))
+    layout.save_model(best, run_dir / layout.BEST_MODEL)
+    return calibration
+
+
 def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint) -> TrainResult:
-    """Test the best model and write metrics.json."""
+    """Calibrate and test the best model, export it to LiteRT and write metrics.json."""
     import keras
 
     best = keras.saving.load_model(run_dir / layout.BEST_MODEL)
+    calibration = calibrate_best(best, run_dir, splits)
     export_litert(best, run_dir / layout.BEST_LITERT)  # predict without TensorFlow
     training_seconds = checkpoint.training_seconds(seconds)  # file writes are not training
-    metrics = {**measure(best, splits), "best_epoch": checkpoint.best_epoch,
+    metrics = {**measure(best, splits), "temperature": calibration["temperature"],
+               "calibration": calibration, "best_epoch": checkpoint.best_epoch,
                "epochs": checkpoint.epochs_run, "stopped_early": checkpoint.stopped_early,
                "train_seconds": round(training_seconds, 3),
                "checkpoint_seconds": round(checkpoint.seconds, 3)}
