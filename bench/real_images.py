@@ -1,13 +1,19 @@
-"""Real-image accuracy and the "I don't know" threshold, through digitnet's own predict.
+"""Real-image accuracy, calibration and the "I don't know" threshold, through digitnet's predict.
 
     DIGITNET_DATA_DIR=../shared/data/mnist .venv/bin/python bench/real_images.py \
         --model runs/default --model runs/cnn [--realdigits ../shared/data/realdigits-dev]
 
-For each model: accuracy on the labelled real photos, scans and drawings, overall and per style;
-then the largest probability the model gives to real digits and to things that are not digits
-(blank pages, noise, letters, scribbles, generated here), and for each candidate
-`--min-confidence` how many real digits are wrongly refused and how many non-digits are refused.
-Writes bench/results/realdigits-<time>.json.
+Three sets of images, all predicted by `digitnet.inference.predict.predict` (the LiteRT export,
+MNIST-style preprocessing) exactly as `digitnet predict` would:
+
+- real: the labelled photos, scans and canvas drawings of --realdigits (per style);
+- rendered: MNIST *test* digits (other writers than training's) drawn on paper and photographed,
+  or drawn on a canvas (bench/synthetic.py: pens, paper, light, perspective, blur, noise, JPEG);
+- non-digits: letters, scribbles, shapes, blank and noise pages, photo-like scenes.
+
+For each model: accuracy on real and rendered digits, their ECE (15 bins), and for each candidate
+`--min-confidence` the share of real digits, rendered digits and non-digits answered "unknown".
+Prints a summary table per config (the README's) and writes bench/results/realdigits-<time>.json.
 """
 
 from __future__ import annotations
@@ -22,16 +28,18 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from digitnet.inference.predict import predict  # noqa: E402
+from bench.synthetic import non_digits, realistic_digits  # noqa: E402
+from digitnet.data import load_mnist, resolve_source  # noqa: E402
+from digitnet.evaluation.calibration import expected_calibration_error  # noqa: E402
+from digitnet.inference.predict import DEFAULT_MIN_CONFIDENCE, predict  # noqa: E402
 
 DEFAULT_REALDIGITS = REPO.parent / "shared" / "data" / "realdigits-dev"
-THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-LETTERS = "AEFHKMNRVWXY"  # letters that look least like any digit
+THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
+RENDERED = 300  # rendered MNIST test digits
 
 
 def read_labels(folder: Path) -> list[dict]:
@@ -39,67 +47,109 @@ def read_labels(folder: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def real_accuracy(model: str, folder: Path) -> tuple[dict, list[float]]:
-    """Accuracy overall and per style, and the top probability of each real image."""
-    rows = read_labels(folder)
-    results = list(predict([str(folder / row["file"]) for row in rows], model, top_k=1,
-                           min_confidence=0.0))
-    per_style: dict = defaultdict(lambda: [0, 0])
-    for row, result in zip(rows, results):
-        per_style[row["style"]][0] += result.digit == int(row["label"])
-        per_style[row["style"]][1] += 1
-    correct = sum(hit for hit, _ in per_style.values())
-    summary = {"accuracy": correct / len(rows), "images": len(rows),
-               "per_style": {style: {"accuracy": hit / n, "images": n}
-                             for style, (hit, n) in sorted(per_style.items())}}
-    return summary, [result.probability for result in results]
+def write_images(workdir: Path, data_dir: str | None, rendered: int, seed: int) -> dict:
+    """Generate the rendered digits and the non-digits as files; {set: [(path, label, group)]}."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    mnist = load_mnist(resolve_source(data_dir))
+    sets: dict = {"rendered": [], "non_digits": []}
+    for index, (image, label, style) in enumerate(
+            realistic_digits(mnist.x_test, mnist.y_test, rendered, seed)):
+        path = workdir / f"digit_{index:04d}.png"
+        image.save(path)
+        sets["rendered"].append((str(path), label, style))
+    for index, (image, kind) in enumerate(non_digits(seed)):
+        path = workdir / f"other_{index:04d}.png"
+        image.save(path)
+        sets["non_digits"].append((str(path), None, kind))
+    return sets
 
 
-def non_digits(folder: Path, count: int = 12, seed: int = 0) -> list[Path]:
-    """Blank pages, noise, letters and scribbles, as a user might hand predict by mistake."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    images = [Image.new("L", (200, 200), 255), Image.new("L", (200, 200), 0)]
-    images += [Image.fromarray(rng.integers(0, 256, (120, 120), dtype=np.uint8))
-               for _ in range(count // 2)]
-    images += [letter(char) for char in LETTERS[:count]]
-    images += [scribble(rng) for _ in range(count)]
-    paths = []
-    for index, image in enumerate(images):
-        paths.append(folder / f"nondigit_{index:03d}.png")
-        image.save(paths[-1])
-    return paths
+def real_set(folder: Path) -> list[tuple]:
+    return [(str(folder / row["file"]), int(row["label"]), row["style"])
+            for row in read_labels(folder)]
 
 
-def letter(char: str) -> Image.Image:
-    """A dark capital letter on white paper."""
-    image = Image.new("L", (160, 160), 255)
-    font = ImageFont.load_default(size=120)
-    ImageDraw.Draw(image).text((25, 10), char, fill=0, font=font)
-    return image
+def answers(model: str, items: list[tuple]) -> list[dict]:
+    """One {label, group, digit (None: no ink), probability} per image."""
+    results = list(predict([path for path, _, _ in items], model, top_k=1, min_confidence=0.0))
+    return [{"label": label, "group": group, "digit": result.digit,
+             "probability": result.probability}
+            for (_, label, group), result in zip(items, results)]
 
 
-def scribble(rng: np.random.Generator) -> Image.Image:
-    """A random tangle of strokes."""
-    image = Image.new("L", (160, 160), 255)
-    points = [tuple(p) for p in rng.integers(10, 150, size=(12, 2))]
-    ImageDraw.Draw(image).line(points, fill=0, width=6)
-    return image
+def refused(rows: list[dict], threshold: float) -> float:
+    """Share answered "unknown" at `threshold` (no ink is always unknown)."""
+    return float(np.mean([row["digit"] is None or row["probability"] < threshold
+                          for row in rows])) if rows else 0.0
 
 
-def refusal_table(real: list[float], other: list[float]) -> list[dict]:
-    """For each threshold: the share of real digits and of non-digits answered 'unknown'."""
-    return [{"min_confidence": t,
-             "real_refused": float(np.mean(np.array(real) < t)),
-             "non_digits_refused": float(np.mean(np.array(other) < t))} for t in THRESHOLDS]
+def accuracy(rows: list[dict]) -> dict:
+    """Accuracy overall and per group, with no threshold."""
+    groups: dict = defaultdict(list)
+    for row in rows:
+        groups[row["group"]].append(row["digit"] == row["label"])
+    hits = [hit for group in groups.values() for hit in group]
+    return {"accuracy": float(np.mean(hits)), "images": len(hits),
+            "per_group": {group: {"accuracy": float(np.mean(h)), "images": len(h)}
+                          for group, h in sorted(groups.items())}}
 
 
-def measure(model: str, folder: Path, workdir: Path) -> dict:
-    """Real accuracy and the refusal table for one model."""
-    accuracy, real_probabilities = real_accuracy(model, folder)
-    other = [r.probability for r in predict([str(p) for p in non_digits(workdir)], model,
-                                            top_k=1, min_confidence=0.0)]
-    return {**accuracy, "refusals": refusal_table(real_probabilities, other)}
+def ece(rows: list[dict]) -> float:
+    """ECE of the top probability: a one-hot-like (N, 2) stand-in is enough for max/argmax."""
+    probabilities = np.array([[row["probability"], 1 - row["probability"]] for row in rows])
+    correct = np.array([row["digit"] == row["label"] for row in rows])
+    return expected_calibration_error(probabilities, np.where(correct, 0, 1))
+
+
+def measure(model: str, sets: dict) -> dict:
+    """Every number of one model."""
+    rows = {name: answers(model, items) for name, items in sets.items()}
+    digits = rows["real"] + rows["rendered"]
+    kinds: dict = defaultdict(list)
+    for row in rows["non_digits"]:
+        kinds[row["group"]].append(row)
+    return {
+        "real": accuracy(rows["real"]), "rendered": accuracy(rows["rendered"]),
+        "ece_real": ece(rows["real"]), "ece_rendered": ece(rows["rendered"]),
+        "ece_digits": ece(digits),
+        "refusals": [{"min_confidence": t, "real_refused": refused(rows["real"], t),
+                      "rendered_refused": refused(rows["rendered"], t),
+                      "non_digits_refused": refused(rows["non_digits"], t),
+                      "per_kind": {k: refused(v, t) for k, v in sorted(kinds.items())}}
+                     for t in sorted({*THRESHOLDS, DEFAULT_MIN_CONFIDENCE})],
+    }
+
+
+def at_default(result: dict) -> dict:
+    return next(r for r in result["refusals"] if r["min_confidence"] == DEFAULT_MIN_CONFIDENCE)
+
+
+def summary_table(results: dict) -> str:
+    """The README's table: one row per model at the default --min-confidence."""
+    lines = ["| model | real digits right | rendered digits right | ECE real / rendered | "
+             "real refused | rendered refused | non-digits refused |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for model, result in results.items():
+        row = at_default(result)
+        lines.append(f"| `{model}` | {result['real']['accuracy']:.1%} | "
+                     f"{result['rendered']['accuracy']:.1%} | {result['ece_real']:.1%} / "
+                     f"{result['ece_rendered']:.1%} | {row['real_refused']:.1%} | "
+                     f"{row['rendered_refused']:.1%} | {row['non_digits_refused']:.1%} |")
+    return "\n".join(lines)
+
+
+def print_model(model: str, result: dict) -> None:
+    for name in ("real", "rendered"):
+        part = result[name]
+        groups = ", ".join(f"{g} {v['accuracy']:.1%} ({v['images']})"
+                           for g, v in part["per_group"].items())
+        print(f"{model}: {name} {part['accuracy']:.1%} of {part['images']} [{groups}]")
+    print(f"  ECE real {result['ece_real']:.1%}, rendered {result['ece_rendered']:.1%}")
+    for row in result["refusals"]:
+        kinds = " ".join(f"{k} {v:.0%}" for k, v in row["per_kind"].items())
+        print(f"  min-confidence {row['min_confidence']:.3f}: refused real "
+              f"{row['real_refused']:.1%}, rendered {row['rendered_refused']:.1%}, non-digits "
+              f"{row['non_digits_refused']:.1%} [{kinds}]")
 
 
 def main() -> None:
@@ -107,20 +157,18 @@ def main() -> None:
     parser.add_argument("--model", action="append", required=True,
                         help="run directory or model file; repeatable")
     parser.add_argument("--realdigits", type=Path, default=DEFAULT_REALDIGITS)
+    parser.add_argument("--data-dir", help="MNIST (for the rendered digits); default as train")
+    parser.add_argument("--rendered", type=int, default=RENDERED, help="rendered digits")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        sets = {"real": real_set(args.realdigits),
+                **write_images(Path(tmp), args.data_dir, args.rendered, args.seed)}
         for model in args.model:
-            results[model] = measure(model, args.realdigits, Path(tmp) / "nondigits")
-            result = results[model]
-            styles = ", ".join(f"{s} {v['accuracy']:.1%} ({v['images']})"
-                               for s, v in result["per_style"].items())
-            print(f"{model}: {result['accuracy']:.1%} of {result['images']} real images "
-                  f"[{styles}]")
-            for row in result["refusals"]:
-                print(f"  min-confidence {row['min_confidence']:.1f}: real digits refused "
-                      f"{row['real_refused']:.1%}, non-digits refused "
-                      f"{row['non_digits_refused']:.1%}")
+            results[model] = measure(model, sets)
+            print_model(model, results[model])
+    print(f"\nAt the default --min-confidence {DEFAULT_MIN_CONFIDENCE}:\n" + summary_table(results))
     out = REPO / "bench" / "results" / f"realdigits-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,275 @@
+"""Generated test images: handwritten digits made to look photographed, and things that are not
+digits, for bench/real_images.py and the quality gate.
+
+Digits: MNIST *test* digits (writers disjoint from the training set's) drawn as ink on paper and
+put through what a phone or a canvas does to them: pen colour and width, paper tint, uneven light,
+ruled lines, perspective, blur, sensor noise, JPEG; or white strokes on a black canvas.
+
+Not digits: capital letters in every installed font, scribbles, geometric shapes, blank and noise
+pages, and photo-like scenes (cloudy textures, objects on a table, gradients).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts"))
+# Capitals least like a digit (no O, I, S, Z, B, G, D, Q, L, T, J: each is some writer's digit)
+LETTERS = "ACEFHKMNPRUVWXY"
+
+
+def fonts() -> list[Path]:
+    """The installed TrueType fonts (none on a bare machine: Pillow's own font is used)."""
+    for folder in FONT_DIRS:
+        found = sorted(folder.rglob("*.ttf")) if folder.is_dir() else []
+        found = [path for path in found if "Math" not in path.name]
+        if found:
+            return found
+    return []
+
+
+def font(path: Path | None, size: int):
+    return ImageFont.truetype(str(path), size) if path else ImageFont.load_default(size=size)
+
+
+# ---- the camera and the paper -------------------------------------------------------------------
+
+
+def paper(rng, size: tuple[int, int]) -> np.ndarray:
+    """An RGB sheet (H, W, 3) float in [0, 255]: tinted, unevenly lit, sometimes ruled."""
+    height, width = size
+    tint = rng.uniform(185, 250) + rng.uniform(-12, 12, 3)
+    y, x = np.mgrid[0:height, 0:width] / max(size)
+    angle = rng.uniform(0, 2 * np.pi)
+    light = 1 - rng.uniform(0, 0.35) * (np.cos(angle) * x + np.sin(angle) * y)
+    sheet = tint[None, None, :] * light[..., None]
+    if rng.random() < 0.3:  # ruled paper
+        gap = int(rng.integers(18, 40))
+        for row in range(int(rng.integers(0, gap)), height, gap):
+            sheet[row: row + 1] *= rng.uniform(0.75, 0.9)
+    return sheet
+
+
+def camera(rng, image: np.ndarray) -> Image.Image:
+    """Perspective, blur, noise and JPEG, as a phone photo of `image` (H, W, 3 floats)."""
+    photo = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    width, height = photo.size
+    if rng.random() < 0.6:
+        jitter = rng.uniform(-0.08, 0.08, 8) * np.array([width, height] * 4)
+        corners = np.array([0, 0, 0, height, width, height, width, 0]) + jitter
+        photo = photo.transform(photo.size, Image.Transform.QUAD, tuple(corners.tolist()),
+                                Image.Resampling.BILINEAR, fillcolor=tuple(
+                                    int(c) for c in image[0, 0]))
+    photo = photo.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.6)))
+    pixels = np.asarray(photo, np.float64) + rng.normal(0, rng.uniform(1, 9), (height, width, 3))
+    photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=int(rng.integers(35, 92)))
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def ink_on_paper(rng, mask: np.ndarray) -> np.ndarray:
+    """A stroke mask (H, W) in [0, 1] written on paper in a random pen colour."""
+    sheet = paper(rng, mask.shape)
+    pens = ((20, 20, 25), (25, 35, 120), (90, 90, 95), (150, 30, 30), (10, 60, 20))
+    pen = np.array(pens[int(rng.integers(len(pens)))], float) + rng.uniform(-10, 10, 3)
+    strength = rng.uniform(0.55, 1.0)  # pencil is faint
+    alpha = np.clip(mask * strength, 0, 1)[..., None]
+    return sheet * (1 - alpha) + pen[None, None, :] * alpha
+
+
+def stroke_mask(digit: np.ndarray, rng, scale: float) -> np.ndarray:
+    """A 28x28 MNIST digit as a smooth stroke mask `scale` times larger, with a random pen width."""
+    size = int(28 * scale)
+    big = Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC)
+    width = int(rng.integers(-1, 3))
+    if width > 0:
+        big = big.filter(ImageFilter.MaxFilter(2 * width + 1))
+    elif width < 0:
+        big = big.filter(ImageFilter.MinFilter(3))
+    mask = np.asarray(big, np.float64) / 255
+    return np.clip((mask - 0.25) * 2.0, 0, 1)
+
+
+def place(mask: np.ndarray, rng) -> np.ndarray:
+    """The mask on a larger sheet, off-centre by a random margin."""
+    height, width = mask.shape
+    canvas = np.zeros((height + int(rng.integers(10, height)),
+                       width + int(rng.integers(10, width))))
+    top = int(rng.integers(0, canvas.shape[0] - height + 1))
+    left = int(rng.integers(0, canvas.shape[1] - width + 1))
+    canvas[top: top + height, left: left + width] = mask
+    return canvas
+
+
+def photographed_digit(digit: np.ndarray, rng) -> Image.Image:
+    """An MNIST digit written on paper and photographed."""
+    mask = place(stroke_mask(digit, rng, rng.uniform(3, 8)), rng)
+    return camera(rng, ink_on_paper(rng, mask))
+
+
+def canvas_digit(digit: np.ndarray, rng) -> Image.Image:
+    """An MNIST digit drawn on a web canvas: black on white or white on black, no camera."""
+    mask = place(stroke_mask(digit, rng, rng.uniform(4, 10)), rng)
+    pixels = 255 * mask if rng.random() < 0.5 else 255 * (1 - mask)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def realistic_digits(images: np.ndarray, labels: np.ndarray, count: int, seed: int = 0):
+    """`count` (image, label, style) from MNIST test digits: two thirds photographed, a third
+    canvas drawings."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(images), count, replace=False)
+    out = []
+    for n, index in enumerate(picks):
+        if n % 3 == 2:
+            out.append((canvas_digit(images[index], rng), int(labels[index]), "rendered_canvas"))
+        else:
+            out.append((photographed_digit(images[index], rng), int(labels[index]),
+                        "rendered_photo"))
+    return out
+
+
+# ---- things that are not digits ------------------------------------------------------------------
+
+
+def letter(rng, char: str, font_path: Path | None) -> Image.Image:
+    """A capital letter in some font, written on paper and photographed (or on a clean canvas)."""
+    image = Image.new("L", (200, 200), 0)
+    ImageDraw.Draw(image).text((100, 100), char, fill=255, anchor="mm",
+                               font=font(font_path, int(rng.integers(90, 150))))
+    mask = np.asarray(image, np.float64) / 255
+    if rng.random() < 0.5:
+        return camera(rng, ink_on_paper(rng, mask))
+    return Image.fromarray((255 * (1 - mask)).astype(np.uint8))
+
+
+def scribble(rng) -> Image.Image:
+    """A random tangle of smooth strokes."""
+    image = Image.new("L", (200, 200), 0)
+    points = rng.uniform(20, 180, (int(rng.integers(6, 16)), 2))
+    curve = smooth(points, 12)
+    ImageDraw.Draw(image).line([tuple(p) for p in curve], fill=255,
+                               width=int(rng.integers(3, 10)), joint="curve")
+    return camera(rng, ink_on_paper(rng, np.asarray(image, np.float64) / 255))
+
+
+def smooth(points: np.ndarray, steps: int) -> np.ndarray:
+    """Catmull-Rom-like interpolation through `points`."""
+    out = []
+    for a, b, c, d in zip(points, points[1:], points[2:], points[3:]):
+        for t in np.linspace(0, 1, steps, endpoint=False):
+            out.append(0.5 * ((2 * b) + (-a + c) * t + (2 * a - 5 * b + 4 * c - d) * t ** 2
+                              + (-a + 3 * b - 3 * c + d) * t ** 3))
+    return np.array(out) if out else points
+
+
+def shape(rng, kind: str) -> Image.Image:
+    """A drawn geometric shape: triangle, square, star, cross-hatch, arrow, heart, smiley."""
+    image = Image.new("L", (200, 200), 0)
+    draw = ImageDraw.Draw(image)
+    width = int(rng.integers(4, 10))
+    c, r = 100 + rng.uniform(-15, 15, 2), rng.uniform(50, 75)
+    if kind == "triangle":
+        draw.polygon([(c[0], c[1] - r), (c[0] - r, c[1] + r * 0.8), (c[0] + r, c[1] + r * 0.8)],
+                     outline=255, width=width)
+    elif kind == "square":
+        draw.rectangle([c[0] - r, c[1] - r, c[0] + r, c[1] + r], outline=255, width=width)
+    elif kind == "star":
+        angles = np.linspace(-np.pi / 2, 3.5 * np.pi, 11)
+        radii = np.where(np.arange(11) % 2 == 0, r, r * 0.4)
+        draw.line([(c[0] + q * np.cos(a), c[1] + q * np.sin(a)) for a, q in zip(angles, radii)],
+                  fill=255, width=width)
+    elif kind == "hatch":
+        for k in (-0.5, 0.5):
+            draw.line([(c[0] + k * r, c[1] - r), (c[0] + k * r, c[1] + r)], fill=255, width=width)
+            draw.line([(c[0] - r, c[1] + k * r), (c[0] + r, c[1] + k * r)], fill=255, width=width)
+    elif kind == "arrow":
+        draw.line([(c[0] - r, c[1]), (c[0] + r, c[1])], fill=255, width=width)
+        draw.line([(c[0] + r * 0.5, c[1] - r * 0.5), (c[0] + r, c[1]),
+                   (c[0] + r * 0.5, c[1] + r * 0.5)], fill=255, width=width)
+    elif kind == "heart":
+        t = np.linspace(0, 2 * np.pi, 80)
+        x = 16 * np.sin(t) ** 3
+        y = 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
+        draw.line([(c[0] + r * a / 17, c[1] - r * b / 17) for a, b in zip(x, y)], fill=255,
+                  width=width)
+    else:  # smiley
+        draw.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], outline=255, width=width)
+        for dx in (-0.35, 0.35):
+            draw.ellipse([c[0] + dx * r - 6, c[1] - 0.3 * r - 6, c[0] + dx * r + 6,
+                          c[1] - 0.3 * r + 6], fill=255)
+        draw.arc([c[0] - 0.5 * r, c[1] - 0.3 * r, c[0] + 0.5 * r, c[1] + 0.55 * r], 20, 160,
+                 fill=255, width=width)
+    mask = np.asarray(image, np.float64) / 255
+    if rng.random() < 0.5:
+        return camera(rng, ink_on_paper(rng, mask))
+    return Image.fromarray((255 * (1 - mask)).astype(np.uint8))
+
+
+SHAPES = ("triangle", "square", "star", "hatch", "arrow", "heart", "smiley")
+
+
+def blank_page(rng) -> Image.Image:
+    """Empty paper, photographed."""
+    return camera(rng, paper(rng, (int(rng.integers(120, 300)), int(rng.integers(120, 300)))))
+
+
+def noise_page(rng) -> Image.Image:
+    """Uniform or speckled noise."""
+    size = (int(rng.integers(60, 200)), int(rng.integers(60, 200)))
+    if rng.random() < 0.5:
+        return Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8))
+    sheet = paper(rng, size)
+    specks = rng.random(size) < rng.uniform(0.01, 0.08)
+    sheet[specks] *= 0.2
+    return camera(rng, sheet)
+
+
+def clouds(rng, size: tuple[int, int]) -> np.ndarray:
+    """Smooth multi-scale noise (H, W) in [0, 1]: a texture like fabric, wood or a wall."""
+    out = np.zeros(size)
+    for octave in (4, 8, 16, 32):
+        small = Image.fromarray((rng.random((octave, octave)) * 255).astype(np.uint8))
+        out += np.asarray(small.resize(size[::-1], Image.Resampling.BICUBIC), float) / octave
+    out -= out.min()
+    return out / max(out.max(), 1e-9)
+
+
+def photo_scene(rng) -> Image.Image:
+    """A photo-like non-digit: a texture, objects on a table, or a gradient with a shadow."""
+    size = (int(rng.integers(160, 320)), int(rng.integers(160, 320)))
+    colour = rng.uniform(40, 220, 3)
+    base = clouds(rng, size)[..., None] * rng.uniform(40, 120) + colour[None, None, :]
+    kind = rng.integers(3)
+    if kind == 1:  # objects on a table
+        image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(int(rng.integers(2, 6))):
+            box = sorted(rng.uniform(0, size[1], 2)), sorted(rng.uniform(0, size[0], 2))
+            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(
+                [box[0][0], box[1][0], box[0][1], box[1][1]], fill=fill)
+        base = np.asarray(image, float)
+    elif kind == 2:  # gradient with a soft shadow
+        y, x = np.mgrid[0:size[0], 0:size[1]]
+        base = base * (0.5 + 0.5 * (x / size[1]))[..., None]
+    return camera(rng, base)
+
+
+def non_digits(seed: int = 0, per_kind: int = 12) -> list[tuple[Image.Image, str]]:
+    """(image, kind) for letters, scribbles, shapes, blank and noise pages and photo scenes."""
+    rng = np.random.default_rng(seed)
+    found = fonts() or [None]
+    out = [(letter(rng, LETTERS[i % len(LETTERS)], found[int(rng.integers(len(found)))]),
+            "letter") for i in range(3 * per_kind)]
+    out += [(scribble(rng), "scribble") for _ in range(per_kind)]
+    out += [(shape(rng, SHAPES[i % len(SHAPES)]), "shape") for i in range(2 * per_kind)]
+    out += [(blank_page(rng), "blank") for _ in range(per_kind // 2)]
+    out += [(noise_page(rng), "noise") for _ in range(per_kind // 2)]
+    out += [(photo_scene(rng), "photo") for _ in range(per_kind)]
+    return out
