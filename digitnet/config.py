@@ -161,6 +161,7 @@ class TrainingConfig:
     steps_per_execution: int = 10  # fewer Python round-trips per epoch
     early_stopping_patience: int = 0  # epochs without val_accuracy gain before stopping; 0 = off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    outliers: float = 0.0  # extra share of each batch: generated non-digits, uniform targets
 
     def check(self) -> None:
         _require("training.epochs", self.epochs >= 1, "an integer >= 1", self.epochs)
@@ -183,6 +184,8 @@ class TrainingConfig:
         _require("training.early_stopping_patience", self.early_stopping_patience >= 0,
                  "an integer >= 0", self.early_stopping_patience)
         self.augment.check()
+        _require("training.outliers", 0 <= self.outliers <= 1, "a number in [0, 1]",
+                 self.outliers)
 
 
 @dataclass(frozen=True)

@@ -123,12 +123,20 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
         batches = tf.reshape(order[: steps * batch], (steps, batch))
         return tf.data.Dataset.from_tensor_slices(batches)
 
+    extra = round(training.outliers * batch)
+    others = tf.constant(outlier_images(training.seed)) if extra else None
+
     def gather(step, idx):
-        batch_images = (tf.cast(tf.gather(images, idx), tf.float32) / PIXEL_MAX)[..., None]
+        batch_images, batch_labels = tf.gather(images, idx), tf.gather(labels, idx)
+        seed = tf.stack([tf.constant(training.seed, tf.int64), step])
+        if extra:  # outlier exposure: non-digits whose target is "any digit, equally"
+            pick = tf.random.stateless_uniform([extra], seed, 0, len(others), tf.int32)
+            batch_images = tf.concat([batch_images, tf.gather(others, pick)], 0)
+            batch_labels = tf.concat([batch_labels, tf.fill([extra, 10], 0.1)], 0)
+        batch_images = (tf.cast(batch_images, tf.float32) / PIXEL_MAX)[..., None]
         if training.augment.enabled:  # seeded by the global step: identical after a resume
-            seed = tf.stack([tf.constant(training.seed, tf.int64), step])
             batch_images = augment_batch(batch_images, training.augment, seed)
-        return batch_images, tf.gather(labels, idx)
+        return batch_images, batch_labels
 
     # No autotuning: its background thread made tearing the pipeline down take up to 2 s.
     options = tf.data.Options()
@@ -138,6 +146,25 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
             .map(gather)
             .prefetch(2)
             .with_options(options))
+
+
+def outlier_images(seed: int) -> np.ndarray:
+    """The generated non-digits for outlier exposure, made once per seed and kept in the cache
+    folder (making them takes some seconds)."""
+    from digitnet.data import cache_dir
+    from digitnet.training.outliers import BANK_VERSION, outlier_bank
+
+    path = cache_dir() / f"outliers-v{BANK_VERSION}-seed{seed}.npy"
+    with contextlib.suppress(OSError, ValueError, EOFError):
+        bank = np.load(path)
+        if bank.dtype == np.uint8 and bank.ndim == 3 and bank.shape[1:] == (28, 28):
+            return bank
+    bank = outlier_bank(seed=seed)
+    with contextlib.suppress(OSError, DigitnetError):  # unwritable: it costs the time next run
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with layout.atomic_path(path) as tmp:
+            np.save(tmp, bank)
+    return bank
 
 
 def fit(model, splits: Splits, config: Config, run_dir: Path, first_epoch: int = 0,
