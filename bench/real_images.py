@@ -38,7 +38,7 @@ from digitnet.evaluation.calibration import expected_calibration_error  # noqa: 
 from digitnet.inference.predict import DEFAULT_MIN_CONFIDENCE, predict  # noqa: E402
 
 DEFAULT_REALDIGITS = REPO.parent / "shared" / "data" / "realdigits-dev"
-THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
+THRESHOLDS = (0.0, 0.3, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
 RENDERED = 300  # rendered MNIST test digits
 
 

@@ -21,8 +21,9 @@ from digitnet.evaluation.calibration import (
 from digitnet.evaluation.evaluate import evaluate, format_report
 from digitnet.inference.classifier import LiteRTClassifier
 from digitnet.runs import layout
+from digitnet.runs.layout import checkpoint_file
 from digitnet.training.model import build_model
-from digitnet.training.resume import checkpoint_file, resume_config
+from digitnet.training.resume import resume_config
 from digitnet.training.train import train_and_evaluate
 from tests.conftest import runs_root
 

@@ -39,7 +39,7 @@ def installed_fonts() -> list[Path]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_font(path: Path | None, size: int):
     return ImageFont.truetype(str(path), size) if path else ImageFont.load_default(size=size)
 

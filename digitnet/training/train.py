@@ -99,14 +99,17 @@ def steps_per_epoch(num_examples: int, training: TrainingConfig) -> int:
     return max(num_examples // training.batch_size // per_call * per_call, 1)
 
 
-def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, first_epoch: int):
+def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, first_epoch: int,
+                     outliers: np.ndarray | None = None):
     """An endless tf.data stream of shuffled one-hot batches, epoch after epoch.
 
     `x` holds uint8 images (N, 28, 28); each batch becomes float32 (B, 28, 28, 1) in [0, 1] as
     it is drawn, the same values as `to_model_input`, so the pipeline holds a quarter of the
     bytes (copying 172 MB of float32 into TensorFlow took 0.2 s of every run's first epoch).
     Each epoch's order is a pure function of (seed, epoch), so a resumed run sees exactly the
-    batches an uninterrupted run would have seen.
+    batches an uninterrupted run would have seen. With `outliers` (uint8 non-digits) and
+    `training.outliers` > 0, each batch also gets that share of them, drawn by the global step,
+    with the uniform distribution as their target (outlier exposure).
     """
     import tensorflow as tf
 
@@ -123,14 +126,16 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
         batches = tf.reshape(order[: steps * batch], (steps, batch))
         return tf.data.Dataset.from_tensor_slices(batches)
 
-    extra = round(training.outliers * batch)
-    others = tf.constant(outlier_images(training.seed)) if extra else None
+    extra = round(training.outliers * batch) if outliers is not None else 0
+    others = tf.constant(outliers) if extra else None
 
     def gather(step, idx):
         batch_images, batch_labels = tf.gather(images, idx), tf.gather(labels, idx)
         seed = tf.stack([tf.constant(training.seed, tf.int64), step])
         if extra:  # outlier exposure: non-digits whose target is "any digit, equally"
-            pick = tf.random.stateless_uniform([extra], seed, 0, len(others), tf.int32)
+            pick = tf.random.stateless_uniform(
+                [extra], tf.random.experimental.stateless_fold_in(seed, 1), 0, len(others),
+                tf.int32)
             batch_images = tf.concat([batch_images, tf.gather(others, pick)], 0)
             batch_labels = tf.concat([batch_labels, tf.fill([extra, 10], 0.1)], 0)
         batch_images = (tf.cast(batch_images, tf.float32) / PIXEL_MAX)[..., None]
@@ -173,9 +178,10 @@ def fit(model, splits: Splits, config: Config, run_dir: Path, first_epoch: int =
     from digitnet.training.validation import EagerValidation
 
     training = config.training
+    outliers = outlier_images(training.seed) if training.outliers else None  # data, not training
     started = time.perf_counter()
     model.fit(
-        training_batches(splits.x_train, splits.y_train, training, first_epoch),
+        training_batches(splits.x_train, splits.y_train, training, first_epoch, outliers),
         steps_per_epoch=steps_per_epoch(len(splits.x_train), training),
         epochs=training.epochs, initial_epoch=first_epoch,
         callbacks=[EagerValidation(to_model_input(splits.x_val), splits.y_val), *callbacks],

@@ -1,0 +1,57 @@
+"""Outlier exposure: generated non-digits join each batch with the uniform distribution as target."""
+
+import numpy as np
+
+from digitnet.config import TrainingConfig
+from digitnet.data import to_model_input
+from digitnet.training.outliers import outlier_bank
+from digitnet.training.train import outlier_images, training_batches
+
+
+def test_outlier_bank_is_mnist_shaped_seeded_and_centred():
+    bank = outlier_bank(count=12, seed=3)
+    assert bank.dtype == np.uint8 and bank.shape == (12, 28, 28)
+    assert all(image.any() for image in bank)
+    np.testing.assert_array_equal(bank, outlier_bank(count=12, seed=3))
+    assert not np.array_equal(bank, outlier_bank(count=12, seed=4))
+    for image in bank:  # like MNIST: a 4-pixel empty border around a 20x20 box, roughly
+        rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 21
+
+
+def test_batches_add_the_outlier_share_with_uniform_targets():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 30).astype(np.int32)
+    others = outlier_bank(count=6, seed=0)
+    training = TrainingConfig(batch_size=10, seed=1, outliers=0.2)
+    first = [(x.numpy(), y.numpy()) for x, y in
+             training_batches(images, labels, training, 0, others).take(3)]
+    for batch_images, batch_labels in first:
+        assert batch_images.shape == (12, 28, 28, 1)
+        np.testing.assert_allclose(batch_labels[10:], 0.1)
+        assert (batch_labels[:10].max(axis=1) == 1).all()
+        drawn = to_model_input(others)
+        assert all(any(np.array_equal(row, other) for other in drawn)
+                   for row in batch_images[10:])
+    again = [(x.numpy(), y.numpy()) for x, y in
+             training_batches(images, labels, training, 0, others).take(3)]
+    for (a, _), (b, _) in zip(first, again):  # the same outliers for the same steps
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_bank_is_made_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("digitnet.training.outliers.BANK_SIZE", 8)
+    calls = []
+    real = outlier_bank
+
+    def counting(**kwargs):
+        calls.append(kwargs)
+        return real(count=8, **kwargs)
+
+    monkeypatch.setattr("digitnet.training.outliers.outlier_bank", counting)
+    first = outlier_images(seed=2)
+    second = outlier_images(seed=2)
+    np.testing.assert_array_equal(first, second)
+    assert len(calls) == 1 and len(list(tmp_path.glob("outliers-*.npy"))) == 1
