@@ -1,4 +1,4 @@
-"""Outlier exposure: generated non-digits join each batch with the uniform distribution as target."""
+"""Outlier exposure: generated non-digits join each batch, their target the uniform one."""
 
 import numpy as np
 
