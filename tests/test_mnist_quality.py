@@ -74,8 +74,11 @@ def test_litert_export_matches_keras_on_the_whole_test_set(both_paths):
     assert ties.sum() <= MAX_TIES
 
 
-REALDIGITS_MIN_ACCURACY = 0.85  # the default (lesson) model on real photos, scans and drawings
-REALDIGITS_MAX_REFUSED = 0.10  # real digits answered "unknown" at the default --min-confidence
+REALDIGITS_MIN_ACCURACY = 0.92  # the default (lesson) model on real photos, scans and drawings
+REALDIGITS_MAX_REFUSED = 0.05  # real digits answered "unknown" at the default --min-confidence
+NON_DIGITS_MIN_REFUSED = 0.70  # generated non-digits answered "unknown" at the default
+MEDIAN_TOP_PROBABILITY = 0.99  # a clear digit looks as the lesson says: 0.99 or more
+MAX_TEST_ECE = 0.01  # calibrated: confidence within a point of accuracy on the test images
 
 
 def test_default_model_reads_real_handwriting(default_mnist_run, realdigits_dir):
@@ -92,3 +95,23 @@ def test_default_model_reads_real_handwriting(default_mnist_run, realdigits_dir)
                            default_mnist_run))
     share = sum(r.digit is None for r in refused) / len(rows)
     assert share <= REALDIGITS_MAX_REFUSED, f"{share:.1%} of real digits refused"
+
+
+def test_default_model_refuses_things_that_are_not_digits(default_mnist_run, tmp_path):
+    from bench.synthetic import non_digits
+    from digitnet.inference.predict import predict
+
+    paths = []
+    for index, (image, kind) in enumerate(non_digits(seed=1, per_kind=6)):  # not the bench's
+        paths.append(str(tmp_path / f"{kind}-{index}.png"))
+        image.save(paths[-1])
+    results = list(predict(paths, default_mnist_run))
+    share = sum(r.digit is None for r in results) / len(results)
+    assert share >= NON_DIGITS_MIN_REFUSED, f"{share:.1%} of non-digits refused"
+
+
+def test_default_model_is_calibrated(default_mnist_run):
+    metrics = json.loads((default_mnist_run / "metrics.json").read_text())
+    test = metrics["calibration"]["test"]
+    assert test["ece_after"] <= MAX_TEST_ECE < test["ece_before"], test
+    assert test["median_confidence_correct_after"] >= MEDIAN_TOP_PROBABILITY, test

@@ -14,10 +14,10 @@ from digitnet.errors import DigitnetError
 from digitnet.runs import layout
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-# Below this probability the answer is "unknown". Chosen with bench/real_images.py (README,
-# "Saying I don't know"): it refuses every blank or noise image, about half of letters and
-# scribbles, and about 1 in 20 real digits, most of which the model had wrong anyway.
-DEFAULT_MIN_CONFIDENCE = 0.4
+# Below this (calibrated) probability the answer is "unknown". Chosen with bench/real_images.py
+# (docs/predict.md, "Saying I don't know") for models trained with outlier exposure: the default
+# refuses about 4 in 5 generated non-digits and 2-3% of real digits.
+DEFAULT_MIN_CONFIDENCE = 0.65
 BATCH_SIZE = 1024  # images per model call: big enough to amortise the call, small in memory
 
 
