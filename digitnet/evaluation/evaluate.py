@@ -9,7 +9,7 @@ import numpy as np
 from digitnet.config import Config, from_dict
 from digitnet.config import read_yaml as read_config_yaml
 from digitnet.data import load_mnist, resolve_source, split_validation, to_model_input
-from digitnet.errors import InputError
+from digitnet.errors import DigitnetError, InputError
 from digitnet.runs import layout
 
 SPLITS = ("test", "val")
