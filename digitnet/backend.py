@@ -36,3 +36,18 @@ def import_tensorflow_quietly() -> None:
     quiet_backend()
     with silenced_stderr():
         import tensorflow  # noqa: F401
+
+
+def require_extra(module: str, extra: str, purpose: str) -> None:
+    """Fail in one line, naming the pip install that adds `module`, when it is not installed.
+
+    Raises:
+      DigitnetError: e.g. "exporting ONNX needs tf2onnx: pip install 'digitnet[onnx]'".
+    """
+    import importlib.util
+
+    from digitnet.errors import DigitnetError
+
+    if importlib.util.find_spec(module) is None:
+        raise DigitnetError(f"{purpose} needs {module}, which is not installed: "
+                            f"pip install 'digitnet[{extra}]'")

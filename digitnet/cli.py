@@ -19,6 +19,7 @@ import click
 from digitnet import __version__
 from digitnet.backend import import_tensorflow_quietly, quiet_backend
 from digitnet.errors import DigitnetError, InputError
+from digitnet.export import FORMAT_NAMES
 from digitnet.training.interrupt import TrainingInterrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -298,6 +299,38 @@ def predict(images, model, top_k, min_confidence, save_preprocessed, as_json):
             click.echo(format_row(prediction))
     if failed:
         raise click.exceptions.Exit(1)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", required=False, metavar="[RUN_DIR]", type=click.Path(exists=True))
+@click.option("--format", "fmt", required=True, type=click.Choice(FORMAT_NAMES),
+              help="saved-model: TF Serving and TensorFlow; onnx: ONNX Runtime (needs "
+                   "'digitnet[onnx]'); litert: float .tflite; litert-int8: integer-only .tflite.")
+@click.option("--output", type=click.Path(), help="Where to write it [default: beside the model: "
+              "RUN_DIR/model-best-savedmodel/, .onnx, .tflite, -int8.tflite].")
+@data_dir_option
+@json_option
+@user_errors
+def export(run, fmt, output, data_dir, as_json):
+    """Export a run's best model for another runtime, checked against it before it is kept.
+
+    RUN_DIR is a run directory or a .keras file [default: runs/latest]. The export is run on
+    the 10,000 test images and kept only if it agrees with the Keras model (float formats:
+    every probability within 1e-5 and the same digit; litert-int8: test accuracy within 0.2
+    points and at most 30% of the float file's size); otherwise nothing is written and the
+    error says what differed. A JSON card beside it (<export>.json) describes the input and
+    output, the test accuracy, the sha256 of the export and of the .keras file, and versions.
+
+    \b
+    Examples:
+      digitnet export runs/latest --format onnx
+      digitnet export --format litert-int8 --output phone/digits.tflite
+    """
+    import_tensorflow_quietly()
+    from digitnet.export.pipeline import export_model, format_exported
+
+    exported = export_model(run, fmt, output, data_dir)
+    click.echo(json.dumps(exported.card) if as_json else format_exported(exported))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from digitnet.export.verify import PARITY, tied
 from tests.conftest import REPO, runs_root
 
 pytestmark = pytest.mark.mnist
@@ -31,7 +32,6 @@ def test_one_epoch_cnn_reaches_99_percent(tmp_path, mnist_dir):
     assert result.metrics["test_accuracy"] >= ONE_EPOCH_CNN_MIN_TEST_ACCURACY, result.metrics
 
 
-PARITY = 1e-5  # LiteRT and Keras probabilities agree this closely (issue: within 1e-5)
 MAX_TIES = 5  # test images whose top two are within 2 * PARITY: a near-tie, either digit
 
 
@@ -44,12 +44,6 @@ def both_paths(default_mnist_run, mnist_dir):
     images = to_model_input(load_mnist(str(mnist_dir)).x_test)
     return (KerasClassifier(default_mnist_run / "model-best.keras").predict(images),
             LiteRTClassifier(default_mnist_run / "model-best.tflite").predict(images))
-
-
-def tied(probabilities):
-    """Images whose top two are within 2 * PARITY: each may move PARITY, so either may win."""
-    top_two = np.sort(probabilities, axis=1)[:, -2:]
-    return top_two[:, 1] - top_two[:, 0] <= 2 * PARITY
 
 
 def test_evaluate_agrees_with_training_metrics(default_mnist_run, both_paths):

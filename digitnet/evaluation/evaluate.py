@@ -112,14 +112,16 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
     """Evaluate a run's best model (or a .keras file) and save the report in the run directory.
 
     Args:
-      model_or_run: a run directory, a .keras file, or None for runs/latest.
+      model_or_run: a run directory, a model file (.keras, .tflite, .onnx), a SavedModel
+        folder, or None for runs/latest.
       split: "test" or "val" (the run's own held-out validation images).
       data_dir: an IDX folder or .npz, or None for $DIGITNET_DATA_DIR, the run's config, or a
         download.
 
     Returns:
-      The report from `score`, plus the model path and the split; for a run, also its most
-      confident mistakes, the plots drawn into RUN_DIR/plots/ and where the report was saved.
+      The report from `score`, plus the model path and the split; for a run's own model, also
+      its most confident mistakes, the plots drawn into RUN_DIR/plots/ and where the report
+      was saved.
     """
     from digitnet.inference.classifier import load_classifier
 
@@ -132,7 +134,9 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
     probabilities = classifier.predict(images)
     report = {"model": str(model_path), "split": split, **score(probabilities, labels),
               "calibration": calibration_report(probabilities, labels, run_temperature(run_dir))}
-    if run_dir is not None:  # a bare .keras file has nowhere to keep plots: none for it
+    # only the run's own model is the run's evaluation: a bare .keras file has nowhere to keep
+    # plots, and an export (.onnx, int8 .tflite, SavedModel) is scored without replacing it
+    if run_dir is not None and model_path in own_models(run_dir):
         from digitnet.evaluation.plots import confident_mistakes, write_evaluation_plots
 
         report["mistakes"] = confident_mistakes(probabilities, labels)
@@ -152,6 +156,11 @@ def calibration_lines(calibration: dict | None) -> list[str]:
         line += (f"\n          (temperature {calibration['temperature']:.3f}; before it: ECE "
                  f"{calibration['before']['ece']:.2%}, NLL {calibration['before']['nll']:.4f})")
     return [line]
+
+
+def own_models(run_dir: Path) -> tuple[Path, Path]:
+    """The run's best model and the LiteRT file training wrote beside it."""
+    return run_dir / layout.BEST_MODEL, run_dir / layout.BEST_LITERT
 
 
 def format_report(report: dict) -> str:

@@ -1,1 +1,18 @@
-"""Exporting a trained model to other runtimes."""
+"""Exporting a trained model to other runtimes, each export checked against the Keras model.
+
+One module per format, each with the same small interface:
+
+  FORMAT             the name `digitnet export --format` takes
+  SUFFIX             the default file name's ending after the model's stem ("" for a folder)
+  LIBRARIES          the packages whose versions the export's card records
+  write(model, path, representative)
+                     write the export of a Keras model at `path` (representative: training
+                     images, for formats that quantize)
+
+`pipeline` exports, verifies (`verify`) and writes the card (`card`); only a verified export
+is moved into place.
+"""
+
+# The --format names, in the order the CLI lists them (pipeline.FORMATS maps each to its module;
+# named here so that `digitnet export --help` imports nothing).
+FORMAT_NAMES = ("saved-model", "onnx", "litert", "litert-int8")

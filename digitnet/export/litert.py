@@ -1,4 +1,4 @@
-"""Export a trained model to LiteRT (.tflite), so predict can run without TensorFlow."""
+"""LiteRT (.tflite, float32): phones, microcontrollers, and predict without TensorFlow."""
 
 from __future__ import annotations
 
@@ -6,7 +6,19 @@ import contextlib
 import io
 from pathlib import Path
 
+import numpy as np
+
 from digitnet.runs import layout
+
+FORMAT = "litert"
+SUFFIX = layout.LITERT_SUFFIX
+LIBRARIES = ("tensorflow", "ai-edge-litert")
+
+
+def write(model, path: Path, representative: np.ndarray | None = None) -> None:
+    """Write `model` as a float32 LiteRT flatbuffer at `path` (representative: unused)."""
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter chats on stdout
+        model.export(str(path), format="litert", verbose=False)
 
 
 def export_litert(model, path: Path) -> Path:
@@ -19,6 +31,6 @@ def export_litert(model, path: Path) -> Path:
     Returns:
       The path written.
     """
-    with layout.atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()):
-        model.export(str(tmp), format="litert", verbose=False)  # the converter chats on stdout
+    with layout.atomic_path(path) as tmp:
+        write(model, tmp)
     return path

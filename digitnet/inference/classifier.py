@@ -1,7 +1,10 @@
 """Load a trained model for inference: images in, ten probabilities out.
 
 A run's `model-best.tflite` (LiteRT) answers without importing TensorFlow, in a tenth of a second;
-a `.keras` file without one falls back to Keras, which takes a few seconds to import.
+a `.keras` file without one falls back to Keras, which takes a few seconds to import. The files
+`digitnet export` writes load here too: `.onnx` (onnxruntime, no TensorFlow), int8 `.tflite`
+(the interpreter, quantizing the input and dequantizing the output) and SavedModel folders
+(TensorFlow, through the serving signature).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet.backend import silenced_stderr
+from digitnet.backend import require_extra, silenced_stderr
 from digitnet.errors import DigitnetError
 from digitnet.runs.layout import KERAS_SUFFIX, litert_path
 
@@ -62,8 +65,10 @@ class LiteRTClassifier:
         except (ValueError, RuntimeError) as error:
             raise DigitnetError(f"{path}: cannot load LiteRT model ({first_line(error)})") from None
         self.path = path
-        self.input = self.interpreter.get_input_details()[0]["index"]
-        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.input_name = self.interpreter.get_input_details()[0]["name"]
+        self.input, self.input_type, self.input_scale = tensor_details(
+            self.interpreter.get_input_details()[0])
+        self.output, _, self.output_scale = tensor_details(self.interpreter.get_output_details()[0])
         self.batch = 0
 
     def resize(self, batch: int) -> None:
@@ -91,23 +96,118 @@ class LiteRTClassifier:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         self.resize(len(batch))
-        self.interpreter.set_tensor(self.input, batch)
+        self.interpreter.set_tensor(self.input, quantize(batch, self.input_type, self.input_scale))
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output).copy()
+        return dequantize(self.interpreter.get_tensor(self.output), self.output_scale)
+
+
+def tensor_details(details: dict) -> tuple[int, type, tuple[float, int]]:
+    """(index, dtype, (scale, zero point)) of an interpreter tensor; scale 0 when float."""
+    return details["index"], details["dtype"], details["quantization"]
+
+
+def quantize(images: np.ndarray, dtype: type, scale: tuple[float, int]) -> np.ndarray:
+    """Float images as a quantized model's input: round(x / scale) + zero point, clipped."""
+    if not scale[0]:
+        return images
+    limits = np.iinfo(dtype)
+    quantized = np.round(images / np.float32(scale[0])) + scale[1]
+    return np.clip(quantized, limits.min, limits.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, scale: tuple[float, int]) -> np.ndarray:
+    """A quantized model's output as float32 probabilities: (q - zero point) * scale."""
+    if not scale[0]:
+        return values.copy()
+    return ((values.astype(np.float32) - scale[1]) * np.float32(scale[0])).astype(np.float32)
+
+
+def check_shapes(path: Path, input_shape: list, output_shape: list) -> None:
+    """Refuse a model that does not take (N, 28, 28, 1) images and give (N, 10) probabilities."""
+    if list(input_shape)[1:] != [28, 28, 1] or list(output_shape)[1:] != [10]:
+        raise DigitnetError(f"{path}: expected a model from (N, 28, 28, 1) images to (N, 10) "
+                            f"probabilities, received input {shape_text(input_shape)} and output "
+                            f"{shape_text(output_shape)}")
+
+
+def shape_text(shape: list) -> str:
+    return "(" + ", ".join("N" if not isinstance(n, int) else str(n) for n in shape) + ")"
+
+
+class OnnxClassifier:
+    """An ONNX file run by onnxruntime: no TensorFlow import (needs the `onnx` extra)."""
+
+    def __init__(self, path: Path):
+        require_extra("onnxruntime", "onnx", f"{path}: running ONNX models")
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options,
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own types for a bad file
+            raise DigitnetError(f"{path}: cannot load ONNX model ({first_line(error)})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        check_shapes(path, inputs[0].shape, outputs[0].shape)
+        self.path = path
+        self.input = self.input_name = inputs[0].name
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
+        if len(images) == 0:
+            return np.zeros((0, 10), np.float32)
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        return self.session.run(None, {self.input: images})[0]
+
+
+class SavedModelClassifier:
+    """A SavedModel folder called through its `serving_default` signature, as TF Serving does."""
+
+    def __init__(self, path: Path):
+        from digitnet.backend import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        import tensorflow as tf
+
+        try:
+            self.loaded = tf.saved_model.load(str(path))  # keeps the signature's variables alive
+            self.signature = self.loaded.signatures["serving_default"]
+        except Exception as error:  # TensorFlow raises many types for a bad folder
+            raise DigitnetError(f"{path}: cannot load SavedModel ({type(error).__name__}: "
+                                f"{first_line(error)})") from None
+        (self.input, spec), = self.signature.structured_input_signature[1].items()
+        (self.output, result), = self.signature.structured_outputs.items()
+        check_shapes(path, spec.shape.as_list(), result.shape.as_list())
+        self.path = path
+        self.input_name = self.input
+
+    def predict(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
+        import tensorflow as tf
+
+        images = np.asarray(images, dtype=np.float32)
+        chunks = [self.signature(**{self.input: tf.constant(images[i: i + batch_size])})
+                  [self.output].numpy() for i in range(0, len(images), batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
 
 
 def load_classifier(path: Path, backend: str = "auto"):
     """The classifier for a model file.
 
     Args:
-      path: a .keras or .tflite file.
+      path: a .keras, .tflite (float or int8) or .onnx file, or a SavedModel folder.
       backend: "auto" (the .tflite beside a .keras file when present, else Keras), "keras" or
-        "litert".
+        "litert"; it only matters for a .keras file.
 
     Returns:
       An object whose `predict(images)` returns (N, 10) probabilities.
     """
     path = Path(path)
+    if path.is_dir():
+        return SavedModelClassifier(path)
+    if path.suffix == ".onnx":
+        return OnnxClassifier(path)
     beside = litert_path(path)
     if backend == "keras" or (backend == "auto" and path.suffix == KERAS_SUFFIX
                               and not beside.is_file()):

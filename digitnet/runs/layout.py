@@ -59,6 +59,9 @@ RUNNING, INTERRUPTED, FINISHED, FAILED = "running", "interrupted", "finished", "
 CHECKPOINT_NAME = re.compile(r"epoch-(\d{4,})\.(keras|json)")
 TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.\w+")  # atomic_path's temporary files
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # state.json's "updated"
+# what predict and evaluate accept as a model file, besides a SavedModel folder (digitnet export)
+MODEL_SUFFIXES = (KERAS_SUFFIX, LITERT_SUFFIX, ".onnx")
+SAVED_MODEL_FILE = "saved_model.pb"  # marks a SavedModel folder
 
 
 class WriteError(DigitnetError):
@@ -193,16 +196,19 @@ def resolve_run(path: str | Path | None) -> Path:
 
 
 def resolve_model(path: str | Path | None) -> tuple[Path, Path | None]:
-    """(model file, run directory or None) for a run directory, a model file, or runs/latest."""
+    """(model file, run directory or None) for a run directory, a model file, a SavedModel
+    folder (`digitnet export`'s), or runs/latest."""
     path = resolve_run(path)
-    if path.is_dir():
+    saved_model = (path / SAVED_MODEL_FILE).is_file()
+    if path.is_dir() and not saved_model:
         model = path / BEST_MODEL
         if not model.is_file():
             raise DigitnetError(f"{path}: no {BEST_MODEL} in this run directory "
                                 f"(is it a digitnet run that finished an epoch?)")
         return model, path
-    if path.suffix not in (KERAS_SUFFIX, LITERT_SUFFIX):
-        raise DigitnetError(f"{path}: expected a run directory, a .keras or a .tflite model file")
+    if not saved_model and path.suffix not in MODEL_SUFFIXES:
+        raise DigitnetError(f"{path}: expected a run directory, a SavedModel folder, or a "
+                            f"{', '.join(MODEL_SUFFIXES)} model file")
     run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
     return path, run_dir
 
