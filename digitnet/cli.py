@@ -106,7 +106,9 @@ class OneLineErrors(click.Group):
             sys.exit(error.exit_code)
         except click.UsageError as error:
             hint = f" Try '{error.ctx.command_path} --help'." if error.ctx else ""
-            click.echo(f"Error: {error.format_message()}{hint}", err=True)
+            message = " ".join(error.format_message().split())  # Click lists choices on lines
+            end = "" if message.endswith((".", "?", "!")) else "."
+            click.echo(f"Error: {message}{end}{hint}", err=True)
             sys.exit(error.exit_code)
         except click.ClickException as error:
             error.show()
