@@ -17,7 +17,7 @@ from digitnet.errors import DigitnetError
 from digitnet.export import FORMAT_NAMES, litert_int8, onnx, pipeline, verify
 from digitnet.export.card import card_path, tree_sha256
 from digitnet.inference.classifier import KerasClassifier, load_classifier
-from digitnet.training.resume import file_sha256
+from digitnet.runs.layout import file_sha256
 from tests.conftest import synthetic_digits
 
 EXPORTED_NAMES = {"saved-model": "model-best-savedmodel", "onnx": "model-best.onnx",
