@@ -246,8 +246,9 @@ def show_dry_run(config, data_dir: str | None, device: str) -> None:
 def evaluate(run, split, data_dir, as_json):
     """Score a run's best model: accuracy, loss, per-class precision/recall/F1, confusion matrix.
 
-    RUN is a run directory or a .keras file [default: runs/latest]. The report is also saved
-    as evaluation-<split>.json in the run directory, and its plots (confusion matrices,
+    RUN is a run directory or a model file (.keras; or .tflite, .onnx or a SavedModel folder
+    from `digitnet export`) [default: runs/latest]. For a run's own model the report is also
+    saved as evaluation-<split>.json in the run directory, and its plots (confusion matrices,
     per-digit accuracy, learning curves, most confident mistakes) as PNGs in RUN_DIR/plots/.
 
     \b
@@ -265,7 +266,8 @@ def evaluate(run, split, data_dir, as_json):
 @cli.command(context_settings=CONTEXT)
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", type=click.Path(exists=True),
-              help="Run directory or .keras file [default: runs/latest].")
+              help="Run directory, .keras, .tflite or .onnx file, or SavedModel folder "
+                   "[default: runs/latest].")
 @click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
               help="How many of the most probable digits to show.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,

@@ -16,7 +16,7 @@ def run(*args, input=None):
     return CliRunner().invoke(cli, list(args), input=input)
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["export"]])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_every_command_has_help(command, flag):
     result = run(*command, flag)
