@@ -98,20 +98,27 @@ def run_measure(fmt: str, path: Path, args) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def table(files: dict, results: dict[str, list[dict]], args) -> str:
+def times(ratio: float) -> str:
+    """A speed-up as people read it: 0.74x, 26x, 18,800x."""
+    return f"{ratio:,.0f}x" if ratio >= 100 else f"{ratio:.2g}x"
+
+
+def table(files: dict, results: dict[str, list[dict]], batch: int) -> str:
+    """A Markdown table: each format's medians, and Keras' time / its time in brackets."""
     keys = ("import_s", "load_s", "single_ms", "batch_ms")
     median = {fmt: {k: statistics.median(r[k] for r in rows) for k in keys}
               for fmt, rows in results.items()}
     base = median["keras"]
-    lines = [f"| format | file | import s | load s | 1 image ms | {args.batch} images ms | "
-             f"export + verify s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    keras_bytes = size(files["keras"][0])
+    lines = [f"| format | file kB | import s | load s | 1 image ms | {batch} images ms | "
+             f"export + check s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for fmt, numbers in median.items():
         path, export_s = files[fmt]
-        cells = [f"{numbers[k]:.3g} ({numbers[k] / base[k]:.2f}x)" for k in keys]
-        bytes_ = size(path)
-        lines.append(f"| {fmt} | {bytes_ / 1e3:,.0f} kB ({bytes_ / size(files['keras'][0]):.2f}x) "
-                     f"| {' | '.join(cells)} | {export_s:.1f} |" if fmt != "keras" else
-                     f"| {fmt} | {bytes_ / 1e3:,.0f} kB | {' | '.join(cells)} | - |")
+        cells = [f"{numbers[k]:.3g} ({times(base[k] / numbers[k])})" for k in keys]
+        share = f" ({size(path) / keras_bytes:.2f})" if fmt != "keras" else ""
+        seconds = f"{export_s:.1f}" if fmt != "keras" else "-"
+        lines.append(f"| {fmt} | {size(path) / 1e3:,.0f}{share} | {' | '.join(cells)} | "
+                     f"{seconds} |")
     return "\n".join(lines)
 
 
@@ -122,6 +129,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--single", type=int, default=200, help="one-image calls to time")
     parser.add_argument("--batch", type=int, default=1000, help="images in the batch call")
+    parser.add_argument("--save", metavar="FILE", help="also write the raw numbers as JSON")
     parser.add_argument("--measure", nargs=2, metavar=("FORMAT", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -134,8 +142,13 @@ def main() -> None:
             for fmt, (path, _) in files.items():
                 results[fmt].append(run_measure(fmt, path, args))
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; medians of "
-              f"{args.rounds} rounds, each a fresh process per format; (Nx) = ratio to Keras")
-        print(table(files, results, args))
+              f"{args.rounds} rounds, each a fresh process per format; (N) after a size: its "
+              f"share of the .keras file; (Nx) after a time: Keras' time / this one")
+        print(table(files, results, args.batch))
+        if args.save:
+            Path(args.save).write_text(json.dumps({"files": {f: [str(p), s] for f, (p, s)
+                                                             in files.items()},
+                                                   "results": results}, indent=2))
 
 
 if __name__ == "__main__":

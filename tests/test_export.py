@@ -228,6 +228,9 @@ def test_float_check_allows_a_near_tie_only():
     (["--format", "litert-int8", "--output", "model.onnx"], 1,
      "Error: --output model.onnx: expected a file name ending in .tflite for --format "
      "litert-int8\n"),
+    (["--format", "litert-int8", "--output", "model-best.tflite"], 1,
+     "Error: --output model-best.tflite: predict and evaluate take this file for "
+     "model-best.keras's float LiteRT twin; choose another name\n"),
     (["--format", "saved-model", "--output", "config.yaml"], 1,
      "Error: --output config.yaml: is a file; a SavedModel is a folder\n"),
     (["--format", "saved-model", "--output", "checkpoints"], 1,

@@ -5,6 +5,7 @@ One module per format, each with the same small interface:
   FORMAT             the name `digitnet export --format` takes
   SUFFIX             the default file name's ending after the model's stem ("" for a folder)
   LIBRARIES          the packages whose versions the export's card records
+  NEEDS              modules of an optional extra it needs (checked before any work)
   write(model, path, representative)
                      write the export of a Keras model at `path` (representative: training
                      images, for formats that quantize)

@@ -13,6 +13,7 @@ from digitnet.runs import layout
 FORMAT = "litert"
 SUFFIX = layout.LITERT_SUFFIX
 LIBRARIES = ("tensorflow", "ai-edge-litert")
+NEEDS = ()  # nothing beyond the base install
 
 
 def write(model, path: Path, representative: np.ndarray | None = None) -> None:

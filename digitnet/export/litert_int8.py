@@ -18,6 +18,7 @@ from digitnet.backend import silenced_stderr
 FORMAT = "litert-int8"
 SUFFIX = "-int8.tflite"
 LIBRARIES = ("tensorflow", "ai-edge-litert")
+NEEDS = ()  # nothing beyond the base install
 
 
 def write(model, path: Path, representative: np.ndarray) -> None:

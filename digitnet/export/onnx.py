@@ -14,17 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet.backend import require_extra
-
 FORMAT = "onnx"
 SUFFIX = ".onnx"
 LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime")
+NEEDS = ("tf2onnx", "onnx", "onnxruntime")  # the `onnx` extra: converter, format, and the check
 
 
 def write(model, path: Path, representative: np.ndarray | None = None) -> None:
     """Write `model` as an ONNX file at `path` (representative: unused)."""
-    for module in ("tf2onnx", "onnx"):
-        require_extra(module, "onnx", "exporting ONNX")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)  # one INFO line per graph pass
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # tf2onnx's numpy 2 FutureWarnings

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digitnet.backend import require_extra
 from digitnet.errors import DigitnetError
 from digitnet.export import card, litert, litert_int8, onnx, saved_model, verify
 from digitnet.runs import layout
@@ -38,8 +39,11 @@ def default_output(keras_path: Path, module) -> Path:
     return keras_path.with_name(keras_path.stem + module.SUFFIX)
 
 
-def check_output(target: Path, module) -> None:
+def check_output(target: Path, module, keras_path: Path) -> None:
     """Refuse an --output the format cannot be written to, before any work is done."""
+    if module is litert_int8 and target.resolve() == layout.litert_path(keras_path).resolve():
+        raise DigitnetError(f"--output {target}: predict and evaluate take this file for "
+                            f"{keras_path.name}'s float LiteRT twin; choose another name")
     if module is saved_model:
         if target.is_file() or target.is_symlink():
             raise DigitnetError(f"--output {target}: is a file; a SavedModel is a folder")
@@ -120,7 +124,7 @@ def verified(module, staged: Path, model, reference, images, labels, folder: Pat
     if module is litert_int8:
         float_file = folder / "float" / "model.tflite"  # the size the int8 file is held to
         float_file.parent.mkdir()
-        litert.write(model, float_file)
+        write(litert, model, float_file, None)
         check = verify.check_int8(reference, exported, labels, staged.stat().st_size,
                                   float_file.stat().st_size)
     else:
@@ -149,11 +153,13 @@ def export_model(run: str | Path | None, fmt: str, output: str | Path | None = N
     from digitnet.inference.classifier import KerasClassifier
 
     module = FORMATS[fmt]
+    for name in module.NEEDS:
+        require_extra(name, "onnx", f"exporting {fmt.upper()}")
     keras_path, run_dir = layout.resolve_model(run)
-    if keras_path.suffix != ".keras":
+    if keras_path.suffix != layout.KERAS_SUFFIX:
         raise DigitnetError(f"{keras_path}: export needs a run directory or a .keras model file")
     target = Path(output) if output is not None else default_output(keras_path, module)
-    check_output(target, module)
+    check_output(target, module, keras_path)
     model = KerasClassifier(keras_path).model
     images, labels, representative = test_and_training_images(run_dir, data_dir)
     # before writing: Keras' ONNX export refuses a model that has never been called

@@ -15,6 +15,7 @@ import numpy as np
 FORMAT = "saved-model"
 SUFFIX = "-savedmodel"
 LIBRARIES = ("tensorflow", "keras")
+NEEDS = ()  # nothing beyond the base install
 
 
 def write(model, path: Path, representative: np.ndarray | None = None) -> None:
