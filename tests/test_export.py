@@ -59,6 +59,7 @@ def test_export_is_kept_beside_the_model_with_its_card(exports, export_run, fmt)
     assert card["source"] == {"file": "model-best.keras",
                               "sha256": file_sha256(export_run / "model-best.keras")}
     assert card["input"]["shape"] == ["N", 28, 28, 1] and card["input"]["range"] == [0.0, 1.0]
+    assert "images" in card["input"]["name"]  # whatever models the process loaded before
     assert "preprocess" in card["input"]["from_a_photo"]
     assert card["output"]["shape"] == ["N", 10]
     assert card["verification"]["test_images"] == 20

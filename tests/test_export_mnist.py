@@ -72,9 +72,10 @@ def test_int8_export_keeps_accuracy_in_under_a_third_of_the_size(mnist_exports, 
 def run_alone(code: str, tmp_path, images) -> np.ndarray:
     """Run `code` in a fresh interpreter with images.npy beside it; it writes out.npy."""
     np.save(tmp_path / "images.npy", images)
-    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True,
-                   env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
-                        "CUDA_VISIBLE_DEVICES": ""})
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
+                                            "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
     return np.load(tmp_path / "out.npy")
 
 
@@ -84,7 +85,7 @@ def test_saved_model_serves_through_its_signature_with_tensorflow_alone(
     code = ("import sys, numpy as np, tensorflow as tf\n"
             f"serve = tf.saved_model.load({str(folder)!r}).signatures['serving_default']\n"
             "images = tf.constant(np.load('images.npy'))\n"
-            "np.save('out.npy', serve(input_layer=images)['output_0'].numpy())\n"
+            "np.save('out.npy', serve(images=images)['output_0'].numpy())\n"
             "assert not [m for m in sys.modules if m.startswith('digitnet')]\n")
     assert_matches_keras(run_alone(code, tmp_path, mnist_test_set[0]), keras_probabilities)
 

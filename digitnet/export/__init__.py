@@ -17,3 +17,13 @@ is moved into place.
 # The --format names, in the order the CLI lists them (pipeline.FORMATS maps each to its module;
 # named here so that `digitnet export --help` imports nothing).
 FORMAT_NAMES = ("saved-model", "onnx", "litert", "litert-int8")
+# Every export's input is called this; otherwise Keras names it after the model's InputLayer,
+# which is input_layer_1 rather than input_layer when another model was loaded first.
+INPUT_NAME = "images"
+
+
+def input_signature() -> list:
+    """The exports' input: float32 images (N, 28, 28, 1), named INPUT_NAME."""
+    import tensorflow as tf
+
+    return [tf.TensorSpec((None, 28, 28, 1), tf.float32, name=INPUT_NAME)]

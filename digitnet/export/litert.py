@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digitnet.export import input_signature
 from digitnet.runs import layout
 
 FORMAT = "litert"
@@ -19,7 +20,7 @@ NEEDS = ()  # nothing beyond the base install
 def write(model, path: Path, representative: np.ndarray | None = None) -> None:
     """Write `model` as a float32 LiteRT flatbuffer at `path` (representative: unused)."""
     with contextlib.redirect_stdout(io.StringIO()):  # the converter chats on stdout
-        model.export(str(path), format="litert", verbose=False)
+        model.export(str(path), format="litert", verbose=False, input_signature=input_signature())
 
 
 def export_litert(model, path: Path) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.backend import silenced_stderr
+from digitnet.export import input_signature
 
 FORMAT = "litert-int8"
 SUFFIX = "-int8.tflite"
@@ -37,7 +38,7 @@ def write(model, path: Path, representative: np.ndarray) -> None:
 
     # the converter chats on stdout, and its C++ quantizer on stderr
     with contextlib.redirect_stdout(io.StringIO()), silenced_stderr():
-        model.export(str(path), format="litert", verbose=False,
+        model.export(str(path), format="litert", verbose=False, input_signature=input_signature(),
                      optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=samples,
                      target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
                      inference_input_type=tf.int8, inference_output_type=tf.int8)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from digitnet.export import input_signature
+
 FORMAT = "onnx"
 SUFFIX = ".onnx"
 LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime")
@@ -25,4 +27,4 @@ def write(model, path: Path, representative: np.ndarray | None = None) -> None:
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)  # one INFO line per graph pass
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # tf2onnx's numpy 2 FutureWarnings
-        model.export(str(path), format="onnx", verbose=False)
+        model.export(str(path), format="onnx", verbose=False, input_signature=input_signature())

@@ -1,6 +1,6 @@
 """TensorFlow SavedModel (a folder): TF Serving and TensorFlow programs.
 
-Its `serving_default` (and `serve`) signature takes `input_layer`, float32 (N, 28, 28, 1), and
+Its `serving_default` (and `serve`) signature takes `images`, float32 (N, 28, 28, 1), and
 returns `output_0`, float32 (N, 10) probabilities.
 """
 
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from digitnet.export import input_signature
+
 FORMAT = "saved-model"
 SUFFIX = "-savedmodel"
 LIBRARIES = ("tensorflow", "keras")
@@ -21,4 +23,5 @@ NEEDS = ()  # nothing beyond the base install
 def write(model, path: Path, representative: np.ndarray | None = None) -> None:
     """Write `model` as a SavedModel folder at `path` (representative: unused)."""
     with contextlib.redirect_stdout(io.StringIO()):
-        model.export(str(path), format="tf_saved_model", verbose=False)
+        model.export(str(path), format="tf_saved_model", verbose=False,
+                     input_signature=input_signature())
