@@ -55,7 +55,7 @@ def explicit(name: str, value):
 
 # The flag each library input comes from (InputError.name), to word its errors.
 FLAGS = {"device": "--device", "run directory": "--run-dir", "resumed run": "--resume",
-         "split": "--split", "override": "--set"}
+         "split": "--split", "override": "--set", "output": "--output", "format": "--format"}
 
 
 def cli_message(error: DigitnetError) -> str:
@@ -333,7 +333,7 @@ def export(run, fmt, output, data_dir, as_json):
     import_tensorflow_quietly()
     from digitnet.export.pipeline import export_model, format_exported
 
-    exported = export_model(run, fmt, output, data_dir)
+    exported = export_model(run, fmt, output, explicit("data_dir", data_dir))
     click.echo(json.dumps(exported.card) if as_json else format_exported(exported))
 
 

@@ -225,10 +225,10 @@ def test_float_check_allows_a_near_tie_only():
     ([], 2, "Error: Missing option '--format'. Choose from: saved-model, onnx, litert, "
             "litert-int8. Try 'digitnet export --help'.\n"),
     (["--format", "onnx", "--output", "model.tflite"], 1,
-     "Error: --output model.tflite: expected a file name ending in .onnx for --format onnx\n"),
+     "Error: --output model.tflite: expected a file name ending in .onnx for the onnx format\n"),
     (["--format", "litert-int8", "--output", "model.onnx"], 1,
-     "Error: --output model.onnx: expected a file name ending in .tflite for --format "
-     "litert-int8\n"),
+     "Error: --output model.onnx: expected a file name ending in .tflite for the "
+     "litert-int8 format\n"),
     (["--format", "litert-int8", "--output", "model-best.tflite"], 1,
      "Error: --output model-best.tflite: predict and evaluate take this file for "
      "model-best.keras's float LiteRT twin; choose another name\n"),

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.backend import require_extra
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, InputError
 from digitnet.export import card, litert, litert_int8, onnx, saved_model, verify
 from digitnet.runs import layout
 
 FORMATS = {module.FORMAT: module for module in (saved_model, onnx, litert, litert_int8)}
+OUTPUT, FORMAT = "output", "format"  # the inputs InputError names (the CLI words them as flags)
 REPRESENTATIVE_IMAGES = 500  # training images that calibrate int8 quantization
 
 
@@ -42,27 +43,27 @@ def default_output(keras_path: Path, module) -> Path:
 def check_output(target: Path, module, keras_path: Path) -> None:
     """Refuse an --output the format cannot be written to, before any work is done."""
     if module is litert_int8 and target.resolve() == layout.litert_path(keras_path).resolve():
-        raise DigitnetError(f"--output {target}: predict and evaluate take this file for "
-                            f"{keras_path.name}'s float LiteRT twin; choose another name")
+        raise InputError(OUTPUT, target, f"predict and evaluate take this file for "
+                         f"{keras_path.name}'s float LiteRT twin; choose another name")
     if module is saved_model:
         if target.is_file() or target.is_symlink():
-            raise DigitnetError(f"--output {target}: is a file; a SavedModel is a folder")
+            raise InputError(OUTPUT, target, "is a file; a SavedModel is a folder")
         if (target.is_dir() and any(target.iterdir())
                 and not (target / layout.SAVED_MODEL_FILE).is_file()):
-            raise DigitnetError(f"--output {target}: a folder that is not empty and holds no "
-                                f"SavedModel (choose a new folder)")
+            raise InputError(OUTPUT, target, "a folder that is not empty and holds no "
+                             "SavedModel (choose a new folder)")
     else:
         wanted = "." + module.SUFFIX.rsplit(".", 1)[-1]  # -int8.tflite -> .tflite
         if target.suffix != wanted:
-            raise DigitnetError(f"--output {target}: expected a file name ending in {wanted} for "
-                                f"--format {module.FORMAT}")
+            raise InputError(OUTPUT, target, f"expected a file name ending in {wanted} for "
+                             f"the {module.FORMAT} format")
         if target.is_dir():
-            raise DigitnetError(f"--output {target}: is a folder; expected a {wanted} file")
+            raise InputError(OUTPUT, target, f"is a folder; expected a {wanted} file")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DigitnetError(f"--output {target}: cannot create its folder "
-                            f"({error.strerror or type(error).__name__})") from None
+        raise InputError(OUTPUT, target, "cannot create its folder "
+                         f"({error.strerror or type(error).__name__})") from None
 
 
 def test_and_training_images(run_dir: Path | None, data_dir: str | None):
@@ -85,8 +86,8 @@ def staging(target: Path):
     try:
         folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     except OSError as error:
-        raise DigitnetError(f"--output {target}: cannot write there "
-                            f"({error.strerror or type(error).__name__})") from None
+        raise InputError(OUTPUT, target, "cannot write there "
+                         f"({error.strerror or type(error).__name__})") from None
     try:
         yield folder
     finally:
@@ -102,8 +103,8 @@ def write(module, model, path: Path, representative: np.ndarray) -> None:
     except DigitnetError:
         raise
     except Exception as error:  # converters raise many types
-        raise DigitnetError(f"--format {module.FORMAT}: the conversion failed "
-                            f"({type(error).__name__}: {first_line(error)})") from None
+        raise InputError(FORMAT, module.FORMAT, "the conversion failed "
+                         f"({type(error).__name__}: {first_line(error)})") from None
 
 
 def move_into_place(staged: Path, target: Path, folder: Path) -> None:
