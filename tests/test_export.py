@@ -2,6 +2,7 @@
 evaluate, nothing kept when the check fails, one-line errors. (Full-MNIST parity and the
 fresh-process runtimes are in test_export_mnist.py.)"""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from PIL import Image
 
 from digitnet.cli import cli
 from digitnet.errors import DigitnetError
-from digitnet.export import FORMAT_NAMES, litert_int8, onnx, pipeline, verify
+from digitnet.export import FORMAT_NAMES, onnx, pipeline, verify
 from digitnet.export.card import card_path, tree_sha256
 from digitnet.inference.classifier import KerasClassifier, load_classifier
 from digitnet.runs.layout import file_sha256
@@ -72,7 +73,7 @@ def test_saved_model_card_hashes_every_file(exports):
     folder = exports["saved-model"].path
     listing = subprocess.run("find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs sha256sum",
                              shell=True, cwd=folder, capture_output=True, text=True, check=True)
-    assert exports["saved-model"].card["sha256"] == __import__("hashlib").sha256(
+    assert exports["saved-model"].card["sha256"] == hashlib.sha256(
         listing.stdout.encode()).hexdigest()
 
 
@@ -299,4 +300,3 @@ def test_int8_litert_quantizes_input_and_output(exports, export_run):
     assert int8.dtype == np.float32 and int8.shape == (40, 10)
     np.testing.assert_allclose(int8.sum(axis=1), 1, atol=0.05)
     assert (int8.argmax(1) == keras.argmax(1)).all()
-    assert litert_int8.SUFFIX.endswith(".tflite")
