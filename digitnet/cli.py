@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -18,8 +20,10 @@ import click
 
 from digitnet import __version__
 from digitnet.backend import import_tensorflow_quietly, quiet_backend
-from digitnet.errors import DigitnetError, InputError
+from digitnet.config import MAX_EPOCHS, MAX_SEED
+from digitnet.errors import DigitnetError, InputError, one_line
 from digitnet.export import FORMAT_NAMES
+from digitnet.inference import DEFAULT_MIN_CONFIDENCE
 from digitnet.training.interrupt import TrainingInterrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -80,9 +84,48 @@ def user_errors(command):
             click.echo(cli_message(stop), err=True)
             raise click.exceptions.Exit(stop.exit_code) from None
         except DigitnetError as error:
-            raise click.ClickException(cli_message(error)) from None
+            raise click.ClickException(one_line(cli_message(error))) from None
 
     return wrapper
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and infinities (Click's compares nan as in range)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return number
+
+
+class ClosedPipeSafe:
+    """A text stream that, once its reader has gone (`digitnet train | head -1`), sends the
+    rest of the output to os.devnull instead of failing: the command goes on quietly."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # what is still buffered goes there too
+        os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 data_dir_option = click.option(
@@ -108,12 +151,15 @@ class OneLineErrors(click.Group):
             hint = f" Try '{error.ctx.command_path} --help'." if error.ctx else ""
             message = " ".join(error.format_message().split())  # Click lists choices on lines
             end = "" if message.endswith((".", "?", "!")) else "."
-            click.echo(f"Error: {message}{end}{hint}", err=True)
+            click.echo(f"Error: {one_line(message)}{end}{hint}", err=True)
             sys.exit(error.exit_code)
         except click.ClickException as error:
             error.show()
             sys.exit(error.exit_code)
-        except click.Abort:
+        except click.Abort as error:
+            if isinstance(error.__cause__, KeyboardInterrupt):  # Ctrl-C: 130, as for train
+                click.echo("Interrupted", err=True)
+                sys.exit(130)
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -148,13 +194,14 @@ def cli():
               help="YAML config holding only what it changes (see configs/).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config value; repeatable (e.g. --set training.seed=3).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Shortcut for training.epochs.")
+@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), help="Shortcut for training.epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Shortcut for training.batch_size.")
-@click.option("--seed", type=click.IntRange(min=0), help="Shortcut for training.seed.")
-@click.option("--lr", "learning_rate", type=float, metavar="RATE",
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), help="Shortcut for training.seed.")
+@click.option("--lr", "learning_rate", type=FiniteFloatRange(), metavar="RATE",
               help="Shortcut for training.learning_rate (the peak rate).")
 @click.option("--run-dir", type=click.Path(file_okay=False),
-              help="Directory for this run [default: runs/<timestamp>].")
+              help="Directory for this run [default: runs/<timestamp>; $DIGITNET_RUNS_DIR "
+                   "moves runs/].")
 @data_dir_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
               show_default=True, help="gpu fails if TensorFlow sees none; auto prefers a GPU.")
@@ -177,7 +224,8 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
     """Train a model and write a run directory.
 
     The run directory holds the resolved config, the best and last models, the per-epoch
-    history, the final metrics and a manifest; runs/latest points at the newest run.
+    history, the final metrics and a manifest; runs/latest points at the newest run
+    ($DIGITNET_RUNS_DIR moves runs/).
     Ctrl-C (or SIGTERM) stops at the next step and keeps the last completed epoch;
     --resume continues from it exactly.
 
@@ -209,6 +257,9 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
         click.echo(save_config(config), nl=False)
         return
     import_tensorflow_quietly()
+    from digitnet.training.model import check_model
+
+    check_model(config.model, config.training.batch_size)  # before any run directory exists
     if dry_run:
         show_dry_run(config, explicit("data_dir", data_dir), device)
         return
@@ -247,7 +298,8 @@ def evaluate(run, split, data_dir, as_json):
     """Score a run's best model: accuracy, loss, per-class precision/recall/F1, confusion matrix.
 
     RUN is a run directory or a model file (.keras; or .tflite, .onnx or a SavedModel folder
-    from `digitnet export`) [default: runs/latest]. For a run's own model the report is also
+    from `digitnet export`) [default: runs/latest, where $DIGITNET_RUNS_DIR moves runs/]. For
+    a run's own model the report is also
     saved as evaluation-<split>.json in the run directory, and its plots (confusion matrices,
     per-digit accuracy, learning curves, most confident mistakes) as PNGs in RUN_DIR/plots/.
 
@@ -267,11 +319,11 @@ def evaluate(run, split, data_dir, as_json):
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", type=click.Path(exists=True),
               help="Run directory, .keras, .tflite or .onnx file, or SavedModel folder "
-                   "[default: runs/latest].")
+                   "[default: runs/latest; $DIGITNET_RUNS_DIR moves runs/].")
 @click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
               help="How many of the most probable digits to show.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
-              help="Below this probability the answer is 'unknown'.")
+@click.option("--min-confidence", type=FiniteFloatRange(0, 1), default=DEFAULT_MIN_CONFIDENCE,
+              show_default=True, help="Below this probability the answer is 'unknown'.")
 @click.option("--save-preprocessed", type=click.Path(file_okay=False),
               help="Write the 28x28 image the model saw for each input into this folder.")
 @json_option
@@ -287,18 +339,17 @@ def predict(images, model, top_k, min_confidence, save_preprocessed, as_json):
     Example:
       digitnet predict photo.jpg drawings/ --top-k 2 --json
     """
-    from digitnet.inference.predict import DEFAULT_MIN_CONFIDENCE, format_row
+    from digitnet.inference.predict import format_row
     from digitnet.inference.predict import predict as predict_images
 
     quiet_backend()
-    threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
     failed = 0
-    for prediction in predict_images(images, model, top_k, threshold, save_preprocessed):
+    for prediction in predict_images(images, model, top_k, min_confidence, save_preprocessed):
         failed += prediction.error is not None
         if as_json:
             click.echo(json.dumps(prediction.to_json()))
         elif prediction.error is not None:
-            click.echo(f"Error: {prediction.error}", err=True)
+            click.echo(f"Error: {one_line(prediction.error)}", err=True)
         else:
             click.echo(format_row(prediction))
     if failed:
@@ -347,7 +398,8 @@ def report(run_dir, data_dir):
     The page is self-contained and holds the metrics, the learning curves, the confusion
     matrices, per-digit scores, the most confident mistakes, the config and the manifest; images
     are inlined, so it opens from the file with no network or server. A run not yet evaluated
-    on the test images is evaluated first. RUN_DIR defaults to runs/latest.
+    on the test images is evaluated first. RUN_DIR defaults to runs/latest ($DIGITNET_RUNS_DIR
+    moves runs/).
 
     \b
     Example:
@@ -370,7 +422,7 @@ def report(run_dir, data_dir):
 @json_option
 @user_errors
 def runs(folder, as_json):
-    """List the runs in DIR (default runs/), newest first.
+    """List the runs in DIR (default runs/, or $DIGITNET_RUNS_DIR), newest first.
 
     Shows each run's status (finished, running, interrupted, failed, or broken with what is
     wrong), config name, epochs, test accuracy, training time and start date.
@@ -438,4 +490,5 @@ def serve(model, host, port, workers, max_body, min_confidence, batching):
 
 def main() -> None:
     """Console-script entry point."""
+    sys.stdout, sys.stderr = ClosedPipeSafe(sys.stdout), ClosedPipeSafe(sys.stderr)
     cli(prog_name="digitnet")

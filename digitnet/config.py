@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
-from digitnet.errors import DigitnetError, InputError
+from digitnet.errors import DigitnetError, InputError, clip, shown
 
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (inside keras.utils.set_random_seed) takes no more
+MAX_EPOCHS = 1_000_000  # far beyond any useful run; keeps step counts inside int64
 NUM_CLASSES = 10  # the ten digits: the last layer must output this many probabilities
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "linear", "softmax")
 
@@ -32,7 +34,7 @@ class OverrideError(InputError, ConfigError):
 def _require(key: str, ok: bool, expected: str, value: Any) -> None:
     """Raise ConfigError naming `key` unless `ok`."""
     if not ok:
-        raise ConfigError(f"{key}: expected {expected}, received {value!r}")
+        raise ConfigError(f"{key}: expected {expected}, received {shown(value)}")
 
 
 # ---- model layers: one small frozen class per layer type --------------------------------------
@@ -164,7 +166,8 @@ class TrainingConfig:
     outliers: float = 0.0  # extra share of each batch: generated non-digits, uniform targets
 
     def check(self) -> None:
-        _require("training.epochs", self.epochs >= 1, "an integer >= 1", self.epochs)
+        _require("training.epochs", 1 <= self.epochs <= MAX_EPOCHS,
+                 f"an integer in 1..{MAX_EPOCHS}", self.epochs)
         _require("training.batch_size", self.batch_size >= 1, "an integer >= 1", self.batch_size)
         _require("training.optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}",
                  self.optimizer)
@@ -178,7 +181,8 @@ class TrainingConfig:
                  self.weight_decay)
         _require("training.label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)",
                  self.label_smoothing)
-        _require("training.seed", self.seed >= 0, "an integer >= 0", self.seed)
+        _require("training.seed", 0 <= self.seed <= MAX_SEED, f"an integer in 0..{MAX_SEED}",
+                 self.seed)
         _require("training.steps_per_execution", self.steps_per_execution >= 1,
                  "an integer >= 1", self.steps_per_execution)
         _require("training.early_stopping_patience", self.early_stopping_patience >= 0,
@@ -256,7 +260,7 @@ def _build(cls: type, values: Any, key: str) -> Any:
     for name, value in values.items():
         path = f"{key}.{name}" if key else str(name)
         if name not in fields:
-            raise ConfigError(f"{path}: unknown key (expected one of {', '.join(fields)})")
+            raise ConfigError(f"{clip(path)}: unknown key (expected one of {', '.join(fields)})")
         kwargs[name] = _build_field(cls, fields[name], value, path)
     return cls(**kwargs)
 
@@ -284,7 +288,7 @@ def _build_layers(values: Any, key: str) -> tuple:
     for index, raw in enumerate(values):
         path = f"{key}.{index}"
         _require(path, isinstance(raw, dict) and "type" in raw, "a mapping with a 'type'", raw)
-        cls = LAYER_TYPES.get(raw["type"])
+        cls = LAYER_TYPES.get(raw["type"]) if isinstance(raw["type"], str) else None
         _require(f"{path}.type", cls is not None, f"one of {tuple(LAYER_TYPES)}", raw["type"])
         layers.append(_build(cls, raw, path))
     return tuple(layers)
@@ -310,33 +314,100 @@ def _merge(base: dict, update: dict) -> dict:
 # ---- files and overrides ------------------------------------------------------------------------
 
 
+YAML_MAX_DEPTH = 20  # a config nests 4 deep (model.layers.0.units); deeper is a mistake
+YAML_MAX_BYTES = 1 << 20  # a config file is a few hundred bytes
+
+
+class StrictYAMLError(yaml.MarkedYAMLError):
+    """YAML that parses but that a config never needs: aliases, duplicate keys, deep nesting."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (a few lines of them can expand to gigabytes), keys given
+    twice (the last would win silently) and nesting deeper than YAML_MAX_DEPTH."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise StrictYAMLError(problem="YAML aliases (*name) are not supported; write the "
+                                          "value out", problem_mark=mark)
+        self.depth += 1
+        if self.depth > YAML_MAX_DEPTH:
+            raise StrictYAMLError(problem=f"nested deeper than {YAML_MAX_DEPTH} levels",
+                                  problem_mark=self.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                raise StrictYAMLError(problem=f"key {shown(key)} given twice",
+                                      problem_mark=key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as Python values, strictly (see StrictLoader).
+
+    Raises:
+      yaml.YAMLError: invalid YAML; StrictYAMLError for what StrictLoader refuses.
+    """
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """Where and what a YAML error is, in a few words."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark else ""
+    if isinstance(error, StrictYAMLError):
+        return f"{error.problem}{where}"
+    return f"invalid YAML{where}"
+
+
 def read_yaml(path: str | Path) -> dict:
     """Parse a YAML mapping, turning every failure into a one-line ConfigError."""
+    from digitnet.inputs import read_small_file
+
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read config file ({error})") from None
+        values = parse_yaml(read_small_file(path, YAML_MAX_BYTES, "config file", ConfigError))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read config file (not UTF-8 text)") from None
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from None
+        raise ConfigError(f"{path}: {yaml_problem(error)}") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping of sections, received {values!r}")
+        raise ConfigError(f"{path}: expected a YAML mapping of sections, received {shown(values)}")
     return values
+
+
+def read_config(path: str | Path) -> Config:
+    """A run's saved config.yaml as a checked Config; errors name the file."""
+    try:
+        return from_dict(read_yaml(path))
+    except ConfigError as error:
+        message = str(error)
+        prefix = f"{path}: "
+        raise ConfigError(message if message.startswith(prefix) else prefix + message) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split 'section.key=value' into its key path and YAML-parsed value."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise OverrideError("override", repr(text), "expected section.key=value")
+        raise OverrideError("override", shown(text), "expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
+    except StrictYAMLError as error:
+        raise ConfigError(f"{key.strip()}: {error.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -346,25 +417,34 @@ def _apply_override(values: dict, path: list[str], value: Any) -> None:
     """Set values[path] in place, indexing lists by number (model.layers.1.units)."""
     node: Any = values
     for depth, part in enumerate(path[:-1]):
-        node = _step(node, part, ".".join(path[: depth + 1]))
+        node = _step(node, part, ".".join(path[:depth]), ".".join(path[: depth + 1]))
     last = path[-1]
+    _require_container(node, ".".join(path[:-1]))
     if isinstance(node, list):
         node[_list_index(node, last, ".".join(path))] = value
     else:
         node[last] = value
 
 
-def _step(node: Any, part: str, key: str) -> Any:
+def _require_container(node: Any, key: str) -> None:
+    """Refuse to set a key inside a value that is not a section or a list (e.g. `training: null`
+    in the file, then --set training.epochs=1)."""
+    _require(key or "config", isinstance(node, (dict, list)), "a mapping of keys to values", node)
+
+
+def _step(node: Any, part: str, parent: str, key: str) -> Any:
+    _require_container(node, parent)
     if isinstance(node, list):
         return node[_list_index(node, part, key)]
-    if not isinstance(node, dict) or part not in node:
-        raise ConfigError(f"{key}: unknown key")
+    if part not in node:
+        raise ConfigError(f"{clip(key)}: unknown key")
     return node[part]
 
 
 def _list_index(node: list, part: str, key: str) -> int:
-    ok = part.isdigit() and int(part) < len(node)
-    _require(key, ok, f"a list index in 0..{len(node) - 1}", part)
+    ok = part.isascii() and part.isdigit() and int(part) < len(node)
+    expected = f"a list index in 0..{len(node) - 1}" if node else "no index (the list is empty)"
+    _require(key, ok, expected, part)
     return int(part)
 
 

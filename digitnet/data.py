@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import urllib.request
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ IDX_FILES = {  # split -> (images, labels), the canonical names
 PIXEL_MAX = 255.0  # uint8 pixels are divided by this into the models' [0, 1] (here and in train)
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # 0x00000803 (uint8, 3 dims), 0x00000801 (uint8, 1 dim)
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MAX_DEFLATE_RATIO = 1032  # deflate's limit: no gzip or zip member inflates more than this
 
 
 class DataError(DigitnetError):
@@ -109,41 +111,69 @@ def find_idx_file(folder: Path, name: str) -> Path:
     raise DataError(f"{folder}: missing {name}[.gz] (expected the four MNIST IDX files)")
 
 
-def read_payload(path: Path) -> tuple[bytes, str]:
-    """The file's content, gunzipped when its name ends in .gz, and the file's sha256."""
+def open_idx(path: Path):
+    """A binary stream of the IDX file's content, gunzipped as read when its name ends in .gz."""
     try:
-        raw = path.read_bytes()
-        payload = gzip.decompress(raw) if path.suffix == ".gz" else raw
-    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def read_bytes(stream, path: Path, count: int) -> bytes:
+    """Up to `count` bytes of an open IDX file; a failure (a bad gzip stream) names the file."""
+    try:
+        return stream.read(count)
+    except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read ({error})") from None
-    return payload, hashlib.sha256(raw).hexdigest()
 
 
-def parse_idx(payload: bytes, path: Path, magic: int, ndim: int) -> np.ndarray:
-    """Decode one uint8 IDX array, checking its magic number and length."""
-    header = 4 + 4 * ndim
-    if len(payload) < header:
-        raise DataError(f"{path}: truncated IDX header ({len(payload)} bytes)")
-    found = int.from_bytes(payload[:4], "big")
+def read_idx_header(stream, path: Path, magic: int, ndim: int) -> tuple[int, ...]:
+    """The shape an IDX header gives, after checking its magic number."""
+    header = read_bytes(stream, path, 4 + 4 * ndim)
+    if len(header) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({len(header)} bytes)")
+    found = int.from_bytes(header[:4], "big")
     if found != magic:
         raise DataError(f"{path}: bad IDX magic number {found:#010x}, expected {magic:#010x}")
-    shape = tuple(int.from_bytes(payload[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape))
-    if len(payload) != expected:
-        raise DataError(f"{path}: {len(payload)} bytes, expected {expected} for shape {shape} "
-                        f"(truncated or corrupt)")
-    return np.frombuffer(payload, dtype=np.uint8, offset=header).reshape(shape)
+    return tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+
+
+def read_idx_body(stream, path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The uint8 array of `shape` that follows the header: exactly that many bytes are read,
+    and only when the file can hold them, so a corrupt header or a gzip bomb costs no memory."""
+    header, size = 4 + 4 * len(shape), math.prod(shape)
+    stored = path.stat().st_size
+    # deflate inflates at most MAX_DEFLATE_RATIO-fold: more than that cannot be in the file
+    room = stored * MAX_DEFLATE_RATIO if path.suffix == ".gz" else stored - header
+    if size > room:
+        raise DataError(f"{path}: its header gives shape {shape} ({header + size} bytes), more "
+                        f"than its {stored} bytes can hold (truncated or corrupt)")
+    payload = read_bytes(stream, path, size)
+    if len(payload) != size:
+        raise DataError(f"{path}: {header + len(payload)} bytes, expected {header + size} for "
+                        f"shape {shape} (truncated or corrupt)")
+    if read_bytes(stream, path, 1):
+        raise DataError(f"{path}: longer than the {header + size} bytes its header gives for "
+                        f"shape {shape} (corrupt)")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
 def load_idx_split(folder: Path, split: str, files: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of one split from an IDX folder, hashing each file into `files`."""
-    arrays = []
-    for name, magic, ndim in zip(IDX_FILES[split], (IMAGE_MAGIC, LABEL_MAGIC), (3, 1)):
-        path = find_idx_file(folder, name)
-        payload, files[str(path)] = read_payload(path)
-        arrays.append(parse_idx(payload, path, magic, ndim))
-    images, labels = arrays
-    check_arrays(images, labels, f"{folder} ({split})")
+    """Images and labels of one split from an IDX folder, hashing each file into `files`.
+
+    Both headers are read first: counts that differ are refused before any pixel is read.
+    """
+    paths = [find_idx_file(folder, name) for name in IDX_FILES[split]]
+    where = f"{folder} ({split})"
+    with open_idx(paths[0]) as image_stream, open_idx(paths[1]) as label_stream:
+        image_shape = read_idx_header(image_stream, paths[0], IMAGE_MAGIC, 3)
+        label_shape = read_idx_header(label_stream, paths[1], LABEL_MAGIC, 1)
+        check_shapes(image_shape, label_shape, where)
+        images = read_idx_body(image_stream, paths[0], image_shape)
+        labels = read_idx_body(label_stream, paths[1], label_shape)
+    for path in paths:
+        files[str(path)] = sha256_file(path)
+    check_arrays(images, labels, where)
     return images, labels
 
 
@@ -163,27 +193,56 @@ def load_npz(path: Path) -> Mnist:
         raise DataError(f"{path}: not a readable .npz file (not a zip archive of "
                         f"{', '.join(NPZ_KEYS)})")
     try:
+        check_npz_members(path)
         with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in NPZ_KEYS if key not in archive.files]
-            if missing:
-                raise DataError(f"{path}: missing arrays {missing} (expected {list(NPZ_KEYS)})")
             arrays = {key: archive[key] for key in NPZ_KEYS}
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(f"{path}: not a readable .npz file ({first_line(error)})") from None
     check_arrays(arrays["x_train"], arrays["y_train"], f"{path} (train)")
     check_arrays(arrays["x_test"], arrays["y_test"], f"{path} (test)")
     return Mnist(**arrays, files={str(path): sha256_file(path)}, source=str(path))
 
 
+def check_shapes(images: tuple, labels: tuple, where: str, dtype: str = "uint8") -> None:
+    """Reject shapes that are not N 28x28 uint8 images with N labels: from headers, before
+    reading any data, or from arrays."""
+    if len(images) != 3 or tuple(images[1:]) != (28, 28) or dtype != "uint8":
+        raise DataError(f"{where}: images must be uint8 of shape (N, 28, 28), "
+                        f"got {dtype} {tuple(images)}")
+    if images[0] == 0:
+        raise DataError(f"{where}: no images (0 of shape (28, 28))")
+    if len(labels) != 1 or labels[0] != images[0]:
+        raise DataError(f"{where}: {images[0]} images but labels of shape {tuple(labels)}")
+
+
+def check_npz_members(path: Path) -> None:
+    """Check each array's .npy header against its size in the archive before numpy reads it:
+    a header claiming more than the member holds (or than its compressed bytes can inflate
+    to) would make numpy allocate that much first."""
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        missing = [key for key in NPZ_KEYS if f"{key}.npy" not in names]
+        if missing:
+            raise DataError(f"{path}: missing arrays {missing} (expected {list(NPZ_KEYS)})")
+        for key in NPZ_KEYS:
+            info = archive.getinfo(f"{key}.npy")
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+                held = info.file_size - member.tell()
+            claimed = math.prod(shape) * dtype.itemsize
+            if claimed != held or info.file_size > info.compress_size * MAX_DEFLATE_RATIO + 1024:
+                raise DataError(f"{path}: {key} claims shape {shape} of {dtype} ({claimed} "
+                                f"bytes) but holds {held} bytes (truncated or corrupt)")
+
+
 def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> None:
     """Reject arrays that are not N 28x28 uint8 images with N labels in 0-9."""
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-        raise DataError(f"{where}: images must be uint8 of shape (N, 28, 28), "
-                        f"got {images.dtype} {images.shape}")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f"{where}: {len(images)} images but labels of shape {labels.shape}")
+    check_shapes(images.shape, labels.shape, where, str(images.dtype))
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise DataError(f"{where}: labels must be in 0-9, found {labels.min()}..{labels.max()}")
 
@@ -197,7 +256,12 @@ def download_mnist(url: str = MNIST_URL, sha256: str = MNIST_SHA256) -> Path:
     target = cache_dir() / "mnist.npz"
     if target.is_file() and sha256_file(target) == sha256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{target.parent}: cannot make the download cache folder "
+                        f"({error.strerror}); set ${CACHE_DIR_ENV} to a folder, or "
+                        f"${DATA_DIR_ENV} to a local copy of MNIST") from None
     log.info("Downloading MNIST from %s to %s (set $%s to use a local copy)", url, target,
              DATA_DIR_ENV)
     handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
@@ -235,9 +299,13 @@ def to_model_input(images: np.ndarray) -> np.ndarray:
 
 def split_validation(mnist: Mnist, validation_size: int, seed: int) -> Splits:
     """Hold out a seeded random `validation_size` images of the training set for validation."""
-    if not 0 < validation_size < len(mnist.x_train):
-        raise DataError(f"data.validation_size: expected 1..{len(mnist.x_train) - 1}, "
-                        f"received {validation_size}")
+    count = len(mnist.x_train)
+    if count < 2:
+        raise DataError(f"{mnist.source}: only {count} training image; at least 2 are needed "
+                        f"(one to train on, one to validate)")
+    if not 0 < validation_size < count:
+        raise DataError(f"data.validation_size: expected 1..{count - 1} (the {count} training "
+                        f"images of {mnist.source} less one), received {validation_size}")
     order = np.random.default_rng(seed).permutation(len(mnist.x_train))
     val, train = order[:validation_size], order[validation_size:]
     return Splits(

@@ -1,12 +1,18 @@
 """The exceptions that the CLI turns into a one-line `Error: ...`.
 
 The library names config keys, files and its own parameters; only the CLI knows which flag a
-value came from, so `InputError` keeps the input's name apart for the CLI to word.
+value came from, so `InputError` keeps the input's name apart for the CLI to word. The helpers
+below keep every message one short line whatever the user handed in.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+SHOWN_MAX = 80  # characters of a received value quoted in a message
+LINE_MAX = 1000  # characters of a whole message line (file names included)
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # what would break or colour a line
 
 
 class DigitnetError(Exception):
@@ -27,3 +33,43 @@ class InputError(DigitnetError):
     def __init__(self, name: str, value: object, problem: str):
         super().__init__(f"{name} {value}: {problem}")
         self.name, self.value, self.problem = name, value, problem
+
+
+def clip(text: str, limit: int = SHOWN_MAX) -> str:
+    """`text` cut to about `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def shown(value) -> str:
+    """A received value as a message quotes it: its repr, cut when long."""
+    try:
+        text = repr(value)
+    except RecursionError:  # a structure nested deeper than repr can go
+        text = f"<{type(value).__name__} nested too deep to show>"
+    return clip(text)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (newlines, tabs, escape sequences) written as escapes,
+    so that a file name or value can never split a line or colour a terminal."""
+    return CONTROL.sub(lambda match: repr(match[0])[1:-1], text)
+
+
+def one_line(text: str) -> str:
+    """A message as printed: control characters escaped, the line bounded."""
+    return clip(printable(text), LINE_MAX)
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, trimmed to whole sentences within `limit`
+    characters when that leaves some (else cut with '...'): errors stay one readable line."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    if len(line) <= limit:
+        return line
+    end = line.rfind(". ", 0, limit)
+    return line[: end + 1] if end > 0 else line[:limit].rstrip() + "..."

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet.config import Config, from_dict
-from digitnet.config import read_yaml as read_config_yaml
+from digitnet.config import Config, read_config
 from digitnet.data import load_mnist, resolve_source, split_validation, to_model_input
 from digitnet.errors import DigitnetError, InputError
 from digitnet.runs import layout
@@ -95,7 +94,7 @@ def run_config(run_dir: Path | None) -> Config:
     """The run's own config, so the split matches training; the defaults for a bare model."""
     if run_dir is None:
         return Config()
-    return from_dict(read_config_yaml(run_dir / layout.CONFIG_FILE))
+    return read_config(run_dir / layout.CONFIG_FILE)
 
 
 def load_split(config: Config, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ import collections
 import itertools
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -209,9 +210,11 @@ def start_worker() -> None:
     """Set up a worker process: one OpenCV thread, as the pool already keeps every CPU busy.
 
     The caller's process keeps OpenCV's default, a thread per CPU: one photo at a time is a
-    tenth quicker with them (MNIST-size images are too small to be split at all).
+    tenth quicker with them (MNIST-size images are too small to be split at all). Ctrl-C is
+    for the caller, which stops the pool: a worker that took it too would print a traceback.
     """
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @atexit.register

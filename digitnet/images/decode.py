@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digitnet.errors import DigitnetError
+from digitnet.inputs import not_regular_reason
 
 MAX_PIXELS = 50_000_000  # larger images are refused before any pixel is decoded
 SVG_SUFFIXES = (".svg", ".svgz")
@@ -80,10 +81,13 @@ def decode(source, name: str, draft_side: int | None) -> Image.Image:
 def check_file(name: str) -> None:
     """Refuse what is not a non-empty, readable, non-SVG file before handing it to Pillow."""
     path = Path(name)
-    if not path.exists():
+    reason = not_regular_reason(name)  # a FIFO would block the read below forever
+    if reason == "not found":
         raise DigitnetError(f"{name}: file not found")
     if path.is_dir():
         raise DigitnetError(f"{name}: is a folder, not an image file")
+    if reason is not None:
+        raise DigitnetError(f"{name}: {reason}")
     try:
         with path.open("rb") as file:
             head = file.read(512)
@@ -129,7 +133,7 @@ def read_plain_png(name: str) -> np.ndarray | None:
     MNIST-style exports are. Any other file, or any doubt, gives None, and load_image then
     decodes, checks and explains as for every image.
     """
-    if name.lower().endswith(SVG_SUFFIXES):
+    if name.lower().endswith(SVG_SUFFIXES) or not_regular_reason(name) is not None:
         return None
     try:
         with open(name, "rb") as file:

@@ -16,16 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.backend import require_extra, silenced_stderr
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, first_line
 from digitnet.runs.layout import KERAS_SUFFIX, litert_path
 
 LITERT_BATCH = 256  # fixed input batch for the interpreter; the last chunk is padded
-
-
-def first_line(error: Exception) -> str:
-    """The first line of an exception's message, trimmed: errors stay one line."""
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 class KerasClassifier:

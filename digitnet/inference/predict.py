@@ -10,14 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, printable
+from digitnet.inference import DEFAULT_MIN_CONFIDENCE
 from digitnet.runs import layout
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-# Below this (calibrated) probability the answer is "unknown". Chosen with bench/real_images.py
-# (docs/predict.md, "Saying I don't know") for models trained with outlier exposure: the default
-# refuses about 4 in 5 generated non-digits and 2-3% of real digits.
-DEFAULT_MIN_CONFIDENCE = 0.65
 BATCH_SIZE = 1024  # images per model call: big enough to amortise the call, small in memory
 
 
@@ -147,8 +144,9 @@ def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int =
 
 def format_row(prediction: Prediction) -> str:
     """One table row: file, digit, probability, top-k (or the error)."""
+    name = printable(prediction.file)  # a newline in a file name must not split the row
     if prediction.error is not None:
-        return f"{prediction.file}  error: {prediction.error}"
+        return f"{name}  error: {printable(prediction.error)}"
     digit = "unknown" if prediction.digit is None else str(prediction.digit)
     others = "  ".join(f"{t['digit']}:{t['probability']:.3f}" for t in prediction.top_k)
-    return f"{prediction.file}  {digit:>7}  {prediction.probability:.3f}  [{others}]"
+    return f"{name}  {digit:>7}  {prediction.probability:.3f}  [{others}]"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digitnet.config import Config, _require, from_dict, load_config, read_yaml, to_dict
+from digitnet.config import Config, _require, load_config, read_config, to_dict
 from digitnet.errors import InputError
 from digitnet.runs import layout
 
@@ -44,7 +44,7 @@ def resume_config(run_dir: str | Path, config_file: str | None = None,
     if not (run_dir / layout.CONFIG_FILE).is_file():
         raise InputError(RESUMED, run_dir, f"no {layout.CONFIG_FILE} (not a digitnet run "
                                            f"directory, or it was stopped before training started)")
-    run = from_dict(read_yaml(run_dir / layout.CONFIG_FILE))
+    run = read_config(run_dir / layout.CONFIG_FILE)
     now = load_config(config_file, overrides, shortcuts, base=run)
     differences = config_differences(run, now)
     if differences:

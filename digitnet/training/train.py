@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import __version__
-from digitnet.config import Config, TrainingConfig, from_dict, read_yaml, save_config
+from digitnet.config import Config, TrainingConfig, read_config, save_config
 from digitnet.data import (
     PIXEL_MAX,
     Splits,
@@ -281,11 +281,14 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
     Returns:
       (config with its data source resolved, splits, the checkpoint to resume from or None).
     """
+    from digitnet.training.model import check_model
+
+    check_model(config.model, config.training.batch_size)  # the CLI checks before it makes run_dir
     device_name = select_device(device)
     seed_everything(config.training.seed, config.training.jit_compile)
     if resume:
         # Checked again under the lock: the run may have finished since the CLI looked.
-        check_more_to_do(run_dir, from_dict(read_yaml(run_dir / layout.CONFIG_FILE)), config)
+        check_more_to_do(run_dir, read_config(run_dir / layout.CONFIG_FILE), config)
         data_dir = resume_source(data_dir, config)
     config, mnist, splits = load_data(config, data_dir)
     log.info("Training on %s; run directory %s", device_name, run_dir)
