@@ -83,7 +83,7 @@ def test_evaluate_a_keras_file(tiny_run, tiny_data_dir):
      "Error: training.batch_size: expected an integer, received 'big'\n"),
     (["train", "--set", "nothing"], 1, "Error: --set 'nothing': expected section.key=value\n"),
     (["train", "--epochs", "0"], 2, "Error: Invalid value for '--epochs': 0 is not in the "
-                                    "range x>=1. Try 'digitnet train --help'.\n"),
+                                    "range 1<=x<=1000000. Try 'digitnet train --help'.\n"),
     (["train", "--device", "tpu"], 2, "Error: Invalid value for '--device': 'tpu' is not one of"),
     (["train", "--config", "missing.yaml"], 2, "Error: Invalid value for '--config': File "
      "'missing.yaml' does not exist. Try 'digitnet train --help'.\n"),

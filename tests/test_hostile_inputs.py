@@ -425,3 +425,12 @@ def test_row17_control_characters_in_file_names_are_escaped(tiny_run, tmp_path):
     assert rows[0].startswith(str(tmp_path / "two\\nlines.png") + "  ")
     assert rows[1] == (f"Error: {tmp_path / 'bad'}\\x1b[31m.png: not an image file (cannot "
                        f"identify image format)")
+
+
+def test_row2_runs_lists_a_run_whose_config_has_aliases_as_broken(tiny_run, tmp_path):
+    copy = copy_run(tiny_run, tmp_path / "runs")
+    (copy / "config.yaml").write_text(billion_laughs(9))
+    result = run("runs", str(tmp_path / "runs"), "--json")
+    assert result.exit_code == 0
+    [listed] = json.loads(result.output)
+    assert (listed["status"], listed["problem"]) == ("broken", "config.yaml unreadable or corrupt")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from digitnet.config import parse_yaml
 from digitnet.errors import DigitnetError
 from digitnet.runs import layout
 from digitnet.runs.layout import FINISHED, INTERRUPTED, RUNNING, read_state
@@ -71,7 +72,7 @@ def describe_run(run_dir: Path) -> dict:
     accuracy and training time are given for finished runs only.
     """
     run_dir = Path(run_dir)
-    config, config_problem = read_mapping(run_dir / layout.CONFIG_FILE, yaml.safe_load)
+    config, config_problem = read_mapping(run_dir / layout.CONFIG_FILE, parse_yaml)  # no aliases
     manifest, manifest_problem = read_mapping(run_dir / layout.MANIFEST_FILE, json.loads)
     metrics, metrics_problem = read_mapping(run_dir / layout.METRICS_FILE, json.loads)
     status = RUNNING if is_locked(run_dir) else run_status(run_dir)
