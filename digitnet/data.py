@@ -234,6 +234,9 @@ def check_npz_members(path: Path) -> None:
                                else np.lib.format.read_array_header_2_0)
                 shape, _, dtype = read_header(member)
                 held = info.file_size - member.tell()
+            if dtype.hasobject:
+                raise DataError(f"{path}: not a readable .npz file ({key} holds Python objects, "
+                                f"which would need pickle)")
             claimed = math.prod(shape) * dtype.itemsize
             if claimed != held or info.file_size > info.compress_size * MAX_DEFLATE_RATIO + 1024:
                 raise DataError(f"{path}: {key} claims shape {shape} of {dtype} ({claimed} "

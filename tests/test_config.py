@@ -84,7 +84,7 @@ def test_saved_config_round_trips():
                             "early_stopping_patience, augment, outliers)"),
     (("trainin.epochs=3",), "trainin: unknown key"),
     (("training.epochs=three",), "training.epochs: expected an integer, received 'three'"),
-    (("training.epochs=0",), "training.epochs: expected an integer >= 1, received 0"),
+    (("training.epochs=0",), "training.epochs: expected an integer in 1..1000000, received 0"),
     (("training.epochs=2.5",), "training.epochs: expected an integer, received 2.5"),
     (("training.jit_compile=1",), "training.jit_compile: expected true or false, received 1"),
     (("training.learning_rate=fast",),

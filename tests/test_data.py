@@ -176,7 +176,8 @@ def test_validation_size_must_fit(tmp_path):
     mnist = load_mnist(str(write_idx_dir(tmp_path, train=40, test=10)))
     with pytest.raises(DataError) as error:
         split_validation(mnist, 40, seed=0)
-    assert str(error.value) == "data.validation_size: expected 1..39, received 40"
+    assert str(error.value) == (f"data.validation_size: expected 1..39 (the 40 training images of "
+                                f"{tmp_path} less one), received 40")
 
 
 def test_text_file_as_npz_does_not_mention_pickling(tmp_path):
