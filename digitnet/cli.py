@@ -92,6 +92,8 @@ def user_errors(command):
 class FiniteFloatRange(click.FloatRange):
     """A FloatRange that refuses nan and infinities (Click's compares nan as in range)."""
 
+    name = "float"
+
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):

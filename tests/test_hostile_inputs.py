@@ -290,11 +290,11 @@ def test_row12_min_confidence_must_be_a_finite_number(tiny_run, tmp_path, value,
 
 
 @pytest.mark.parametrize("command, mentions", [
-    ("train", ["$DIGITNET_RUNS_DIR", "$DIGITNET_DATA_DIR", "$DIGITNET_CACHE_DIR"]),
-    ("evaluate", ["$DIGITNET_RUNS_DIR", "$DIGITNET_DATA_DIR", "$DIGITNET_CACHE_DIR", ".tflite"]),
-    ("predict", ["$DIGITNET_RUNS_DIR", ".tflite", "[default: 0.4; 0<=x<=1]"]),
-    ("report", ["$DIGITNET_RUNS_DIR", "$DIGITNET_DATA_DIR", "$DIGITNET_CACHE_DIR"]),
-    ("runs", ["$DIGITNET_RUNS_DIR"]),
+    ("train", ["DIGITNET_RUNS_DIR", "DIGITNET_DATA_DIR", "DIGITNET_CACHE_DIR"]),
+    ("evaluate", ["DIGITNET_RUNS_DIR", "DIGITNET_DATA_DIR", "DIGITNET_CACHE_DIR", ".tflite"]),
+    ("predict", ["DIGITNET_RUNS_DIR", ".tflite", "[default: 0.4; 0<=x<=1]"]),
+    ("report", ["DIGITNET_RUNS_DIR", "DIGITNET_DATA_DIR", "DIGITNET_CACHE_DIR"]),
+    ("runs", ["DIGITNET_RUNS_DIR"]),
 ])
 def test_row13_help_names_the_environment_and_defaults(command, mentions):
     result = run(command, "--help")
@@ -377,7 +377,7 @@ def test_row14_a_cache_dir_that_is_a_file(tiny_run, tmp_path, monkeypatch):
     shutil.copy(tiny_run / "model-best.keras", bare)
     result = run("evaluate", str(bare))
     assert_one_error(result, f"{blocker}: cannot make the download cache folder (File exists); "
-                             f"set DIGITNET_CACHE_DIR to a folder, or DIGITNET_DATA_DIR to a "
+                             f"set $DIGITNET_CACHE_DIR to a folder, or $DIGITNET_DATA_DIR to a "
                              f"local copy of MNIST")
 
 
