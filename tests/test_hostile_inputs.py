@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from digitnet.cli import cli
 from digitnet.data import DataError, load_mnist
+from digitnet.inference import DEFAULT_MIN_CONFIDENCE
 from tests.conftest import TINY_OVERRIDES, idx_bytes, synthetic_digits, write_idx_dir
 from tests.test_predict import digit_png
 
@@ -286,13 +287,20 @@ def test_row12_min_confidence_must_be_a_finite_number(tiny_run, tmp_path, value,
                              f"predict --help'.", 2)
 
 
+def test_row12_serve_refuses_nan_before_it_starts():
+    result = run("serve", "--min-confidence", "nan")
+    assert_one_error(result, "Invalid value for '--min-confidence': nan is not a finite number. "
+                             "Try 'digitnet serve --help'.", 2)
+
+
 # ---- row 13: --help says where things come from -------------------------------------------------
 
 
 @pytest.mark.parametrize("command, mentions", [
     ("train", ["DIGITNET_RUNS_DIR", "DIGITNET_DATA_DIR", "DIGITNET_CACHE_DIR"]),
     ("evaluate", ["DIGITNET_RUNS_DIR", "DIGITNET_DATA_DIR", "DIGITNET_CACHE_DIR", ".tflite"]),
-    ("predict", ["DIGITNET_RUNS_DIR", ".tflite", "[default: 0.4; 0<=x<=1]"]),
+    ("predict", ["DIGITNET_RUNS_DIR", ".tflite",
+                 f"[default: {DEFAULT_MIN_CONFIDENCE}; 0<=x<=1]"]),
     ("report", ["DIGITNET_RUNS_DIR", "DIGITNET_DATA_DIR", "DIGITNET_CACHE_DIR"]),
     ("runs", ["DIGITNET_RUNS_DIR"]),
 ])
