@@ -44,6 +44,8 @@ def report_progress(quiet: bool = False) -> None:
     logger = logging.getLogger("digitnet")
     logger.handlers[:] = [EchoHandler()]
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not logging.root.handlers:  # else absl's first log call (in a LiteRT export) gives root
+        logging.root.addHandler(logging.NullHandler())  # a stderr handler: every record twice
 
 
 def explicit(name: str, value):
@@ -59,7 +61,8 @@ def explicit(name: str, value):
 
 # The flag each library input comes from (InputError.name), to word its errors.
 FLAGS = {"device": "--device", "run directory": "--run-dir", "resumed run": "--resume",
-         "split": "--split", "override": "--set", "output": "--output", "format": "--format"}
+         "split": "--split", "override": "--set", "output": "--output", "format": "--format",
+         "storage": "--storage", "study": "--study"}
 
 
 def cli_message(error: DigitnetError) -> str:
@@ -488,6 +491,45 @@ def serve(model, host, port, workers, max_body, min_confidence, batching):
     threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
     settings = ServeSettings(max_body=max_body, min_confidence=threshold, batching=batching)
     run_server(model, host, port, workers, settings, announce=lambda line: click.echo(line))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("sweep_file", metavar="SWEEP.yaml", type=click.Path(exists=True, dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1),
+              help="Trials in the whole study, over every worker [default: the file's trials].")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this machine, each training one trial at a time.")
+@click.option("--storage", metavar="URL",
+              help="A database that many machines share, e.g. postgresql://user:pw@host/db "
+                   "[default: sqlite in runs/<sweep>/study.db].")
+@click.option("--study", "study_name", metavar="NAME",
+              help="The study to create or continue; its trials go to runs/NAME/ [default: "
+                   "the sweep's name].")
+@data_dir_option
+@user_errors
+def sweep(sweep_file, trials, jobs, storage, study_name, data_dir):
+    """Search hyperparameters with Optuna: every trial is a run in runs/<sweep>/trial-NNNN/.
+
+    A row per trial is printed as it finishes; at the end runs/<sweep>/best.yaml holds the best
+    config (for `digitnet train --config`) and runs/<sweep>/sweep.html the report page. Ctrl-C
+    stops cleanly and the same command continues the study; with --storage, workers on any
+    number of machines share one study. See docs/sweep.md for the sweep file.
+
+    \b
+    Examples:
+      digitnet sweep configs/sweeps/default-mlp.yaml --trials 30
+      digitnet sweep configs/sweeps/cnn.yaml --jobs 2 --storage postgresql://me:pw@db/sweeps
+    """
+    import_tensorflow_quietly()
+    from digitnet.sweep.runner import run_sweep
+
+    result = run_sweep(sweep_file, trials, jobs, storage, study_name, data_dir)
+    best = result.best
+    if best is None:
+        click.echo(f"No trial completed; report: {result.report}")
+        return
+    click.echo(f"Best: trial {best['number']}, val accuracy {best['value']:.4f} "
+               f"({best['run_dir']}); config: {result.best_config}; report: {result.report}")
 
 
 def main() -> None:

@@ -4,7 +4,9 @@ Used by tests/test_resume.py and bench/resume_exact.py to kill or interrupt trai
 middle of an epoch. At the end of step $DIGITNET_TEST_STEP (or the first step after it) of
 epoch $DIGITNET_TEST_EPOCH (1-based), the child writes the file $DIGITNET_TEST_READY, then
 holds still until the file $DIGITNET_TEST_GO exists or $DIGITNET_TEST_HOLD seconds have passed,
-so that a signal sent on seeing the ready file lands in the middle of that epoch.
+so that a signal sent on seeing the ready file lands in the middle of that epoch. With
+$DIGITNET_TEST_FIT=N only the N-th training in the process (a sweep's N-th trial) is watched;
+$DIGITNET_TEST_NO_LITERT=1 skips each run's LiteRT export (a third of a tiny run's time).
 
     DIGITNET_TEST_READY=/tmp/ready DIGITNET_TEST_EPOCH=3 DIGITNET_TEST_STEP=3 \\
         python tests/train_child.py train --run-dir runs/x ...
@@ -49,19 +51,29 @@ def patch_fit() -> None:
     import digitnet.training.train as train
 
     original = train.fit
+    watched = int(os.environ.get("DIGITNET_TEST_FIT", "1"))
+    calls = []
 
     def fit(model, splits, config, run_dir, first_epoch=0, callbacks=()):
+        calls.append(run_dir)
+        extra = (ready_callback(),) if len(calls) == watched else ()
         return original(model, splits, config, run_dir, first_epoch=first_epoch,
-                        callbacks=(*callbacks, ready_callback()))
+                        callbacks=(*callbacks, *extra))
 
     train.fit = fit
 
 
 if __name__ == "__main__":
-    from digitnet.backend import quiet_backend
+    from digitnet.backend import import_tensorflow_quietly, quiet_backend
     from digitnet.cli import main
 
     quiet_backend()
+    if os.environ.get("DIGITNET_TEST_READY") or os.environ.get("DIGITNET_TEST_NO_LITERT"):
+        import_tensorflow_quietly()  # the patches import it: without its start-up lines
     if os.environ.get("DIGITNET_TEST_READY"):
         patch_fit()
+    if os.environ.get("DIGITNET_TEST_NO_LITERT"):
+        import digitnet.training.train
+
+        digitnet.training.train.export_litert = lambda model, path: path
     main()

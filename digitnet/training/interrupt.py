@@ -40,6 +40,9 @@ class InterruptGuard:
     def __exit__(self, *exc) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+        outer = getattr(self.previous.get(self.signum), "__self__", None)
+        if isinstance(outer, InterruptGuard) and outer.signum is None:
+            outer.signum = self.signum  # a nested guard's signal: the outer loop stops too
 
     def handle(self, signum: int, frame) -> None:
         """Record the first signal; raise on the second."""

@@ -229,7 +229,8 @@ def manifest(config: Config, device: str, files: dict, command: list[str] | None
 
 def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = None,
                        device: str = "auto", command: list[str] | None = None,
-                       resume: bool = False, tensorboard: bool = True) -> TrainResult:
+                       resume: bool = False, tensorboard: bool = True,
+                       callbacks: tuple = ()) -> TrainResult:
     """Train `config` into `run_dir`, or continue it, then test the best model.
 
     SIGINT and SIGTERM stop training at the next step and mark the run interrupted; its last
@@ -244,6 +245,7 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
       command: the command line to record in the manifest.
       resume: continue `run_dir` from its last good checkpoint.
       tensorboard: log each epoch's loss, accuracy and learning rate to RUN_DIR/tensorboard/.
+      callbacks: extra Keras callbacks, run after each epoch is saved (a sweep's pruner).
 
     Returns:
       The run directory and its final metrics.
@@ -258,7 +260,8 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
         with InterruptGuard() as guard, RunLock(run_dir):
             config, splits, snapshot = prepare(config, run_dir, data_dir, device, command, resume)
             try:
-                return train_prepared(config, run_dir, splits, snapshot, guard, tensorboard)
+                return train_prepared(config, run_dir, splits, snapshot, guard, tensorboard,
+                                      callbacks)
             except TrainingInterrupted as stop:
                 raise mark_interrupted(run_dir, stop) from None
             except BaseException as error:
@@ -357,7 +360,8 @@ def initial_state(config: Config, snapshot) -> dict:
 
 
 def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
-                   guard: InterruptGuard, tensorboard: bool = True) -> TrainResult:
+                   guard: InterruptGuard, tensorboard: bool = True,
+                   callbacks: tuple = ()) -> TrainResult:
     """Build the model (restored from `snapshot`), train the remaining epochs, test it."""
     from digitnet.training.checkpoint import EpochCheckpoint, StopOnSignal, restore_checkpoint
     from digitnet.training.model import build_model
@@ -372,7 +376,7 @@ def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
     if checkpoint.epochs_run < config.training.epochs and not checkpoint.stopped_early:
         seconds = fit(model, splits, config, run_dir, first_epoch=checkpoint.epochs_run,
                       callbacks=(checkpoint, StopOnSignal(guard),
-                                 *tensorboard_callbacks(run_dir, tensorboard)))
+                                 *tensorboard_callbacks(run_dir, tensorboard), *callbacks))
     guard.check()
     result = finish(run_dir, splits, seconds, checkpoint)
     update_state(run_dir, status=FINISHED, stopped_early=checkpoint.stopped_early, message="")
