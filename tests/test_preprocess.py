@@ -413,8 +413,11 @@ def test_resize_matches_pillow(seed):
 def test_percentiles_and_medians_are_numpys_bit_for_bit():
     """The quick versions give exactly numpy's values (and types), so thresholds do not move."""
     rng = np.random.default_rng(3)
-    for size in (1, 2, 3, 7, 100, 5000, 5001):
-        for values in (rng.random(size), rng.integers(0, 4, size) / 4, rng.random(size) ** 9):
+    for size in (1, 2, 3, 7, 100, 5000, 5001, 20000):
+        paper = np.where(rng.random(size) < 0.9, 1.0, rng.random(size))  # runs at the max
+        ink_only = np.where(rng.random(size) < 0.99, 0.0, np.minimum(rng.random(size) * 2, 1))
+        for values in (rng.random(size), rng.integers(0, 4, size) / 4, rng.random(size) ** 9,
+                       paper, ink_only):
             values = values.astype(np.float32).reshape(1, -1)
             percents = (0.1, 50, 90, 99.9)
             assert ink.percentiles(values, percents) == np.percentile(values, percents).tolist()
@@ -545,3 +548,25 @@ def test_other_pngs_take_pillows_path(tmp_path):
             assert str(raised.value) == str(err), name
         else:
             np.testing.assert_array_equal(preprocess_file(path), expected, err_msg=name)
+
+
+def test_colour_pngs_in_memory_take_a_quicker_path_to_the_same_input():
+    """Canvas uploads (RGBA, RGB, grey and alpha; opaque or transparent) decoded by OpenCV
+    give Pillow's luminance and alpha, and so exactly the input that Pillow's path gives."""
+    digit = draw_digit(size=(120, 100), box=(20, 10, 100, 90), width=6)
+    mask = digit.point(lambda v: 255 - v)
+    images = {
+        "rgba-opaque": digit.convert("RGBA"),
+        "rgb-tinted": Image.merge("RGB", (digit, digit.point(lambda v: v // 2), digit)),
+        "la-transparent": Image.merge("LA", (Image.new("L", digit.size, 0), mask)),
+        "rgba-transparent": Image.merge("RGBA", (*digit.convert("RGB").split(), mask)),
+    }
+    for name, image in images.items():
+        data = png_bytes(image)
+        luminance, alpha = imagefile.plain_png_layers(data)
+        np.testing.assert_array_equal(luminance, np.asarray(image.convert("L")), err_msg=name)
+        assert (alpha is None) == (name == "rgb-tinted"), name
+        expected = to_mnist(imagefile.load_image_bytes(data, name, resample.WORK_SIDE))
+        assert expected.any(), name
+        np.testing.assert_array_equal(imagebatch.preprocess_bytes(data, name), expected, name)
+    assert imagefile.plain_png_layers(png_bytes(digit.convert("P"))) is None  # a palette

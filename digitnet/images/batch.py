@@ -26,11 +26,11 @@ from digitnet.images.decode import (
     SVG_SUFFIXES,
     load_image,
     load_image_bytes,
-    plain_png_pixels,
+    plain_png_layers,
     read_plain_png,
 )
-from digitnet.images.preprocess import FIELD, gray_to_mnist, to_mnist
-from digitnet.images.resample import WORK_SIDE, shrink
+from digitnet.images.preprocess import FIELD, gray_to_mnist, layers_to_gray, to_mnist
+from digitnet.images.resample import WORK_SIDE
 
 PARALLEL_MIN = 64  # fewer files than this are preprocessed in this process
 CHUNK_FILES = 64  # files per task for a worker, at most: enough to amortise the task
@@ -70,15 +70,15 @@ def preprocess_bytes(data: bytes, name: str) -> np.ndarray:
     Raises:
       DigitnetError: the bytes are not a usable image (see load_image_bytes).
     """
-    pixels = plain_png_pixels(data) if not name.lower().endswith(SVG_SUFFIXES) else None
-    if pixels is not None:
-        return plain_to_mnist(pixels)
+    layers = plain_png_layers(data) if not name.lower().endswith(SVG_SUFFIXES) else None
+    if layers is not None:
+        return gray_to_mnist(layers_to_gray(*layers))  # a browser canvas's PNG, say
     return to_mnist(load_image_bytes(data, name, draft_side=WORK_SIDE))
 
 
 def plain_to_mnist(pixels: np.ndarray) -> np.ndarray:
     """What grayscale() and to_mnist make of a plain grayscale PNG's pixels, without Pillow."""
-    return gray_to_mnist(shrink(pixels.astype(np.float32) / 255.0))
+    return gray_to_mnist(layers_to_gray(pixels))
 
 
 def preprocess_or_error(path) -> np.ndarray | DigitnetError:

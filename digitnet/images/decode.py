@@ -25,6 +25,8 @@ PLAIN_PNG_HEAD = 33  # the signature and the IHDR chunk, which must come first
 # chunks that change nothing Pillow makes of a grayscale PNG (tEXt and iTXt may hold XMP
 # orientation, iCCP makes libpng print warnings)
 PLAIN_PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"pHYs", b"tIME"})
+GREY = (0,)  # PNG colour types: grey
+ANY_COLOUR = (0, 2, 4, 6)  # ... grey, RGB, grey and alpha, RGBA (not palette)
 
 
 def load_image(path, draft_side: int | None = None) -> Image.Image:
@@ -147,22 +149,51 @@ def read_plain_png(name: str) -> np.ndarray | None:
     return plain_png_pixels(data)
 
 
-def plain_png_pixels(data: bytes) -> np.ndarray | None:
-    """read_plain_png for a file's bytes in memory: the pixels, or None for any other file."""
-    if not data.startswith(PNG_SIGNATURE) or not plain_png_header(data[16:29]):
+def plain_png_pixels(data: bytes, colours: tuple[int, ...] = GREY) -> np.ndarray | None:
+    """read_plain_png for a file's bytes in memory: the pixels, or None for any other file.
+
+    With more `colours` (PNG colour types), OpenCV's pixels of those: BGR, or BGRA when the
+    file has an alpha channel.
+    """
+    if not data.startswith(PNG_SIGNATURE) or not plain_png_header(data[16:29], colours):
         return None
     if b"<svg" in data[:512].lower():
         return None  # check_file's sniffing, as load_image would do it
-    if not plain_png_chunks(memoryview(data)):
+    if not plain_png_chunks(memoryview(data), colours):
         return None
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if pixels is None or pixels.ndim != 2 or pixels.dtype != np.uint8:
+    if pixels is None or pixels.ndim != (2 if data[25] == 0 else 3) or pixels.dtype != np.uint8:
         return None
     return pixels
 
 
-def plain_png_chunks(data: memoryview) -> bool:
-    """Whether a PNG file's chunks are those of a plain 8-bit grayscale image (see above)."""
+def plain_png_layers(data: bytes) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The luminance and alpha of a plain 8-bit PNG of any colour but a palette, as Pillow's
+    convert("L") or convert("LA") makes them, decoded by OpenCV in a third of Pillow's time.
+
+    Returns:
+      (luminance, alpha) as uint8 arrays, alpha None for a file without one (Pillow then sees
+      no transparency); None for any other file.
+    """
+    pixels = plain_png_pixels(data, ANY_COLOUR)
+    if pixels is None:
+        return None
+    if pixels.ndim == 2:
+        return pixels, None
+    if pixels.shape[2] not in (3, 4):
+        return None
+    alpha = pixels[..., 3] if data[25] in (4, 6) and pixels.shape[2] == 4 else None
+    return pillow_luminance(pixels), alpha
+
+
+def pillow_luminance(bgr: np.ndarray) -> np.ndarray:
+    """Pillow's ITU-R 601-2 luma of 8-bit BGR(A) pixels, its fixed-point rounding included."""
+    blue, green, red = (bgr[..., channel].astype(np.uint32) for channel in range(3))
+    return ((red * 19595 + green * 38470 + blue * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def plain_png_chunks(data: memoryview, colours: tuple[int, ...] = GREY) -> bool:
+    """Whether a PNG file's chunks are those of a plain 8-bit image of these colour types."""
     position = len(PNG_SIGNATURE)
     while position + 12 <= len(data):
         length = int.from_bytes(data[position:position + 4], "big")
@@ -172,7 +203,8 @@ def plain_png_chunks(data: memoryview) -> bool:
             return False
         if zlib.crc32(data[position + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
             return False
-        if position == len(PNG_SIGNATURE) and not plain_png_header(data[position + 8:end - 4]):
+        if position == len(PNG_SIGNATURE) and not plain_png_header(
+                data[position + 8:end - 4], colours):
             return False
         if kind == b"IEND":
             return True
@@ -180,10 +212,12 @@ def plain_png_chunks(data: memoryview) -> bool:
     return False  # truncated: no IEND
 
 
-def plain_png_header(header: bytes | memoryview) -> bool:
-    """Whether an IHDR chunk's data describes a plain 8-bit grayscale image within MAX_PIXELS."""
+def plain_png_header(header: bytes | memoryview, colours: tuple[int, ...] = GREY) -> bool:
+    """Whether an IHDR chunk's data describes a plain 8-bit image of these colour types
+    within MAX_PIXELS."""
     if len(header) != 13:
         return False
     width, height = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
     depth, colour, _, _, interlace = header[8:13]
-    return depth == 8 and colour == 0 and not interlace and 0 < width * height <= MAX_PIXELS
+    return (depth == 8 and colour in colours and not interlace
+            and 0 < width * height <= MAX_PIXELS)

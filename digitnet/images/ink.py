@@ -20,6 +20,7 @@ BACKGROUND_SIDE = 64  # the paper's lighting is smooth: estimate it on a thumbna
 MIN_CONTRAST = 0.12  # weaker ink than this (fraction of paper brightness) is no ink at all
 LINE_SPAN = 0.9  # a ruled line crosses at least this fraction of the image
 BIN_CENTRES = (np.arange(256) + 0.5) / 256  # of the 256 bins of otsu_threshold
+SORT_ALL_BELOW = 4096  # fewer values than this are partially sorted without looking for runs
 
 
 def has_light_ink(gray: np.ndarray) -> bool:
@@ -59,8 +60,8 @@ def percentile(values: np.ndarray, percent: float) -> np.floating:
 
 
 def neighbours(values: np.ndarray, percents) -> tuple[np.ndarray, list[tuple]]:
-    """The values partially sorted, and for each percent the ranks either side of it and how
-    far between them it lies (np.percentile's linear method)."""
+    """The values at the ranks either side of each percent (indexable by rank), and for each
+    percent those ranks and how far between them it lies (np.percentile's linear method)."""
     flat = values.ravel()
     last = flat.size - 1
     spots = []
@@ -69,7 +70,48 @@ def neighbours(values: np.ndarray, percents) -> tuple[np.ndarray, list[tuple]]:
         below = int(position)
         spots.append((below, min(below + 1, last), position - below))
     ranks = sorted({rank for below, above, _ in spots for rank in (below, above)})
-    return np.partition(flat, ranks), spots
+    return ranked(flat, ranks), spots
+
+
+def ranked(flat: np.ndarray, ranks: list[int]) -> np.ndarray | dict[int, np.floating]:
+    """The values of a flat array at the given ranks of its sorted order: np.partition's.
+
+    An image is mostly paper, and its ink often saturates: ranks in the runs of values equal
+    to the minimum or the maximum need no sorting, and the others only a partial sort of the
+    values in between (the ink's rim, a small part), a fraction of the whole one's time.
+    """
+    if flat.size < SORT_ALL_BELOW or not mostly_runs(flat):
+        return np.partition(flat, ranks)
+    lowest, highest = flat.min(), flat.max()
+    if np.isnan(lowest) or np.isnan(highest):
+        return np.partition(flat, ranks)  # numpy sorts NaNs last; nothing equals them
+    at_lowest = np.count_nonzero(flat == lowest)  # ranks 0 .. at_lowest - 1 hold the minimum
+    first_highest = flat.size - np.count_nonzero(flat == highest)  # and those from here on
+    found = {}
+    inner = []
+    for rank in ranks:
+        if rank < at_lowest:
+            found[rank] = lowest
+        elif rank >= first_highest:
+            found[rank] = highest
+        else:
+            inner.append(rank)
+    if inner and first_highest - at_lowest > 0.75 * flat.size:
+        return np.partition(flat, ranks)  # few values in runs (a photo): sort them all
+    if inner:
+        between = flat[(flat > lowest) & (flat < highest)]  # ranks at_lowest .. first_highest - 1
+        spots = [rank - at_lowest for rank in inner]
+        ordered = np.partition(between, spots)
+        found.update((rank, ordered[spot]) for rank, spot in zip(inner, spots))
+    return found
+
+
+def mostly_runs(flat: np.ndarray) -> bool:
+    """Whether about a quarter of the values or more equal the minimum or the maximum, judged
+    from a thousand of them (a photo's grey levels rarely do: then ranked would only add work)."""
+    sample = flat[::max(1, flat.size // 1024)]
+    lowest, highest = sample.min(), sample.max()
+    return np.count_nonzero((sample > lowest) & (sample < highest)) <= 0.75 * sample.size
 
 
 def median(values: np.ndarray) -> float:
@@ -78,8 +120,8 @@ def median(values: np.ndarray) -> float:
     flat = values.ravel()
     half = flat.size // 2
     if flat.size % 2:
-        return float(np.partition(flat, half)[half])
-    ordered = np.partition(flat, [half - 1, half])
+        return float(ranked(flat, [half])[half])
+    ordered = ranked(flat, [half - 1, half])
     return float((ordered[half - 1] + ordered[half]) / 2)
 
 

@@ -70,8 +70,17 @@ def grayscale(image: Image.Image) -> np.ndarray:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return shrink(stretch(np.asarray(image.convert("F"), np.float32)))
     if not image.has_transparency_data:
-        return shrink(np.asarray(as_mode(image, "L"), np.float32) / 255.0)
-    lum, alpha = np.moveaxis(np.asarray(as_mode(image, "LA"), np.float32) / 255.0, -1, 0)
+        return layers_to_gray(np.asarray(as_mode(image, "L")))
+    pixels = np.asarray(as_mode(image, "LA"))
+    return layers_to_gray(pixels[..., 0], pixels[..., 1])
+
+
+def layers_to_gray(lum: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    """grayscale() of an 8-bit image given as its luminance and alpha (None: no transparency)."""
+    lum = lum.astype(np.float32) / 255.0
+    if alpha is None or alpha.min() == 255:
+        return shrink(lum)  # an opaque alpha: lum * 1.0, and composite would return it as is
+    alpha = alpha.astype(np.float32) / 255.0
     # premultiplied, so that shrinking does not bleed the colour of transparent pixels in
     return composite(shrink(lum * alpha), shrink(alpha))
 
