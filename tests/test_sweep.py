@@ -306,8 +306,8 @@ BAD_FILES = [
     ({"trials": 0}, "trials: expected an integer >= 1, received 0"),
     ({"base": "missing.yaml"}, "base {folder}/missing.yaml: {folder}/missing.yaml: config file "
                                "not found"),
-    ({"set": {"training.epochs": 0}}, "set: training.epochs: expected an integer >= 1, "
-                                      "received 0"),
+    ({"set": {"training.epochs": 0}}, "set: training.epochs: expected an integer in "
+                                      "1..1000000, received 0"),
     ({"name": "a/b"}, "name: expected a folder name of letters, digits, '.', '_' and '-', "
                       "received 'a/b'"),
 ]
