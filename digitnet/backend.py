@@ -1,10 +1,18 @@
-"""Keras on TensorFlow, imported quietly and only when a command needs it."""
+"""Keras on TensorFlow, imported quietly and only when a command needs it; the CPUs there are."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on: a container or taskset may allow fewer than the
+    machine has (os.cpu_count), and a worker per CPU it cannot use only waits its turn."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def quiet_backend() -> None:

@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -360,6 +361,34 @@ def test_preprocess_stream_is_lazy_and_in_order(tmp_path):
     first = next(stream)
     assert first[0] == str(paths[0]) and first[1].shape == (28, 28)
     assert [path for path, _ in stream] == [str(p) for p in paths[1:]]
+
+
+def test_preprocess_stream_hands_on_results_while_the_input_stalls(tmp_path, monkeypatch):
+    """Paths piped in by a program that has not finished: what the workers have done comes out
+    without waiting for more input (there were 2 chunks pending, fewer than the queue holds)."""
+    paths = write_batch(tmp_path) * 3
+    monkeypatch.setattr(imagebatch, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(imagebatch, "CHUNK_FILES", 5)
+    monkeypatch.setattr(imagebatch, "SERIAL_SECONDS", 0.0)
+    monkeypatch.setattr(imagebatch, "_pools", {})
+    more = threading.Event()
+
+    def given():
+        yield from paths
+        more.wait()  # the writer is still there, with nothing to add yet
+        yield from paths
+
+    stream = imagebatch.preprocess_stream(given(), workers=2)
+    taken: list = []
+    reader = threading.Thread(target=lambda: taken.extend(next(stream) for _ in paths))
+    reader.start()
+    reader.join(timeout=60)
+    stalled = reader.is_alive()
+    more.set()
+    reader.join()
+    assert not stalled and [path for path, _ in taken] == [str(p) for p in paths]
+    assert [path for path, _ in stream] == [str(p) for p in paths]
+    imagebatch.close_pools()
 
 
 def test_save_preprocessed_writes_what_the_model_saw(tmp_path, reference):

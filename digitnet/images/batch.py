@@ -12,7 +12,9 @@ import collections
 import itertools
 import multiprocessing
 import os
+import queue
 import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from digitnet.backend import available_cpus
 from digitnet.errors import DigitnetError
 from digitnet.images.decode import (
     SVG_SUFFIXES,
@@ -37,6 +40,7 @@ CHUNK_FILES = 64  # files per task for a worker, at most: enough to amortise the
 CHUNK_SECONDS = 0.03  # ... and about this much work: little left for one worker at the end
 QUEUED_CHUNKS = 4  # tasks queued per worker, so that none waits for the caller
 SERIAL_SECONDS = 0.2  # work done here while a new pool's fork server starts (about as long)
+INPUT_WAIT_SECONDS = 0.05  # input quiet this long: the workers get the part of a chunk read
 
 _pools: dict[int, ProcessPoolExecutor] = {}
 
@@ -118,7 +122,7 @@ def preprocess_stream(paths: Iterable, workers: int | None = None) -> Iterator[t
     """
     paths = (str(path) for path in paths)
     head = list(itertools.islice(paths, PARALLEL_MIN))
-    workers = workers or os.cpu_count() or 1
+    workers = workers or available_cpus()
     if workers == 1 or len(head) < PARALLEL_MIN:
         for path in itertools.chain(head, paths):
             yield path, preprocess_or_error(path)
@@ -142,20 +146,54 @@ def preprocess_stream(paths: Iterable, workers: int | None = None) -> Iterator[t
         # task, photos few, so that neither worker is left with a long last chunk
         pace = (time.perf_counter() - began) / max(done, 1)
         size = max(1, min(CHUNK_FILES, round(CHUNK_SECONDS / pace)))
+    yield from in_workers(pool, rest, size, workers)
+
+
+def in_workers(pool: ProcessPoolExecutor, paths: Iterator[str], size: int,
+               workers: int) -> Iterator[tuple]:
+    """preprocess_stream's pool part: chunks of `size` paths to the workers, results in order.
+
+    The paths are read on a thread of their own, so that finished results are handed on while
+    the input is slow to come (paths piped into `predict -` by a program that has not finished,
+    say): what is done never waits for input that may never come. When the input stalls, the
+    part of a chunk read so far goes to the workers as it is.
+    """
+    arrivals: queue.Queue = queue.Queue(maxsize=size * QUEUED_CHUNKS * workers)  # bounded memory
+    threading.Thread(target=feed, args=(paths, arrivals), daemon=True).start()
     pending: collections.deque = collections.deque()
-    for chunk in chunks(rest, size):
-        pending.append((chunk, pool.submit(preprocess_chunk, chunk)))
-        if len(pending) > QUEUED_CHUNKS * workers:
+    chunk: list[str] = []
+    ended = False
+    while not ended or chunk or pending:
+        try:
+            item = arrivals.get(timeout=INPUT_WAIT_SECONDS if chunk or pending else None)
+        except queue.Empty:
+            item = None  # the input is slow: send on what there is
+        if isinstance(item, Exception):
+            raise item
+        if item is _END:
+            ended = True
+        elif item is not None:
+            chunk.append(item)
+        if chunk and (len(chunk) == size or item is None or ended):
+            pending.append((chunk, pool.submit(preprocess_chunk, chunk)))
+            chunk = []
+        while pending and (pending[0][1].done() or len(pending) > QUEUED_CHUNKS * workers
+                           or (ended and not chunk)):
             yield from unpack(*pending.popleft())
-    while pending:
-        yield from unpack(*pending.popleft())
 
 
-def chunks(items: Iterable, size: int) -> Iterator[list]:
-    """Consecutive lists of `size` items (the last one shorter)."""
-    items = iter(items)
-    while chunk := list(itertools.islice(items, size)):
-        yield chunk
+_END = object()  # feed's mark for the end of the paths
+
+
+def feed(paths: Iterator[str], arrivals: queue.Queue) -> None:
+    """Put each path on `arrivals`, then _END; or the exception reading them raised."""
+    try:
+        for path in paths:
+            arrivals.put(path)
+    except Exception as err:  # raised again by the reader, in its own thread
+        arrivals.put(err)
+        return
+    arrivals.put(_END)
 
 
 def preprocess_chunk(paths: list[str]) -> tuple[np.ndarray, dict[int, DigitnetError]]:

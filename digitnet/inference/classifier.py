@@ -9,13 +9,12 @@ a `.keras` file without one falls back to Keras, which takes a few seconds to im
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from digitnet.backend import require_extra, silenced_stderr
+from digitnet.backend import available_cpus, require_extra, silenced_stderr
 from digitnet.errors import DigitnetError, first_line
 from digitnet.runs.layout import KERAS_SUFFIX, litert_path
 
@@ -55,7 +54,7 @@ class LiteRTClassifier:
 
         try:
             with silenced_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" from C++
-                self.interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
+                self.interpreter = Interpreter(model_path=str(path), num_threads=available_cpus())
         except (ValueError, RuntimeError) as error:
             raise DigitnetError(f"{path}: cannot load LiteRT model ({first_line(error)})") from None
         self.path = path
