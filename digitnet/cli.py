@@ -349,8 +349,11 @@ def predict(images, model, top_k, min_confidence, save_preprocessed, as_json):
 
     quiet_backend()
     failed = 0
-    for prediction in predict_images(images, model, top_k, min_confidence, save_preprocessed):
+    for count, prediction in enumerate(
+            predict_images(images, model, top_k, min_confidence, save_preprocessed)):
         failed += prediction.error is not None
+        if count == 0 and not as_json:  # JSON names the model on every line
+            click.echo(f"Model: {prediction.model}")
         if as_json:
             click.echo(json.dumps(prediction.to_json()))
         elif prediction.error is not None:

@@ -30,7 +30,9 @@ def test_predict_one_image_prints_digit_probability_and_top_k(tiny_run, tmp_path
     result = run("predict", str(image), "--model", str(tiny_run), "--top-k", "2",
                  "--min-confidence", "0")
     assert result.exit_code == 0, result.output
-    file, digit, probability, top = result.output.split(maxsplit=3)
+    header, row = result.output.splitlines()
+    assert header == f"Model: {tiny_run / 'model-best.tflite'}"  # the file that answered
+    file, digit, probability, top = row.split(maxsplit=3)
     assert file == str(image) and digit.isdigit() and 0 <= float(probability) <= 1
     assert top.count(":") == 2
 
@@ -40,7 +42,8 @@ def test_json_has_the_documented_keys(tiny_run, tmp_path):
     result = run("predict", str(image), "--model", str(tiny_run), "--json", "--top-k", "3")
     assert result.exit_code == 0, result.output
     [line] = json_lines(result.output)
-    assert set(line) == {"file", "digit", "probability", "top_k"}
+    assert set(line) == {"file", "digit", "probability", "top_k", "model"}
+    assert line["model"] == str(tiny_run / "model-best.tflite")
     assert len(line["top_k"]) == 3
     assert line["top_k"][0]["probability"] >= line["top_k"][1]["probability"]
     assert line["probability"] == line["top_k"][0]["probability"]
@@ -62,7 +65,7 @@ def test_bad_files_get_one_line_errors_and_the_rest_is_predicted(tiny_run, tmp_p
     assert f"Error: {truncated}: truncated or corrupt image" in result.output
     assert f"{good} " in result.output
     assert "Traceback" not in result.output
-    assert result.output.count("\n") == 5
+    assert result.output.count("\n") == 6  # the model, then one line per file
 
 
 def test_json_reports_errors_in_the_stream(tiny_run, tmp_path):
@@ -72,7 +75,8 @@ def test_json_reports_errors_in_the_stream(tiny_run, tmp_path):
     assert result.exit_code == 1
     first, second = json_lines(result.output)
     assert first == {"file": str(tmp_path / "nope.png"),
-                     "error": f"{tmp_path / 'nope.png'}: file not found"}
+                     "error": f"{tmp_path / 'nope.png'}: file not found",
+                     "model": str(tiny_run / "model-best.tflite")}
     assert second["file"] == str(good)
 
 
@@ -104,7 +108,7 @@ def test_blank_page_is_unknown_whatever_the_threshold(tiny_run, tmp_path):
     Image.new("L", (100, 100), 255).save(blank)
     result = run("predict", str(blank), "--model", str(tiny_run), "--min-confidence", "0")
     assert result.exit_code == 0
-    assert result.output.split()[1] == "unknown"
+    assert result.output.splitlines()[1].split()[1] == "unknown"  # under the Model: line
 
 
 def test_save_preprocessed_writes_28x28_inputs(tiny_run, tmp_path):

@@ -47,7 +47,7 @@ CHILD = REPO / "tests" / "train_child.py"
 def no_litert_export():
     """Skip the LiteRT export at the end of each run here (tested elsewhere; 0.4 s a run)."""
     patch = pytest.MonkeyPatch()
-    patch.setattr("digitnet.training.train.export_litert", lambda model, path: path)
+    patch.setattr("digitnet.training.train.export_litert", lambda model, path, source=None: path)
     yield
     patch.undo()
 

@@ -97,13 +97,17 @@ def run_config(run_dir: Path | None) -> Config:
     return read_config(run_dir / layout.CONFIG_FILE)
 
 
-def load_split(config: Config, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Model-ready images and labels of the test split, or of the run's validation split."""
+def load_split(config: Config, split: str,
+               data_dir: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Model-ready images and labels of the test split, or of the run's validation split, and
+    what they came from: {"source", "files" (path -> sha256), "count"}."""
     mnist = load_mnist(resolve_source(data_dir, config.data.source))
     if split == "test":
-        return to_model_input(mnist.x_test), mnist.y_test.astype(np.int64)
-    splits = split_validation(mnist, config.data.validation_size, config.training.seed)
-    return to_model_input(splits.x_val), splits.y_val
+        images, labels = to_model_input(mnist.x_test), mnist.y_test.astype(np.int64)
+    else:
+        splits = split_validation(mnist, config.data.validation_size, config.training.seed)
+        images, labels = to_model_input(splits.x_val), splits.y_val
+    return images, labels, {"source": mnist.source, "files": mnist.files, "count": len(labels)}
 
 
 def evaluate(model_or_run: str | Path | None, split: str = "test",
@@ -118,24 +122,27 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
         download.
 
     Returns:
-      The report from `score`, plus the model path and the split; for a run's own model, also
-      its most confident mistakes, the plots drawn into RUN_DIR/plots/ and where the report
-      was saved.
+      The report from `score`, plus the model file used ("model", "model_sha256",
+      "keras_sha256"), the split and the data it was scored on ("data": source, files with
+      their sha256, count); for a run, also its most confident mistakes, the plots drawn into
+      RUN_DIR/plots/ and where the report was saved.
     """
     from digitnet.inference.classifier import load_classifier
+    from digitnet.inference.modelfile import resolve_model_file
 
-    model_path, run_dir = layout.resolve_model(model_or_run)
+    model = resolve_model_file(model_or_run)
+    run_dir = model.run_dir
     if split == "val" and run_dir is None:  # its validation images depend on the run's seed
-        raise InputError("split", split, f"{model_path} has no run directory, whose config.yaml "
+        raise InputError("split", split, f"{model.named} has no run directory, whose config.yaml "
                                          f"says which images were held out (use test)")
-    classifier = load_classifier(model_path)  # a bad model fails before the data is read
-    images, labels = load_split(run_config(run_dir), split, data_dir)
+    classifier = load_classifier(model)  # a bad model fails before the data is read
+    images, labels, data = load_split(run_config(run_dir), split, data_dir)
     probabilities = classifier.predict(images)
-    report = {"model": str(model_path), "split": split, **score(probabilities, labels),
+    report = {**model.describe(), "split": split, "data": data, **score(probabilities, labels),
               "calibration": calibration_report(probabilities, labels, run_temperature(run_dir))}
     # only the run's own model is the run's evaluation: a bare .keras file has nowhere to keep
     # plots, and an export (.onnx, int8 .tflite, SavedModel) is scored without replacing it
-    if run_dir is not None and model_path in own_models(run_dir):
+    if run_dir is not None and model.named in own_models(run_dir):
         from digitnet.evaluation.plots import confident_mistakes, write_evaluation_plots
 
         report["mistakes"] = confident_mistakes(probabilities, labels)

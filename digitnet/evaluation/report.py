@@ -17,7 +17,7 @@ from pathlib import Path
 from digitnet.errors import DigitnetError
 from digitnet.evaluation.plots import plot_path
 from digitnet.runs import layout
-from digitnet.runs.listing import FINISHED, describe_run, parse_started
+from digitnet.runs.listing import BROKEN, FINISHED, describe_run, parse_started
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,13 @@ def write_report(run: str | Path | None, data_dir: str | None = None) -> Path:
       The path of the written page.
 
     Raises:
-      DigitnetError: `run` is not a run directory, or the evaluation it needs fails.
+      DigitnetError: `run` is not a run directory, it is broken (a file missing, corrupt or
+        hand-edited), or the evaluation it needs fails or is not on the run's own test images.
     """
     run_dir = find_run(run)
+    described = describe_run(run_dir)
+    if described["status"] == BROKEN:
+        raise DigitnetError(f"{run_dir}: broken run ({described['problem']})")
     evaluation = test_evaluation(run_dir, data_dir)
     path = run_dir / layout.REPORT_FILE
     layout.write_text(path, render_page(run_dir, evaluation))
@@ -59,26 +63,57 @@ def find_run(run: str | Path | None) -> Path:
 
 
 def test_evaluation(run_dir: Path, data_dir: str | None) -> dict:
-    """The run's saved test evaluation; evaluated now if missing, older than the model, or
-    written without plots (by an older digitnet)."""
+    """The run's saved test evaluation; evaluated now if missing, of another model or other
+    data than the run's own test images, or written without plots (by an older digitnet).
+
+    Raises:
+      DigitnetError: the evaluation fails, or `data_dir` is not the run's own data.
+    """
     saved = layout.evaluation_file(run_dir, SPLIT)
-    if is_current(saved, run_dir / layout.BEST_MODEL):
+    if is_current(saved, run_dir):
         return layout.read_json(saved)
     log.info("Evaluating %s on the test images for its report", run_dir)
     from digitnet.evaluation.evaluate import evaluate
 
-    return evaluate(run_dir, SPLIT, data_dir)
+    evaluation = evaluate(run_dir, SPLIT, data_dir)
+    problem = foreign_data(evaluation, run_dir)
+    if problem:
+        raise DigitnetError(f"{problem}; a report scores the run's own test images")
+    return evaluation
 
 
-def is_current(saved: Path, model: Path) -> bool:
-    """Whether `saved` evaluated today's `model` and its plots and mistakes are all there."""
+def is_current(saved: Path, run_dir: Path) -> bool:
+    """Whether `saved` evaluated the run's model as it is today on the run's own test images,
+    and its plots and mistakes are all there."""
     try:
         report = json.loads(saved.read_text(encoding="utf-8"))
-        fresh = saved.stat().st_mtime >= model.stat().st_mtime
+        model_sha256 = layout.file_sha256(run_dir / layout.BEST_MODEL)
     except (OSError, ValueError):
         return False
-    plots = (plot_path(saved.parent, name, SPLIT) for name in SPLIT_PLOTS)
-    return fresh and "mistakes" in report and all(path.is_file() for path in plots)
+    if not isinstance(report, dict) or report.get("keras_sha256") != model_sha256:
+        return False
+    plots = (plot_path(run_dir, name, SPLIT) for name in SPLIT_PLOTS)
+    return (report.get("split") == SPLIT and not foreign_data(report, run_dir)
+            and "mistakes" in report and all(path.is_file() for path in plots))
+
+
+def foreign_data(evaluation: dict, run_dir: Path) -> str | None:
+    """Why `evaluation` was not made on the data the run was trained on, or None.
+
+    The data files' sha256 must be among those in the run's manifest.json: the run's own test
+    images, wherever they are now.
+    """
+    data = evaluation.get("data")
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not files:
+        return f"{layout.evaluation_file(run_dir, SPLIT)}: does not record its data"
+    trained = read_json_or_empty(run_dir / layout.MANIFEST_FILE).get("data_files")
+    known = set(trained.values()) if isinstance(trained, dict) else set()
+    for path, digest in files.items():
+        if digest not in known:
+            return (f"{path}: not the data {run_dir} was trained on (its sha256 is not in "
+                    f"{layout.MANIFEST_FILE})")
+    return None
 
 
 # ---- the page ------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Load a trained model for inference: images in, ten probabilities out.
 
-A run's `model-best.tflite` (LiteRT) answers without importing TensorFlow, in a tenth of a second;
-a `.keras` file without one falls back to Keras, which takes a few seconds to import. The files
+`load_classifier` is the one way to load a model (the gate): modelfile.py decides which file
+answers, and this module checks that it computes what digitnet needs (one 28x28x1 input, ten
+probabilities summing to 1) before any data is read. A run's `model-best.tflite` (LiteRT)
+answers without importing TensorFlow, in a tenth of a second; a `.keras` file without a verified
+export falls back to Keras, which takes a few seconds to import. The files
 `digitnet export` writes load here too: `.onnx` (onnxruntime, no TensorFlow), int8 `.tflite`
 (the interpreter, quantizing the input and dequantizing the output) and SavedModel folders
 (TensorFlow, through the serving signature).
@@ -9,16 +12,19 @@ a `.keras` file without one falls back to Keras, which takes a few seconds to im
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from digitnet.backend import available_cpus, require_extra, silenced_stderr
 from digitnet.errors import DigitnetError, first_line
-from digitnet.runs.layout import KERAS_SUFFIX, litert_path
+from digitnet.inference.modelfile import ModelFile, resolve_model_file
 
 LITERT_BATCH = 256  # fixed input batch for the interpreter; the last chunk is padded
+IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+# How far a probe image's outputs may sum from 1 (an int8 model rounds each to 1/256).
+SUM_TOLERANCE = 0.05
 
 
 class KerasClassifier:
@@ -30,14 +36,20 @@ class KerasClassifier:
         import_tensorflow_quietly()
         import keras
 
-        if not zipfile.is_zipfile(path):  # Keras would say "file not found" for a file it found
-            raise DigitnetError(f"{path}: cannot load Keras model (not a .keras zip archive)")
         try:
             self.model = keras.saving.load_model(path, compile=False)
         except Exception as error:  # Keras raises many types for a bad archive
             raise DigitnetError(f"{path}: cannot load Keras model ({type(error).__name__}: "
                                 f"{first_line(error)})") from None
         self.path = path
+
+    def io_shapes(self) -> tuple[list, list] | None:
+        """The shapes of the model's inputs and outputs (batch first, None where open)."""
+        try:
+            return ([tuple(t.shape) for t in self.model.inputs],
+                    [tuple(t.shape) for t in self.model.outputs])
+        except (AttributeError, ValueError):  # a model never called: only the probe can tell
+            return None
 
     def predict(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
@@ -63,6 +75,11 @@ class LiteRTClassifier:
             self.interpreter.get_input_details()[0])
         self.output, _, self.output_scale = tensor_details(self.interpreter.get_output_details()[0])
         self.batch = 0
+
+    def io_shapes(self) -> tuple[list, list]:
+        """The shapes of the model's inputs and outputs (batch first, None where open)."""
+        return ([tensor_shape(d) for d in self.interpreter.get_input_details()],
+                [tensor_shape(d) for d in self.interpreter.get_output_details()])
 
     def resize(self, batch: int) -> None:
         """Set the interpreter's input batch size (reallocates only on a change)."""
@@ -185,24 +202,82 @@ class SavedModelClassifier:
         return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
 
 
-def load_classifier(path: Path, backend: str = "auto"):
-    """The classifier for a model file.
+# The class that runs each format of modelfile.FORMATS.
+CLASSIFIERS = {"keras": KerasClassifier, "litert": LiteRTClassifier, "onnx": OnnxClassifier,
+               "saved-model": SavedModelClassifier}
+
+
+def tensor_shape(details: dict) -> tuple:
+    """An interpreter tensor's shape, batch first; -1 (an open dimension) becomes None."""
+    shape = details.get("shape_signature")
+    shape = details["shape"] if shape is None or len(shape) == 0 else shape
+    return tuple(None if n < 0 else int(n) for n in shape)
+
+
+def load_classifier(model: str | Path | ModelFile | None, backend: str = "auto"):
+    """The classifier for a model, through the model-file gate, checked to classify digits.
 
     Args:
-      path: a .keras, .tflite (float or int8) or .onnx file, or a SavedModel folder.
-      backend: "auto" (the .tflite beside a .keras file when present, else Keras), "keras" or
-        "litert"; it only matters for a .keras file.
+      model: a run directory, a .keras, .tflite (float or int8) or .onnx file, a SavedModel
+        folder, None for runs/latest, or a ModelFile from `modelfile.resolve_model_file`.
+      backend: "auto" (a .keras file's verified LiteRT export when there is one, else Keras),
+        "keras" or "litert"; it only matters for a .keras file.
 
     Returns:
-      An object whose `predict(images)` returns (N, 10) probabilities.
+      An object whose `predict(images)` maps float32 (N, 28, 28, 1) images in [0, 1] to (N, 10)
+      probabilities; `path` is the file that answers and `model_file` the gate's ModelFile.
+
+    Raises:
+      DigitnetError: one line naming the file: missing, corrupt, or not a digit classifier.
     """
-    path = Path(path)
-    if path.is_dir():
-        return SavedModelClassifier(path)
-    if path.suffix == ".onnx":
-        return OnnxClassifier(path)
-    beside = litert_path(path)
-    if backend == "keras" or (backend == "auto" and path.suffix == KERAS_SUFFIX
-                              and not beside.is_file()):
-        return KerasClassifier(path)
-    return LiteRTClassifier(beside if path.suffix == KERAS_SUFFIX else path)
+    model_file = resolve_model_file(model, backend)
+    classifier = CLASSIFIERS[model_file.format](model_file.path)
+    check_classifier(classifier, model_file.path)
+    classifier.model_file = model_file
+    return classifier
+
+
+def check_classifier(classifier, path: Path) -> None:
+    """Refuse a model that does not map one 28x28x1 image to ten probabilities summing to 1.
+
+    Checks the declared shapes first (for a message naming them), then one probe image.
+    """
+    shapes = classifier.io_shapes() if hasattr(classifier, "io_shapes") else None
+    if shapes is not None:  # ONNX and SavedModel check their shapes as they load
+        inputs, outputs = shapes
+        if len(inputs) != 1 or tuple(inputs[0][1:]) != IMAGE_SHAPE:
+            raise DigitnetError(f"{path}: expected a model taking one input of 28x28x1 images, "
+                                f"received {shapes_text(inputs, 'input')}")
+        if len(outputs) != 1 or tuple(outputs[0][1:]) != (NUM_CLASSES,):
+            raise DigitnetError(f"{path}: expected a model giving one output of 10 digit "
+                                f"probabilities, received {shapes_text(outputs, 'output')}")
+    try:
+        probabilities = np.asarray(classifier.predict(probe_image()), dtype=np.float64)
+    except (ValueError, RuntimeError) as error:  # shapes the signature did not show
+        raise DigitnetError(f"{path}: cannot classify a 28x28x1 image ({first_line(error)})") \
+            from None
+    if probabilities.shape != (1, NUM_CLASSES):
+        raise DigitnetError(f"{path}: expected 10 digit probabilities per image, received "
+                            f"shape {probabilities.shape}")
+    total = float(probabilities.sum())
+    if not (np.all(np.isfinite(probabilities)) and probabilities.min() >= -SUM_TOLERANCE
+            and abs(total - 1) <= SUM_TOLERANCE):
+        raise DigitnetError(f"{path}: expected 10 probabilities summing to 1 (a softmax "
+                            f"output), received outputs summing to {total:.2f} from "
+                            f"{probabilities.min():.2f} to {probabilities.max():.2f}")
+
+
+def probe_image() -> np.ndarray:
+    """One (1, 28, 28, 1) image in [0, 1]: a bright bar on a dark page, like a digit."""
+    image = np.zeros((1, *IMAGE_SHAPE), np.float32)
+    image[0, 6:22, 12:16] = 1.0
+    return image
+
+
+def shapes_text(shapes: list, noun: str) -> str:
+    """'input (N, 32, 32, 1)', 'no input' or '2 inputs: (N, 28, 28, 1), (N, 28, 28, 1)'."""
+    texts = ["(" + ", ".join("N" if i == 0 else "?" if n is None else str(n)
+                             for i, n in enumerate(shape)) + ")" for shape in shapes]
+    if len(texts) == 1:
+        return f"{noun} {texts[0]}"
+    return f"{len(texts)} {noun}s: {', '.join(texts)}" if texts else f"no {noun}"

@@ -12,7 +12,6 @@ import numpy as np
 
 from digitnet.errors import DigitnetError, printable
 from digitnet.inference import DEFAULT_MIN_CONFIDENCE
-from digitnet.runs import layout
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BATCH_SIZE = 1024  # images per model call: big enough to amortise the call, small in memory
@@ -27,12 +26,13 @@ class Prediction:
     probability: float = 0.0
     top_k: list = field(default_factory=list)  # [{"digit": d, "probability": p}, ...]
     error: str | None = None
+    model: str | None = None  # the model file that answered
 
     def to_json(self) -> dict:
         if self.error is not None:
-            return {"file": self.file, "error": self.error}
+            return {"file": self.file, "error": self.error, "model": self.model}
         return {"file": self.file, "digit": self.digit if self.digit is not None else "unknown",
-                "probability": self.probability, "top_k": self.top_k}
+                "probability": self.probability, "top_k": self.top_k, "model": self.model}
 
 
 def expand_inputs(inputs: Iterable[str], stdin=None) -> Iterator[str]:
@@ -79,7 +79,6 @@ def save_inputs(paths: list[str], arrays: list[np.ndarray], folder: Path) -> Non
     """Write each preprocessed 28x28 input as a PNG named after its source file."""
     from digitnet.images.batch import save_preprocessed
 
-    folder.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     for path, array in zip(paths, arrays):
         name = Path(path).stem
@@ -99,7 +98,25 @@ def predict_batch(classifier, items: list[tuple], top_k: int, min_confidence: fl
     found = answers([p for p, _ in good], probabilities, top_k, min_confidence,
                     [bool(a.any()) for _, a in good])
     by_path = {prediction.file: prediction for prediction in found}
-    return [by_path.get(p) or Prediction(file=p, error=str(a)) for p, a in items]
+    results = [by_path.get(p) or Prediction(file=p, error=str(a)) for p, a in items]
+    for result in results:
+        result.model = str(classifier.path)
+    return results
+
+
+def make_folder(folder: str | Path) -> Path:
+    """Create `folder` (and its parents) for the preprocessed images, before any is predicted.
+
+    Raises:
+      DigitnetError: it cannot be created (under /proc, a read-only disk, below a file).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DigitnetError(f"{folder}: cannot create the folder for preprocessed images "
+                            f"({error.strerror or type(error).__name__})") from None
+    return folder
 
 
 def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int = 3,
@@ -109,21 +126,24 @@ def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int =
 
     Args:
       inputs: image files, folders (searched recursively) and '-' for paths on stdin.
-      model: a run directory, a .keras file, or None for runs/latest.
+      model: a run directory, a .keras or .tflite file, or None for runs/latest.
       top_k: how many of the most probable digits to report (1-10).
       min_confidence: below this probability the digit is reported as unknown.
       save_dir: where to write the 28x28 images the model saw, or None.
 
     Yields:
-      One Prediction per image; an unreadable image yields a Prediction with `error` set.
+      One Prediction per image, naming the model file that answered; an unreadable image
+      yields a Prediction with `error` set.
+
+    Raises:
+      DigitnetError: the model cannot be used, `save_dir` cannot be created, or no images.
     """
     from digitnet.images.batch import preprocess_stream
     from digitnet.inference.classifier import load_classifier
 
     inputs = list(inputs)  # named again in the error when none of them holds an image
-    model_path, _ = layout.resolve_model(model)
-    classifier = load_classifier(model_path)
-    save_path = Path(save_dir) if save_dir is not None else None
+    classifier = load_classifier(model)
+    save_path = make_folder(save_dir) if save_dir is not None else None
     batch: list[tuple] = []
     seen = 0
     # one stream over all the inputs: the workers preprocess the next batch while this one

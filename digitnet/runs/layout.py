@@ -7,7 +7,8 @@ it rather than from today's defaults:
     config.yaml          the resolved config          manifest.json   what produced the run
     state.json           status, epoch, best so far   metrics.json    final scores (finished runs)
     history.csv          one row per epoch            model-best.keras, model-last.keras
-    model-best.tflite    LiteRT export of the best    checkpoints/    epoch-NNNN.keras + .json
+    model-best.tflite    LiteRT export of the best    model-best.tflite.json  what it was made from
+    checkpoints/         epoch-NNNN.keras + .json
     evaluation-<split>.json, plots/, report.html      tensorboard/    per-epoch scalars
     .lock                held while a process trains  (and <runs root>/latest: the newest run)
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -62,6 +64,22 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # state.json's "updated"
 # what predict and evaluate accept as a model file, besides a SavedModel folder (digitnet export)
 MODEL_SUFFIXES = (KERAS_SUFFIX, LITERT_SUFFIX, ".onnx")
 SAVED_MODEL_FILE = "saved_model.pb"  # marks a SavedModel folder
+NUMBER, INTEGER, TEXT, FLAG, NONE = (int, float), int, str, bool, type(None)
+# What each field of state.json and metrics.json holds; a hand-edited file that breaks this makes
+# the run broken (`fields_problem`) rather than a traceback later.
+STATE_FIELDS = {
+    "status": TEXT, "epoch": INTEGER, "epochs": INTEGER, "best_epoch": INTEGER,
+    "best_val_accuracy": (*NUMBER, NONE), "stopped_early": FLAG, "checkpoint": (TEXT, NONE),
+    "message": TEXT, "pid": INTEGER, "updated": TEXT,
+}
+METRICS_FIELDS = {
+    **{f"{split}_{name}": NUMBER for split in ("train", "val", "test")
+       for name in ("loss", "accuracy")},
+    "best_epoch": INTEGER, "epochs": INTEGER, "stopped_early": FLAG, "train_seconds": NUMBER,
+    "checkpoint_seconds": NUMBER,
+}
+TYPE_NAMES = {int: "an integer", float: "a number", str: "text", bool: "true or false",
+              NONE: "null"}
 
 
 class WriteError(DigitnetError):
@@ -71,6 +89,24 @@ class WriteError(DigitnetError):
 def litert_path(keras_path: str | Path) -> Path:
     """The LiteRT export that sits beside a .keras file: model-best.keras -> model-best.tflite."""
     return Path(keras_path).with_suffix(LITERT_SUFFIX)
+
+
+def export_record(export: str | Path) -> Path:
+    """The record written with an export: model-best.tflite -> model-best.tflite.json."""
+    export = Path(export)
+    return export.with_name(export.name + ".json")
+
+
+def write_export_record(export: str | Path, source: str | Path, format_name: str) -> None:
+    """Record which .keras file `export` was made from (both sha256s) beside it.
+
+    The model-file gate (digitnet/inference/modelfile.py) uses an export in place of its .keras
+    file only while both hashes still match, so a replaced .keras is never answered by a stale
+    export.
+    """
+    write_json(export_record(export), {
+        "format": format_name, "source": Path(source).name,
+        "source_sha256": file_sha256(source), "sha256": file_sha256(export)})
 
 
 def evaluation_file(run_dir: str | Path, split: str) -> Path:
@@ -84,7 +120,12 @@ def runs_root() -> Path:
 
 
 def new_run_dir(run_dir: str | Path | None) -> Path:
-    """The directory for a new run: `run_dir`, or runs/<timestamp> (unique)."""
+    """Create the directory for a new run: `run_dir`, or runs/<timestamp> (unique).
+
+    Raises:
+      DigitnetError: it exists and is not empty, or it cannot be created (under /proc, on a
+        read-only disk, below a file, a dangling or looping link).
+    """
     if run_dir is not None:
         path = Path(run_dir)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -97,8 +138,33 @@ def new_run_dir(run_dir: str | Path | None) -> Path:
         while path.exists():
             suffix += 1
             path = runs_root() / f"{stamp}-{suffix}"
-    path.mkdir(parents=True, exist_ok=True)
+    make_dir(path, "the run directory")
     return path
+
+
+def make_dir(path: Path, what: str) -> None:
+    """mkdir -p `path`, or a one-line DigitnetError naming it and the reason."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = link_problem(path) or os_reason(error)
+        raise DigitnetError(f"{path}: cannot create {what} ({reason})") from None
+
+
+def link_problem(path: Path) -> str | None:
+    """Why a symbolic link at `path` leads nowhere (dangling, or a loop), or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as error:
+        return "a symbolic link to nothing" if error.errno == errno.ENOENT else os_reason(error)
+    return None
+
+
+def os_reason(error: OSError) -> str:
+    """An OSError's reason in a few words: 'Read-only file system'."""
+    return error.strerror or (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
 @contextlib.contextmanager
@@ -123,8 +189,7 @@ def atomic_path(target: str | Path):
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except OSError as error:
-        reason = error.strerror or (str(error).strip() or type(error).__name__).splitlines()[0]
-        raise WriteError(f"{target}: cannot write ({reason})") from None
+        raise WriteError(f"{target}: cannot write ({os_reason(error)})") from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -169,16 +234,50 @@ def copy_file(source: str | Path, target: str | Path) -> None:
         shutil.copyfile(source, tmp)
 
 
+def check_latest() -> None:
+    """Refuse to start a run whose `latest` could not be pointed at it.
+
+    Raises:
+      DigitnetError: runs/latest exists and is not a symbolic link (a real folder or file).
+    """
+    problem = latest_problem()
+    if problem:
+        raise DigitnetError(problem)
+
+
+def latest_problem() -> str | None:
+    """Why runs/latest cannot be (re)pointed, or None."""
+    link = runs_root() / LATEST
+    if link.exists() and not link.is_symlink():
+        return (f"{link}: not a symbolic link (digitnet points it at the newest run); move it "
+                f"away or set ${RUNS_DIR_ENV} to another folder")
+    return None
+
+
 def point_latest(run_dir: Path) -> None:
-    """Make runs/latest a symlink to `run_dir`, replacing the old one atomically."""
+    """Make runs/latest a symlink to `run_dir`, replacing the old one atomically.
+
+    Training calls it once the run has a usable model (model-best.keras), never before.
+
+    Raises:
+      DigitnetError: `latest` is not a link, or the runs folder cannot be written.
+    """
+    problem = latest_problem()
+    if problem:
+        raise DigitnetError(problem)
     root = runs_root()
-    root.mkdir(parents=True, exist_ok=True)
     link = root / LATEST
-    target = os.path.relpath(run_dir.resolve(), root.resolve())
     tmp = root / f".{LATEST}.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(run_dir.resolve(), root.resolve())
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError as error:
+        raise WriteError(f"{link}: cannot point it at {run_dir} ({os_reason(error)})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def resolve_run(path: str | Path | None) -> Path:
@@ -213,6 +312,30 @@ def resolve_model(path: str | Path | None) -> tuple[Path, Path | None]:
     return path, run_dir
 
 
+def fields_problem(mapping, fields: dict) -> str | None:
+    """What is wrong with a run file's JSON object (`fields`: key -> type(s)), or None."""
+    if not isinstance(mapping, dict):
+        return f"expected a JSON object, received {type(mapping).__name__}"
+    for key, kinds in fields.items():
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        value = mapping.get(key)
+        wrong_bool = isinstance(value, bool) and bool not in kinds  # True is an int to Python
+        if key in mapping and (wrong_bool or not isinstance(value, kinds)):
+            expected = " or ".join(dict.fromkeys(TYPE_NAMES[kind] for kind in kinds))
+            return f"{key}: expected {expected}, received {short_repr(value)}"
+    return None
+
+
+def short_repr(value, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters: messages stay one short line."""
+    return shorten(repr(value), limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with '...' where it was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def read_json(path: Path) -> dict:
     """A JSON object from `path`, with a one-line error if it is missing or corrupt."""
     try:
@@ -235,12 +358,29 @@ def file_sha256(path: str | Path) -> str:
 # ---- state.json ---------------------------------------------------------------------------------
 
 
-def read_state(run_dir: str | Path) -> dict | None:
-    """The run's state.json, or None when it is missing or unreadable (it is informational)."""
-    try:
-        return read_json(Path(run_dir) / STATE_FILE)
-    except DigitnetError:
+def read_state(run_dir: str | Path, strict: bool = False) -> dict | None:
+    """The run's state.json, or None when it is missing.
+
+    Args:
+      strict: raise for a corrupt or hand-edited state.json (resuming decides from it); else
+        return None for it too (listing and status updates treat it as informational).
+
+    Raises:
+      DigitnetError: (strict only) naming state.json and what is wrong with it.
+    """
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
         return None
+    try:
+        state = read_json(path)
+    except DigitnetError:
+        if strict:
+            raise
+        return None
+    problem = fields_problem(state, STATE_FIELDS)
+    if problem and strict:
+        raise DigitnetError(f"{path}: {problem}")
+    return None if problem else state
 
 
 def update_state(run_dir: str | Path, **fields) -> dict:

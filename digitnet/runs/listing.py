@@ -73,10 +73,16 @@ def describe_run(run_dir: Path) -> dict:
     """
     run_dir = Path(run_dir)
     config, config_problem = read_mapping(run_dir / layout.CONFIG_FILE, parse_yaml)  # no aliases
+    config_problem = config_problem or run_config_problem(config)
     manifest, manifest_problem = read_mapping(run_dir / layout.MANIFEST_FILE, json.loads)
-    metrics, metrics_problem = read_mapping(run_dir / layout.METRICS_FILE, json.loads)
+    metrics, metrics_problem = read_mapping(run_dir / layout.METRICS_FILE, json.loads,
+                                            layout.METRICS_FIELDS)
+    state_problem = None
+    if (run_dir / layout.STATE_FILE).exists():  # runs of older versions have none
+        _, state_problem = read_mapping(run_dir / layout.STATE_FILE, json.loads,
+                                        layout.STATE_FIELDS)
     status = RUNNING if is_locked(run_dir) else run_status(run_dir)
-    problems = [config_problem, manifest_problem]
+    problems = [config_problem, manifest_problem, state_problem]
     if status in (FINISHED, None):  # None: no state.json, as in runs of older versions
         problems += [metrics_problem, model_problem(run_dir)]
     problem = "; ".join(p for p in problems if p) if status != RUNNING else ""
@@ -106,20 +112,38 @@ def run_status(run_dir: Path) -> str | None:
 
 def model_problem(run_dir: Path) -> str | None:
     """What stops evaluate and predict from using a finished run's model, if anything."""
+    from digitnet.inference.modelfile import keras_archive_problem  # the model-file gate's check
+
     if not (run_dir / layout.BEST_MODEL).is_file():
         return f"{layout.BEST_MODEL} missing"
-    return None
+    problem = keras_archive_problem(run_dir / layout.BEST_MODEL)
+    return f"{layout.BEST_MODEL} corrupt ({problem})" if problem else None
 
 
-def read_mapping(path: Path, parse) -> tuple[dict, str | None]:
-    """(the file's mapping, None), or ({}, a short problem) when it is missing or corrupt."""
+def read_mapping(path: Path, parse, fields: dict | None = None) -> tuple[dict, str | None]:
+    """(the file's mapping, None), or ({}, a short problem) when it is missing or corrupt, or
+    when a key in `fields` (key -> type, see layout.fields_problem) holds another type."""
     if not path.is_file():
         return {}, f"{path.name} missing"
     try:
         value = parse(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):
         return {}, f"{path.name} unreadable or corrupt"
-    return (value, None) if isinstance(value, dict) else ({}, f"{path.name} corrupt")
+    if not isinstance(value, dict):
+        return {}, f"{path.name} corrupt"
+    problem = layout.fields_problem(value, fields or {})
+    return ({}, f"{path.name} invalid ({problem})") if problem else (value, None)
+
+
+def run_config_problem(config: dict) -> str | None:
+    """Why the run's config.yaml would not load (a hand edit), or None."""
+    from digitnet.config import from_dict
+
+    try:
+        from_dict(config)
+    except DigitnetError as error:
+        return f"{layout.CONFIG_FILE} invalid ({layout.shorten(str(error), 120)})"
+    return None
 
 
 def nested(mapping: dict, *keys):

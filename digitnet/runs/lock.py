@@ -41,10 +41,14 @@ def acquire(path: Path) -> int:
     """An open descriptor of `path` holding an exclusive flock on it.
 
     Raises:
-      DigitnetError: another process holds the lock.
+      DigitnetError: another process holds the lock, or the directory cannot be written.
     """
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # a read-only disk, /proc, a folder that went away
+            raise DigitnetError(f"{path.parent}: cannot write in the run directory "
+                                f"({error.strerror or type(error).__name__})") from None
         if not try_flock(fd, fcntl.LOCK_EX):
             os.close(fd)
             raise DigitnetError(f"{path.parent}: another digitnet process ({holder(path)}) is "

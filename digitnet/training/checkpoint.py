@@ -47,6 +47,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.prior_seconds = snapshot.checkpoint_seconds if snapshot else 0.0
         self.seconds = self.prior_seconds  # time spent writing files, reported apart
         self.fit_started = time.perf_counter()
+        self.pointed_latest = False  # runs/latest moves here once this run has a model
 
     @property
     def epochs_run(self) -> int:
@@ -93,6 +94,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         model_file = checkpoint_file(self.run_dir, epoch)
         if self.best_epoch == epoch:
             layout.copy_file(model_file, self.run_dir / layout.BEST_MODEL)
+        if not self.pointed_latest and (self.run_dir / layout.BEST_MODEL).is_file():
+            layout.point_latest(self.run_dir)  # only now: a run without a model is never latest
+            self.pointed_latest = True
         layout.copy_file(model_file, self.run_dir / layout.LAST_MODEL)
         layout.write_text(self.run_dir / layout.HISTORY_FILE, history_csv(self.rows))
         layout.update_state(self.run_dir, epoch=epoch, best_epoch=self.best_epoch,

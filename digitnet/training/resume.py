@@ -89,7 +89,7 @@ def flatten(value, prefix: str = "") -> dict:
 
 def check_more_to_do(run_dir: Path, run: Config, now: Config) -> None:
     """Refuse fewer epochs than are trained, and a finished run that would not train further."""
-    state = layout.read_state(run_dir) or {}
+    state = layout.read_state(run_dir, strict=True) or {}
     done, epochs = int(state.get("epoch", 0)), now.training.epochs
     check_epochs(run_dir, done, epochs)
     if state.get("status") != layout.FINISHED:

@@ -284,6 +284,7 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
     Returns:
       (config with its data source resolved, splits, the checkpoint to resume from or None).
     """
+    layout.check_latest()  # before any file is written: a refused run leaves nothing behind
     from digitnet.training.model import check_model
 
     check_model(config.model, config.training.batch_size)  # the CLI checks before it makes run_dir
@@ -301,8 +302,7 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
         layout.write_json(run_dir / layout.MANIFEST_FILE, info)
     layout.write_text(run_dir / layout.CONFIG_FILE, save_config(config))
     update_state(run_dir, **initial_state(config, snapshot))
-    layout.point_latest(run_dir)
-    return config, splits, snapshot
+    return config, splits, snapshot  # runs/latest moves once the run has a model (checkpoint.py)
 
 
 def resume_source(data_dir: str | None, config: Config) -> str | None:
@@ -441,7 +441,7 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint) -> TrainRe
 
     best = keras.saving.load_model(run_dir / layout.BEST_MODEL)
     calibration = calibrate_best(best, run_dir, splits)
-    export_litert(best, run_dir / layout.BEST_LITERT)  # predict without TensorFlow
+    export_litert(best, run_dir / layout.BEST_LITERT, source=run_dir / layout.BEST_MODEL)
     training_seconds = checkpoint.training_seconds(seconds)  # file writes are not training
     metrics = {**measure(best, splits), "temperature": calibration["temperature"],
                "calibration": calibration, "best_epoch": checkpoint.best_epoch,
