@@ -3,6 +3,7 @@
 import contextlib
 import gzip
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -70,6 +71,15 @@ def tiny_run(tmp_path_factory, tiny_data_dir) -> Path:
     with runs_root(run_dir.parent):
         train_and_evaluate(load_config(None, TINY_OVERRIDES), run_dir, str(tiny_data_dir))
     return run_dir
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    """A private copy of the tiny run, without any evaluation other tests may have written."""
+    copy = shutil.copytree(tiny_run, tmp_path / "run")
+    for path in [*copy.glob("evaluation-*.json"), copy / "plots", copy / "report.html"]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    return copy
 
 
 @contextlib.contextmanager

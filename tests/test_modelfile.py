@@ -22,11 +22,6 @@ def json_line(output: str) -> dict:
     return json.loads(line)
 
 
-@pytest.fixture
-def run_copy(tiny_run, tmp_path):
-    return shutil.copytree(tiny_run, tmp_path / "run")
-
-
 def save_and_export(model, folder, name: str):
     """`model` as FOLDER/NAME.keras and, apart (no .tflite beside the .keras), as
     FOLDER/litert/NAME.tflite."""

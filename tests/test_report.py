@@ -4,9 +4,7 @@ import base64
 import io
 import json
 import re
-import shutil
 
-import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -15,15 +13,6 @@ from digitnet.cli import cli
 
 def run(*args):
     return CliRunner().invoke(cli, list(args))
-
-
-@pytest.fixture
-def run_copy(tiny_run, tmp_path):
-    """A private copy of the tiny run, without any evaluation other tests may have written."""
-    copy = shutil.copytree(tiny_run, tmp_path / "run")
-    for path in [*copy.glob("evaluation-*.json"), copy / "plots", copy / "report.html"]:
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    return copy
 
 
 def test_report_evaluates_the_run_then_writes_a_self_contained_page(run_copy, tiny_data_dir,

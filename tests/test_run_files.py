@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +33,6 @@ def mkdir_reason(path) -> str:
         return error.strerror
     os.rmdir(path)
     raise AssertionError(f"{path} could be created")
-
-
-@pytest.fixture
-def run_copy(tiny_run, tmp_path):
-    """A private copy of the tiny run, without evaluations or plots."""
-    copy = shutil.copytree(tiny_run, tmp_path / "run")
-    for path in [*copy.glob("evaluation-*.json"), copy / "plots", copy / "report.html"]:
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    return copy
 
 
 # ---- row 3: run directories that cannot be made -------------------------------------------------
