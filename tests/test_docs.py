@@ -11,6 +11,7 @@ configs/ ...), with $DIGITNET_DATA_DIR at 6,000 synthetic training images.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -25,6 +26,7 @@ import pytest
 from PIL import Image
 
 from digitnet.cli import cli
+from digitnet.data import load_mnist
 from tests.conftest import REPO, synthetic_digits, write_idx_dir
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -172,6 +174,11 @@ def sandbox(tmp_path_factory, tiny_run) -> Path:
         (root / "runs" / link).symlink_to("20250101-120000")
     shutil.copytree(REPO / "configs", root / "configs")
     write_idx_dir(root / "mnist", train=6000, test=100)  # enough for the default split
+    # The run stands for one trained on this data: a report scores only the run's own test set.
+    manifest = root / "runs" / "20250101-120000" / "manifest.json"
+    recorded = json.loads(manifest.read_text())
+    recorded["data_files"] = load_mnist(str(root / "mnist")).files
+    manifest.write_text(json.dumps(recorded))
     for folder in ("drawings", "scans"):
         (root / folder).mkdir()
         write_digit(root / folder / "one.png")
