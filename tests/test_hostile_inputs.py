@@ -239,7 +239,9 @@ def test_row9_a_fifo_is_reported_and_skipped_never_read(tiny_run, tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 1
         assert result.stderr == f"Error: {fifo}: is a named pipe, not a regular file\n"
-        assert [line.split()[0] for line in result.stdout.splitlines()] == rows
+        header, *lines = result.stdout.splitlines()
+        assert header == f"Model: {tiny_run / 'model-best.tflite'}"  # the file that answers
+        assert [line.split()[0] for line in lines] == rows
 
 
 def test_row9_a_fifo_as_config_is_refused(runs_dir, tmp_path):
@@ -265,6 +267,7 @@ def test_row11_ctrl_c_during_predict_exits_130_quietly(tiny_run, tmp_path):
         # each fit in a pipe's 64 KiB: a longer path fills both pipes and each side waits forever.
         child.stdin.write("seven.png\n" * 1100)
         child.stdin.flush()
+        assert child.stdout.readline().startswith("Model: ")
         assert child.stdout.readline().startswith("seven.png")
         child.send_signal(signal.SIGINT)
         _, stderr = child.communicate(timeout=60)
@@ -430,8 +433,8 @@ def test_row17_control_characters_in_file_names_are_escaped(tiny_run, tmp_path):
     bad.write_text("not an image")
     result = run("predict", str(good), str(bad), "--model", str(tiny_run))
     assert result.exit_code == 1
-    rows = result.output.splitlines()
-    assert len(rows) == 2
+    header, *rows = result.output.splitlines()
+    assert header.startswith("Model: ") and len(rows) == 2
     assert rows[0].startswith(str(tmp_path / "two\\nlines.png") + "  ")
     assert rows[1] == (f"Error: {tmp_path / 'bad'}\\x1b[31m.png: not an image file (cannot "
                        f"identify image format)")

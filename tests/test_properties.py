@@ -355,4 +355,6 @@ def test_any_image_files_are_predicted_or_refused_in_one_line_each(bare_model, s
             paths.append(str(path))
         result = CliRunner().invoke(cli, ["predict", *paths, "--model", str(bare_model)])
         assert_promise(result, allowed=(0, 1))
-        assert len(result.output.splitlines()) == len(paths)  # one line each, whatever the name
+        header, *rows = result.output.splitlines()
+        assert header == f"Model: {bare_model}"
+        assert len(rows) == len(paths)  # one line each, whatever the name

@@ -59,9 +59,12 @@ def client(served):
         yield client
 
 
-def cli_json(paths, model) -> list[dict]:
-    """What `digitnet predict --json` prints for these files."""
-    return [p.to_json() for p in predict([str(p) for p in paths], model)]
+def cli_json(paths, model, top_k: int = 3) -> list[dict]:
+    """What `digitnet predict --json` prints for these files, less `model` (the server names its
+    model at GET /model, not in each answer)."""
+    answers = [p.to_json() for p in predict([str(p) for p in paths], model, top_k=top_k)]
+    assert {answer.pop("model") for answer in answers} == {str(model / "model-best.tflite")}
+    return answers
 
 
 def test_one_image_body_answers_as_predict_json_plus_ten_probabilities(client, tiny_run,
@@ -90,7 +93,7 @@ def test_multipart_files_answer_in_order_with_per_file_errors(client, tiny_run, 
     response = client.post("/predict", files=files, params={"top_k": 2})
     assert response.status_code == 200, response.text
     answers = response.json()
-    expected = [p.to_json() for p in predict([str(p) for p in paths], tiny_run, top_k=2)]
+    expected = cli_json(paths, tiny_run, top_k=2)
     for answer, want in zip(answers, expected, strict=True):
         answer.pop("probabilities", None)
         assert answer == {**want, "file": want["file"].rsplit("/", 1)[-1],

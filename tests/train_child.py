@@ -75,5 +75,5 @@ if __name__ == "__main__":
     if os.environ.get("DIGITNET_TEST_NO_LITERT"):
         import digitnet.training.train
 
-        digitnet.training.train.export_litert = lambda model, path: path
+        digitnet.training.train.export_litert = lambda model, path, source=None: path
     main()

@@ -29,10 +29,13 @@ class Prediction:
     model: str | None = None  # the model file that answered
 
     def to_json(self) -> dict:
+        """predict --json's object; `model` only when known (the server names its model once,
+        at GET /model, not in every answer)."""
+        named = {"model": self.model} if self.model is not None else {}
         if self.error is not None:
-            return {"file": self.file, "error": self.error, "model": self.model}
+            return {"file": self.file, "error": self.error, **named}
         return {"file": self.file, "digit": self.digit if self.digit is not None else "unknown",
-                "probability": self.probability, "top_k": self.top_k, "model": self.model}
+                "probability": self.probability, "top_k": self.top_k, **named}
 
 
 def expand_inputs(inputs: Iterable[str], stdin=None) -> Iterator[str]:
