@@ -83,7 +83,10 @@ def child(payload_file: str, out_file: str, passes: int) -> None:
     """Run in a child process with the digitnet under test first on sys.path."""
     import cv2
 
-    from digitnet.images.batch import preprocess_bytes
+    try:
+        from digitnet.images.preprocess import preprocess_bytes
+    except ImportError:  # a baseline from before it moved out of images/batch.py
+        from digitnet.images.batch import preprocess_bytes
 
     cv2.setNumThreads(1)
     with open(payload_file, "rb") as file:

@@ -22,8 +22,10 @@ from digitnet import __version__
 from digitnet.backend import import_tensorflow_quietly, quiet_backend
 from digitnet.config import MAX_EPOCHS, MAX_SEED
 from digitnet.errors import DigitnetError, InputError, one_line
+from digitnet.evaluation import SPLITS
 from digitnet.export import FORMAT_NAMES
 from digitnet.inference import DEFAULT_MIN_CONFIDENCE
+from digitnet.training.devices import DEVICES
 from digitnet.training.interrupt import TrainingInterrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -208,7 +210,7 @@ def cli():
               help="Directory for this run [default: runs/<timestamp>; $DIGITNET_RUNS_DIR "
                    "moves runs/].")
 @data_dir_option
-@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+@click.option("--device", type=click.Choice(DEVICES), default="auto",
               show_default=True, help="gpu fails if TensorFlow sees none; auto prefers a GPU.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
               metavar="RUN_DIR", help="Continue an interrupted run from its last completed epoch "
@@ -294,7 +296,7 @@ def show_dry_run(config, data_dir: str | None, device: str) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("run", required=False, type=click.Path(exists=True))
-@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
               help="test: the 10,000 test images; val: the run's held-out validation images.")
 @data_dir_option
 @json_option

@@ -24,7 +24,22 @@ ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "linear", "soft
 
 
 class ConfigError(DigitnetError):
-    """A config value that is unknown, of the wrong type or out of range."""
+    """A config value that is unknown, of the wrong type or out of range.
+
+    `key` is the value's dotted key where one is named ("model.layers.1.units"): a layer
+    checks itself under its type ("dense.units") and the config renames it to its place.
+    """
+
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.key = key
+
+    def placed(self, old: str, new: str) -> ConfigError:
+        """The same error with the key's prefix `old` (a layer's type) replaced by `new`."""
+        if not self.key.startswith(f"{old}."):
+            return self
+        key = new + self.key[len(old):]
+        return type(self)(key + str(self)[len(self.key):], key)
 
 
 class OverrideError(InputError, ConfigError):
@@ -34,7 +49,7 @@ class OverrideError(InputError, ConfigError):
 def _require(key: str, ok: bool, expected: str, value: Any) -> None:
     """Raise ConfigError naming `key` unless `ok`."""
     if not ok:
-        raise ConfigError(f"{key}: expected {expected}, received {shown(value)}")
+        raise ConfigError(f"{key}: expected {expected}, received {shown(value)}", key)
 
 
 # ---- model layers: one small frozen class per layer type --------------------------------------
@@ -45,8 +60,18 @@ class Flatten:
     type: str = "flatten"
 
 
+class CheckedLayer:
+    """A layer that checks its fields when it is made, under its type: "dense.units"."""
+
+    def __post_init__(self) -> None:
+        self.check(self.type)
+
+    def check(self, key: str) -> None:
+        """Raise ConfigError naming `key`.field for the first bad field."""
+
+
 @dataclass(frozen=True)
-class Dense:
+class Dense(CheckedLayer):
     units: int = 256  # the lesson's hidden width
     activation: str = "relu"
     type: str = "dense"
@@ -58,7 +83,7 @@ class Dense:
 
 
 @dataclass(frozen=True)
-class Conv2D:
+class Conv2D(CheckedLayer):
     filters: int = 32
     kernel_size: int = 3
     activation: str = "relu"
@@ -76,7 +101,7 @@ class Conv2D:
 
 
 @dataclass(frozen=True)
-class MaxPool:
+class MaxPool(CheckedLayer):
     pool_size: int = 2
     type: str = "max_pool"
 
@@ -86,7 +111,7 @@ class MaxPool:
 
 
 @dataclass(frozen=True)
-class Dropout:
+class Dropout(CheckedLayer):
     rate: float = 0.25
     type: str = "dropout"
 
@@ -112,11 +137,12 @@ LESSON_LAYERS = (Flatten(), Dense(256, "relu"), Dense(NUM_CLASSES, "softmax"))
 class ModelConfig:
     layers: tuple[Layer, ...] = LESSON_LAYERS  # Flatten -> Dense 256 relu -> Dense 10 softmax
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
+        """The layers checked themselves when made; here, what the list as a whole needs."""
         _require("model.layers", len(self.layers) >= 1, "a non-empty list of layers", [])
-        for index, layer in enumerate(self.layers):
-            if hasattr(layer, "check"):
-                layer.check(f"model.layers.{index}")
         last = self.layers[-1]
         ok = isinstance(last, Dense) and last.units == NUM_CLASSES and last.activation == "softmax"
         _require("model.layers", ok, "a last layer {type: dense, units: 10, activation: softmax}",
@@ -130,6 +156,9 @@ class AugmentConfig:
     scale: float = 0.0  # random zoom in +-fraction
     shear_degrees: float = 0.0  # random shear in +-degrees
     thickness: float = 0.0  # probability of thickening or thinning the strokes by one step
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         for name in ("rotation_degrees", "shift_pixels", "scale", "shear_degrees"):
@@ -165,6 +194,9 @@ class TrainingConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     outliers: float = 0.0  # extra share of each batch: generated non-digits, uniform targets
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
         _require("training.epochs", 1 <= self.epochs <= MAX_EPOCHS,
                  f"an integer in 1..{MAX_EPOCHS}", self.epochs)
@@ -187,7 +219,6 @@ class TrainingConfig:
                  "an integer >= 1", self.steps_per_execution)
         _require("training.early_stopping_patience", self.early_stopping_patience >= 0,
                  "an integer >= 0", self.early_stopping_patience)
-        self.augment.check()
         _require("training.outliers", 0 <= self.outliers <= 1, "a number in [0, 1]",
                  self.outliers)
 
@@ -196,6 +227,9 @@ class TrainingConfig:
 class DataConfig:
     source: str = ""  # IDX folder, .npz file, or "" for --data-dir / DIGITNET_DATA_DIR / download
     validation_size: int = 5000  # held out of the 60,000 training images, seeded
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         _require("data.validation_size", 0 < self.validation_size < 60000,
@@ -209,13 +243,13 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> Config:
-        """Validate every section; return self so calls can chain."""
+        """Validate the name (each section checked itself when made); return self."""
         _require("name", bool(self.name.strip()) and "\n" not in self.name,
                  "a non-empty one-line label", self.name)
-        self.model.check()
-        self.training.check()
-        self.data.check()
         return self
 
 
@@ -290,14 +324,17 @@ def _build_layers(values: Any, key: str) -> tuple:
         _require(path, isinstance(raw, dict) and "type" in raw, "a mapping with a 'type'", raw)
         cls = LAYER_TYPES.get(raw["type"]) if isinstance(raw["type"], str) else None
         _require(f"{path}.type", cls is not None, f"one of {tuple(LAYER_TYPES)}", raw["type"])
-        layers.append(_build(cls, raw, path))
+        try:
+            layers.append(_build(cls, raw, path))
+        except ConfigError as error:  # checked under its type: name its place in the list
+            raise error.placed(raw["type"], path) from None
     return tuple(layers)
 
 
 def from_dict(values: dict) -> Config:
     """A checked Config from a (possibly partial) nested dict merged over the defaults."""
     merged = _merge(to_dict(Config()), values or {})
-    return _build(Config, merged, "").check()
+    return _build(Config, merged, "")
 
 
 def _merge(base: dict, update: dict) -> dict:

@@ -7,7 +7,6 @@ run's manifest can say exactly which data trained it.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.errors import DigitnetError, first_line
+from digitnet.runs.layout import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def load_idx_split(folder: Path, split: str, files: dict) -> tuple[np.ndarray, n
         images = read_idx_body(image_stream, paths[0], image_shape)
         labels = read_idx_body(label_stream, paths[1], label_shape)
     for path in paths:
-        files[str(path)] = sha256_file(path)
+        files[str(path)] = file_sha256(path)
     check_arrays(images, labels, where)
     return images, labels
 
@@ -202,7 +202,7 @@ def load_npz(path: Path) -> Mnist:
         raise DataError(f"{path}: not a readable .npz file ({first_line(error)})") from None
     check_arrays(arrays["x_train"], arrays["y_train"], f"{path} (train)")
     check_arrays(arrays["x_test"], arrays["y_test"], f"{path} (test)")
-    return Mnist(**arrays, files={str(path): sha256_file(path)}, source=str(path))
+    return Mnist(**arrays, files={str(path): file_sha256(path)}, source=str(path))
 
 
 def check_shapes(images: tuple, labels: tuple, where: str, dtype: str = "uint8") -> None:
@@ -257,7 +257,7 @@ def cache_dir() -> Path:
 def download_mnist(url: str = MNIST_URL, sha256: str = MNIST_SHA256) -> Path:
     """Keras' mnist.npz in the cache, downloaded once and verified; a bad download is deleted."""
     target = cache_dir() / "mnist.npz"
-    if target.is_file() and sha256_file(target) == sha256:
+    if target.is_file() and file_sha256(target) == sha256:
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +271,7 @@ def download_mnist(url: str = MNIST_URL, sha256: str = MNIST_SHA256) -> Path:
     os.close(handle)
     try:
         urllib.request.urlretrieve(url, tmp)
-        found = sha256_file(Path(tmp))
+        found = file_sha256(Path(tmp))
         if found != sha256:
             raise DataError(f"{url}: sha256 {found} does not match the published {sha256}; "
                             f"the download was deleted")
@@ -282,14 +282,6 @@ def download_mnist(url: str = MNIST_URL, sha256: str = MNIST_SHA256) -> Path:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return target
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---- splits -------------------------------------------------------------------------------------

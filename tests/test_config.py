@@ -5,10 +5,16 @@ import dataclasses
 import pytest
 
 from digitnet.config import (
+    AugmentConfig,
     Config,
     ConfigError,
     Conv2D,
+    DataConfig,
     Dense,
+    Dropout,
+    Flatten,
+    ModelConfig,
+    TrainingConfig,
     from_dict,
     load_config,
     save_config,
@@ -143,3 +149,24 @@ def test_missing_config_file(tmp_path):
 def test_to_dict_names_each_layer_type_first():
     layers = to_dict(Config())["model"]["layers"]
     assert layers[1] == {"type": "dense", "units": 256, "activation": "relu"}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: TrainingConfig(epochs=0), "training.epochs: expected an integer >= 1, received 0"),
+    (lambda: dataclasses.replace(TrainingConfig(), learning_rate=0.0),
+     "training.learning_rate: expected a number in (0, 10), received 0.0"),
+    (lambda: AugmentConfig(thickness=2.0),
+     "training.augment.thickness: expected a probability in [0, 1], received 2.0"),
+    (lambda: DataConfig(validation_size=0),
+     "data.validation_size: expected an integer in 1..59999, received 0"),
+    (lambda: Dense(units=0), "dense.units: expected an integer >= 1, received 0"),
+    (lambda: Dropout(rate=1.0), "dropout.rate: expected a number in [0, 1), received 1.0"),
+    (lambda: ModelConfig(layers=(Flatten(),)),
+     "model.layers: expected a last layer {type: dense, units: 10, activation: softmax}, "
+     "received {'type': 'flatten'}"),
+    (lambda: Config(name=" "), "name: expected a non-empty one-line label, received ' '"),
+])
+def test_configs_check_themselves_when_made(make, message):
+    with pytest.raises(ConfigError) as error:
+        make()
+    assert str(error.value) == message

@@ -20,9 +20,9 @@ from digitnet.errors import DigitnetError
 from digitnet.images import batch as imagebatch
 from digitnet.images import decode as imagefile
 from digitnet.images import ink, preprocess, resample, selection
-from digitnet.images.batch import preprocess_file, preprocess_files, save_preprocessed
+from digitnet.images.batch import preprocess_files, save_preprocessed
 from digitnet.images.decode import MAX_PIXELS, load_image
-from digitnet.images.preprocess import to_mnist
+from digitnet.images.preprocess import preprocess_bytes, preprocess_file, to_mnist
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REALDIGITS = Path(os.environ.get("DIGITNET_REALDIGITS_DIR", SHARED / "data/realdigits-dev"))
@@ -321,10 +321,13 @@ def write_batch(folder: Path) -> list[Path]:
 
 
 def test_preprocess_files_returns_errors_in_place(tmp_path, reference):
-    results = preprocess_files(write_batch(tmp_path), workers=1)
-    assert similarity(results[0], reference) > 0.99
-    assert isinstance(results[1], DigitnetError) and "b.png: not an image file" in str(results[1])
-    assert results[2].shape == (28, 28) and similarity(results[2], reference) < 0.7
+    paths = write_batch(tmp_path)
+    results = preprocess_files(paths, workers=1)
+    assert [result.path for result in results] == [str(path) for path in paths]
+    assert similarity(results[0].image, reference) > 0.99 and results[0].error is None
+    assert results[1].image is None and isinstance(results[1].error, DigitnetError)
+    assert "b.png: not an image file" in str(results[1].error)
+    assert results[2].image.shape == (28, 28) and similarity(results[2].image, reference) < 0.7
 
 
 @pytest.mark.parametrize("serial_seconds", [0.0, 60.0], ids=["workers", "here-first"])
@@ -339,10 +342,9 @@ def test_preprocess_files_in_parallel_keeps_order(tmp_path, monkeypatch, serial_
     parallel = preprocess_files(paths, workers=2)
     assert len(parallel) == len(serial)
     for one, other in zip(serial, parallel):
-        if isinstance(one, DigitnetError):
-            assert str(one) == str(other)
-        else:
-            np.testing.assert_array_equal(one, other)
+        assert one.path == other.path and str(one.error) == str(other.error)
+        if one.error is None:
+            np.testing.assert_array_equal(one.image, other.image)
     imagebatch.close_pools()
 
 
@@ -359,8 +361,8 @@ def test_preprocess_stream_is_lazy_and_in_order(tmp_path):
     stream = imagebatch.preprocess_stream(given(), workers=1)
     assert not taken
     first = next(stream)
-    assert first[0] == str(paths[0]) and first[1].shape == (28, 28)
-    assert [path for path, _ in stream] == [str(p) for p in paths[1:]]
+    assert first.path == str(paths[0]) and first.image.shape == (28, 28)
+    assert [item.path for item in stream] == [str(p) for p in paths[1:]]
 
 
 def test_preprocess_stream_hands_on_results_while_the_input_stalls(tmp_path, monkeypatch):
@@ -386,8 +388,8 @@ def test_preprocess_stream_hands_on_results_while_the_input_stalls(tmp_path, mon
     stalled = reader.is_alive()
     more.set()
     reader.join()
-    assert not stalled and [path for path, _ in taken] == [str(p) for p in paths]
-    assert [path for path, _ in stream] == [str(p) for p in paths]
+    assert not stalled and [item.path for item in taken] == [str(p) for p in paths]
+    assert [item.path for item in stream] == [str(p) for p in paths]
     imagebatch.close_pools()
 
 
@@ -415,9 +417,9 @@ def test_does_not_import_tensorflow_or_scipy():
                     reason=f"no realdigits-dev at {REALDIGITS} (set DIGITNET_REALDIGITS_DIR)")
 def test_real_images_all_give_a_centred_digit():
     paths = sorted(p for p in REALDIGITS.iterdir() if p.suffix.lower() in (".png", ".jpg"))
-    for array in preprocess_files(paths, workers=1):
-        assert not isinstance(array, DigitnetError), array
-        check_mnist_like(array)
+    for item in preprocess_files(paths, workers=1):
+        assert item.error is None, item.error
+        check_mnist_like(item.image)
 
 
 # ------------------------------------------- fast paths that must match what they replace
@@ -597,5 +599,5 @@ def test_colour_pngs_in_memory_take_a_quicker_path_to_the_same_input():
         assert (alpha is None) == (name == "rgb-tinted"), name
         expected = to_mnist(imagefile.load_image_bytes(data, name, resample.WORK_SIDE))
         assert expected.any(), name
-        np.testing.assert_array_equal(imagebatch.preprocess_bytes(data, name), expected, name)
+        np.testing.assert_array_equal(preprocess_bytes(data, name), expected, name)
     assert imagefile.plain_png_layers(png_bytes(digit.convert("P"))) is None  # a palette

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from digitnet.cli import cli
-from digitnet.images.batch import preprocess_file, preprocessed_pixels
+from digitnet.images.batch import preprocessed_pixels
+from digitnet.images.preprocess import preprocess_file
 from digitnet.inference.predict import DEFAULT_MIN_CONFIDENCE, predict
 from digitnet.serving.app import create_app
 from digitnet.serving.batcher import MicroBatcher

@@ -54,10 +54,10 @@ def patch_fit() -> None:
     watched = int(os.environ.get("DIGITNET_TEST_FIT", "1"))
     calls = []
 
-    def fit(model, splits, config, run_dir, first_epoch=0, callbacks=()):
-        calls.append(run_dir)
+    def fit(model, splits, config, first_epoch=0, callbacks=()):
+        calls.append(first_epoch)
         extra = (ready_callback(),) if len(calls) == watched else ()
-        return original(model, splits, config, run_dir, first_epoch=first_epoch,
+        return original(model, splits, config, first_epoch=first_epoch,
                         callbacks=(*callbacks, *extra))
 
     train.fit = fit

@@ -1,1 +1,3 @@
-"""Scoring a model and showing the results: metrics, plots, report."""
+"""Scoring a model, drawing its plots and writing its report page."""
+
+SPLITS = ("test", "val")  # the images a model is scored on: MNIST's test set, or the run's val

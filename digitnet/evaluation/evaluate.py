@@ -6,17 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet.config import Config, read_config
+from digitnet.config import NUM_CLASSES, Config, read_config
 from digitnet.data import load_mnist, resolve_source, split_validation, to_model_input
 from digitnet.errors import DigitnetError, InputError
+from digitnet.evaluation import SPLITS
 from digitnet.runs import layout
-
-SPLITS = ("test", "val")
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """10x10 counts: row = true digit, column = predicted digit."""
-    return np.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)
+    return np.bincount(labels * NUM_CLASSES + predicted,
+                       minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
 
 
 def per_class_scores(confusion: np.ndarray) -> list[dict]:
@@ -24,12 +24,12 @@ def per_class_scores(confusion: np.ndarray) -> list[dict]:
     true_positive = np.diag(confusion).astype(float)
     predicted = confusion.sum(axis=0)
     actual = confusion.sum(axis=1)
-    precision = np.divide(true_positive, predicted, out=np.zeros(10), where=predicted > 0)
-    recall = np.divide(true_positive, actual, out=np.zeros(10), where=actual > 0)
+    precision = np.divide(true_positive, predicted, out=np.zeros(NUM_CLASSES), where=predicted > 0)
+    recall = np.divide(true_positive, actual, out=np.zeros(NUM_CLASSES), where=actual > 0)
     total = precision + recall
-    f1 = np.divide(2 * precision * recall, total, out=np.zeros(10), where=total > 0)
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros(NUM_CLASSES), where=total > 0)
     return [{"digit": d, "precision": float(precision[d]), "recall": float(recall[d]),
-             "f1": float(f1[d]), "support": int(actual[d])} for d in range(10)]
+             "f1": float(f1[d]), "support": int(actual[d])} for d in range(NUM_CLASSES)]
 
 
 def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -130,6 +130,8 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
     from digitnet.inference.classifier import load_classifier
     from digitnet.inference.modelfile import resolve_model_file
 
+    if split not in SPLITS:
+        raise InputError("split", split, f"expected one of {', '.join(SPLITS)}")
     model = resolve_model_file(model_or_run)
     run_dir = model.run_dir
     if split == "val" and run_dir is None:  # its validation images depend on the run's seed
@@ -179,7 +181,7 @@ def format_report(report: dict) -> str:
     lines += [f"{c['digit']:>5}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  {c['f1']:>6.4f}  "
               f"{c['support']:>7}" for c in report["per_class"]]
     lines += ["", "Confusion matrix (rows: true digit, columns: predicted)",
-              "     " + "".join(f"{d:>6}" for d in range(10))]
+              "     " + "".join(f"{d:>6}" for d in range(NUM_CLASSES))]
     lines += [f"{d:>5}" + "".join(f"{n:>6}" for n in row)
               for d, row in enumerate(report["confusion_matrix"])]
     if "saved_to" in report:

@@ -17,7 +17,7 @@ from pathlib import Path
 from digitnet.errors import DigitnetError
 from digitnet.evaluation.plots import plot_path
 from digitnet.runs import layout
-from digitnet.runs.listing import BROKEN, FINISHED, describe_run, parse_started
+from digitnet.runs.listing import BROKEN, DATE_SHOWN, FINISHED, describe_run, parse_started
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def write_report(run: str | Path | None, data_dir: str | None = None) -> Path:
 
 def find_run(run: str | Path | None) -> Path:
     """The run directory named by `run` (runs/latest when None), checked to be a run."""
-    path = layout.runs_root() / layout.LATEST if run is None else Path(run)
+    path = layout.latest_link() if run is None else Path(run)
     if not path.exists():
         hint = " (train one with `digitnet train`, or pass a run directory)" if run is None else ""
         raise DigitnetError(f"{path}: no such run directory{hint}")
@@ -129,7 +129,7 @@ def render_page(run_dir: Path, evaluation: dict) -> str:
         image_section("How it learned", run_dir, "learning-curves", None,
                       "Loss and accuracy per epoch on the training and validation images, and "
                       "the learning rate. Validation far below training means overfitting."),
-        confusion_section(run_dir, evaluation),
+        confusion_section(run_dir),
         per_class_section(run_dir, evaluation),
         mistakes_section(run_dir, evaluation),
         calibration_section(run_dir, evaluation),
@@ -165,7 +165,7 @@ def summary_section(run: dict, evaluation: dict) -> str:
 
 def started_text(started) -> str:
     parsed = parse_started(started)
-    return parsed.strftime("%Y-%m-%d %H:%M") if parsed else "?"
+    return parsed.strftime(DATE_SHOWN) if parsed else "?"
 
 
 def seconds_text(seconds) -> str:
@@ -191,7 +191,7 @@ def number(value, spec: str) -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "-"
 
 
-def confusion_section(run_dir: Path, evaluation: dict) -> str:
+def confusion_section(run_dir: Path) -> str:
     """The two confusion matrices side by side."""
     images = "".join(image_tag(plot_path(run_dir, name, SPLIT), name)
                      for name in ("confusion", "confusion-normalized"))

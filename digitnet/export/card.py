@@ -22,7 +22,7 @@ INPUT = {
     "shape": ["N", 28, 28, 1], "dtype": "float32", "range": [0.0, 1.0],
     "image": "a 28x28 grayscale digit, white ink (1.0) on black (0.0), MNIST-centred: its "
              "longer side 20 px, its centre of mass at the centre of the field",
-    "from_a_photo": "digitnet's preprocessing: digitnet.images.batch.preprocess_file(path) "
+    "from_a_photo": "digitnet's preprocessing: digitnet.images.preprocess.preprocess_file(path) "
                     "(or digitnet.images.preprocess.to_mnist(PIL image)) returns this 28x28 "
                     "float32 array; add the batch and channel axes. `digitnet predict "
                     "--save-preprocessed DIR` shows it for any image",

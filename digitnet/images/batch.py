@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -25,15 +26,7 @@ from PIL import Image
 
 from digitnet.backend import available_cpus
 from digitnet.errors import DigitnetError
-from digitnet.images.decode import (
-    SVG_SUFFIXES,
-    load_image,
-    load_image_bytes,
-    plain_png_layers,
-    read_plain_png,
-)
-from digitnet.images.preprocess import FIELD, gray_to_mnist, layers_to_gray, to_mnist
-from digitnet.images.resample import WORK_SIDE
+from digitnet.images.preprocess import FIELD, preprocess_file
 
 PARALLEL_MIN = 64  # fewer files than this are preprocessed in this process
 CHUNK_FILES = 64  # files per task for a worker, at most: enough to amortise the task
@@ -45,55 +38,24 @@ INPUT_WAIT_SECONDS = 0.05  # input quiet this long: the workers get the part of 
 _pools: dict[int, ProcessPoolExecutor] = {}
 
 
-def preprocess_file(path) -> np.ndarray:
-    """Load one image file and preprocess it for the model.
+@dataclass(frozen=True)
+class Preprocessed:
+    """One file through the pipeline: the 28x28 input the model gets, or why there is none."""
 
-    Args:
-      path: the image file.
-
-    Returns:
-      The float32 (28, 28) MNIST-style array from to_mnist.
-
-    Raises:
-      DigitnetError: the file cannot be read as an image (see load_image).
-    """
-    name = os.fspath(path)
-    pixels = read_plain_png(name)
-    if pixels is not None:
-        return plain_to_mnist(pixels)
-    return to_mnist(load_image(name, draft_side=WORK_SIDE))
+    path: str
+    image: np.ndarray | None = None  # float32 (28, 28) in [0, 1], from preprocess_file
+    error: DigitnetError | None = None  # the file cannot be read as an image
 
 
-def preprocess_bytes(data: bytes, name: str) -> np.ndarray:
-    """preprocess_file for an image held in memory (an upload): the same array, same errors.
-
-    Args:
-      data: the encoded image file's bytes.
-      name: what error messages call it.
-
-    Raises:
-      DigitnetError: the bytes are not a usable image (see load_image_bytes).
-    """
-    layers = plain_png_layers(data) if not name.lower().endswith(SVG_SUFFIXES) else None
-    if layers is not None:
-        return gray_to_mnist(layers_to_gray(*layers))  # a browser canvas's PNG, say
-    return to_mnist(load_image_bytes(data, name, draft_side=WORK_SIDE))
-
-
-def plain_to_mnist(pixels: np.ndarray) -> np.ndarray:
-    """What grayscale() and to_mnist make of a plain grayscale PNG's pixels, without Pillow."""
-    return gray_to_mnist(layers_to_gray(pixels))
-
-
-def preprocess_or_error(path) -> np.ndarray | DigitnetError:
-    """preprocess_file, returning a user-input error instead of raising it."""
+def preprocess_or_error(path) -> Preprocessed:
+    """preprocess_file, keeping a user-input error instead of raising it."""
     try:
-        return preprocess_file(path)
+        return Preprocessed(os.fspath(path), image=preprocess_file(path))
     except DigitnetError as err:
-        return err
+        return Preprocessed(os.fspath(path), error=err)
 
 
-def preprocess_files(paths, workers: int | None = None) -> list:
+def preprocess_files(paths, workers: int | None = None) -> list[Preprocessed]:
     """Preprocess many image files, in parallel processes when there are many.
 
     Args:
@@ -102,13 +64,13 @@ def preprocess_files(paths, workers: int | None = None) -> list:
         done in this process, where starting workers would cost more than it saves.
 
     Returns:
-      One item per path, in order: the (28, 28) array, or the DigitnetError explaining why
-      that file could not be used (returned, not raised, so one bad file spoils nothing).
+      One Preprocessed per path, in order: the (28, 28) array, or the DigitnetError explaining
+      why that file could not be used (kept, not raised, so one bad file spoils nothing).
     """
-    return [result for _, result in preprocess_stream(paths, workers)]
+    return list(preprocess_stream(paths, workers))
 
 
-def preprocess_stream(paths: Iterable, workers: int | None = None) -> Iterator[tuple]:
+def preprocess_stream(paths: Iterable, workers: int | None = None) -> Iterator[Preprocessed]:
     """Preprocess image files as they come, any number of them, keeping the workers busy.
 
     Args:
@@ -116,7 +78,7 @@ def preprocess_stream(paths: Iterable, workers: int | None = None) -> Iterator[t
       workers: as for preprocess_files.
 
     Yields:
-      (path as str, array or DigitnetError) for each path, in order. Up to QUEUED_CHUNKS
+      A Preprocessed for each path, in order. Up to QUEUED_CHUNKS
       chunks per worker are in flight, so the workers go on while the caller uses the
       results, and memory stays bounded however many files there are.
     """
@@ -125,7 +87,7 @@ def preprocess_stream(paths: Iterable, workers: int | None = None) -> Iterator[t
     workers = workers or available_cpus()
     if workers == 1 or len(head) < PARALLEL_MIN:
         for path in itertools.chain(head, paths):
-            yield path, preprocess_or_error(path)
+            yield preprocess_or_error(path)
         return
     started = workers in _pools
     pool = worker_pool(workers)  # a new pool's fork server starts in the background
@@ -140,7 +102,7 @@ def preprocess_stream(paths: Iterable, workers: int | None = None) -> Iterator[t
             if time.perf_counter() - began >= SERIAL_SECONDS:
                 rest = itertools.chain([path], rest)
                 break
-            yield path, preprocess_or_error(path)
+            yield preprocess_or_error(path)
             done += 1
         # chunks of about CHUNK_SECONDS at the pace seen here: MNIST-size files go many to a
         # task, photos few, so that neither worker is left with a long last chunk
@@ -150,7 +112,7 @@ def preprocess_stream(paths: Iterable, workers: int | None = None) -> Iterator[t
 
 
 def in_workers(pool: ProcessPoolExecutor, paths: Iterator[str], size: int,
-               workers: int) -> Iterator[tuple]:
+               workers: int) -> Iterator[Preprocessed]:
     """preprocess_stream's pool part: chunks of `size` paths to the workers, results in order.
 
     The paths are read on a thread of their own, so that finished results are handed on while
@@ -205,18 +167,19 @@ def preprocess_chunk(paths: list[str]) -> tuple[np.ndarray, dict[int, DigitnetEr
     errors = {}
     for index, path in enumerate(paths):
         result = preprocess_or_error(path)
-        if isinstance(result, DigitnetError):
-            errors[index] = result
+        if result.error is not None:
+            errors[index] = result.error
         else:
-            arrays[index] = result
+            arrays[index] = result.image
     return arrays, errors
 
 
-def unpack(paths: list[str], future) -> Iterator[tuple]:
-    """(path, array or error) for each file of a chunk, once its worker has finished it."""
+def unpack(paths: list[str], future) -> Iterator[Preprocessed]:
+    """A Preprocessed for each file of a chunk, once its worker has finished it."""
     arrays, errors = future.result()
     for index, path in enumerate(paths):
-        yield path, errors.get(index, arrays[index])
+        error = errors.get(index)
+        yield Preprocessed(path, image=None if error else arrays[index], error=error)
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.backend import available_cpus, require_extra, silenced_stderr
+from digitnet.config import NUM_CLASSES
 from digitnet.errors import DigitnetError, first_line
 from digitnet.inference.modelfile import ModelFile, resolve_model_file
 
 LITERT_BATCH = 256  # fixed input batch for the interpreter; the last chunk is padded
 IMAGE_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
 # How far a probe image's outputs may sum from 1 (an int8 model rounds each to 1/256).
 SUM_TOLERANCE = 0.05
 
@@ -54,7 +54,7 @@ class KerasClassifier:
     def predict(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
         if len(images) == 0:
-            return np.zeros((0, 10), np.float32)
+            return np.zeros((0, NUM_CLASSES), np.float32)
         return np.asarray(self.model.predict(images, batch_size=batch_size, verbose=0))
 
 
@@ -93,7 +93,7 @@ class LiteRTClassifier:
         """Probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         if len(images) <= LITERT_BATCH:  # one image or a few: no padding work
-            return self.run(images) if len(images) else np.zeros((0, 10), np.float32)
+            return self.run(images) if len(images) else np.zeros((0, NUM_CLASSES), np.float32)
         chunks = [self.run_padded(images[i: i + LITERT_BATCH])
                   for i in range(0, len(images), LITERT_BATCH)]
         return np.concatenate(chunks)
@@ -134,7 +134,7 @@ def dequantize(values: np.ndarray, scale: tuple[float, int]) -> np.ndarray:
 
 def check_shapes(path: Path, input_shape: list, output_shape: list) -> None:
     """Refuse a model that does not take (N, 28, 28, 1) images and give (N, 10) probabilities."""
-    if list(input_shape)[1:] != [28, 28, 1] or list(output_shape)[1:] != [10]:
+    if tuple(input_shape)[1:] != IMAGE_SHAPE or tuple(output_shape)[1:] != (NUM_CLASSES,):
         raise DigitnetError(f"{path}: expected a model from (N, 28, 28, 1) images to (N, 10) "
                             f"probabilities, received input {shape_text(input_shape)} and output "
                             f"{shape_text(output_shape)}")
@@ -166,7 +166,7 @@ class OnnxClassifier:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
         if len(images) == 0:
-            return np.zeros((0, 10), np.float32)
+            return np.zeros((0, NUM_CLASSES), np.float32)
         images = np.ascontiguousarray(images, dtype=np.float32)
         return self.session.run(None, {self.input: images})[0]
 
@@ -199,7 +199,7 @@ class SavedModelClassifier:
         images = np.asarray(images, dtype=np.float32)
         chunks = [self.signature(**{self.input: tf.constant(images[i: i + batch_size])})
                   [self.output].numpy() for i in range(0, len(images), batch_size)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
+        return np.concatenate(chunks) if chunks else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 # The class that runs each format of modelfile.FORMATS.

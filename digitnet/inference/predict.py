@@ -7,11 +7,15 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from digitnet.errors import DigitnetError, printable
 from digitnet.inference import DEFAULT_MIN_CONFIDENCE
+
+if TYPE_CHECKING:
+    from digitnet.images.batch import Preprocessed
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BATCH_SIZE = 1024  # images per model call: big enough to amortise the call, small in memory
@@ -54,17 +58,12 @@ def expand_inputs(inputs: Iterable[str], stdin=None) -> Iterator[str]:
             yield item
 
 
-def answer(path: str, probabilities: np.ndarray, top_k: int, min_confidence: float,
-           has_ink: bool = True) -> Prediction:
-    """The prediction for one image: its best digit, or unknown below `min_confidence` or when
-    preprocessing found no ink at all (a blank page has no digit, whatever the threshold)."""
-    return answers([path], probabilities[None], top_k, min_confidence, [has_ink])[0]
-
-
 def answers(paths: list[str], probabilities: np.ndarray, top_k: int, min_confidence: float,
             has_ink: list[bool]) -> list[Prediction]:
-    """answer() for a batch (N, 10): the same results, sorted and rounded for all rows at once,
-    which keeps the main process from slowing the preprocessing workers."""
+    """The prediction for each image of a batch (N, 10): its best digit, or unknown below
+    `min_confidence` or when preprocessing found no ink at all (a blank page has no digit,
+    whatever the threshold). Sorted and rounded for all rows at once, which keeps the main
+    process from slowing the preprocessing workers."""
     if not paths:
         return []
     best = np.argmax(probabilities, axis=1)
@@ -91,17 +90,19 @@ def save_inputs(paths: list[str], arrays: list[np.ndarray], folder: Path) -> Non
         save_preprocessed(array, folder / f"{name}.png")
 
 
-def predict_batch(classifier, items: list[tuple], top_k: int, min_confidence: float,
+def predict_batch(classifier, items: list[Preprocessed], top_k: int, min_confidence: float,
                   save_dir: Path | None) -> list[Prediction]:
-    """Predict one batch of preprocessed (path, array or error) items, keeping their order."""
-    good = [(p, a) for p, a in items if not isinstance(a, DigitnetError)]
-    probabilities = classifier.predict(np.stack([a for _, a in good])[..., None]) if good else []
+    """Predict one batch of preprocessed images, keeping their order."""
+    good = [item for item in items if item.error is None]
+    paths, images = [item.path for item in good], [item.image for item in good]
+    probabilities = classifier.predict(np.stack(images)[..., None]) if good else []
     if save_dir is not None and good:
-        save_inputs([p for p, _ in good], [a for _, a in good], save_dir)
-    found = answers([p for p, _ in good], probabilities, top_k, min_confidence,
-                    [bool(a.any()) for _, a in good])
+        save_inputs(paths, images, save_dir)
+    found = answers(paths, probabilities, top_k, min_confidence,
+                    [bool(image.any()) for image in images])
     by_path = {prediction.file: prediction for prediction in found}
-    results = [by_path.get(p) or Prediction(file=p, error=str(a)) for p, a in items]
+    results = [by_path.get(item.path) or Prediction(file=item.path, error=str(item.error))
+               for item in items]
     for result in results:
         result.model = str(classifier.path)
     return results
@@ -147,7 +148,7 @@ def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int =
     inputs = list(inputs)  # named again in the error when none of them holds an image
     classifier = load_classifier(model)
     save_path = make_folder(save_dir) if save_dir is not None else None
-    batch: list[tuple] = []
+    batch: list[Preprocessed] = []
     seen = 0
     # one stream over all the inputs: the workers preprocess the next batch while this one
     # is classified and printed

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitnet.errors import DigitnetError, InputError
+from digitnet.errors import DigitnetError, InputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ LOCK_FILE = ".lock"
 RUNNING, INTERRUPTED, FINISHED, FAILED = "running", "interrupted", "finished", "failed"
 CHECKPOINT_NAME = re.compile(r"epoch-(\d{4,})\.(keras|json)")
 TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.\w+")  # atomic_path's temporary files
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # state.json's "updated"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # state.json's "updated", manifest.json's "started"
 # what predict and evaluate accept as a model file, besides a SavedModel folder (digitnet export)
 MODEL_SUFFIXES = (KERAS_SUFFIX, LITERT_SUFFIX, ".onnx")
 SAVED_MODEL_FILE = "saved_model.pb"  # marks a SavedModel folder
@@ -164,7 +164,7 @@ def link_problem(path: Path) -> str | None:
 
 def os_reason(error: OSError) -> str:
     """An OSError's reason in a few words: 'Read-only file system'."""
-    return error.strerror or (str(error).strip() or type(error).__name__).splitlines()[0]
+    return error.strerror or first_line(error)
 
 
 @contextlib.contextmanager
@@ -247,11 +247,16 @@ def check_latest() -> None:
 
 def latest_problem() -> str | None:
     """Why runs/latest cannot be (re)pointed, or None."""
-    link = runs_root() / LATEST
+    link = latest_link()
     if link.exists() and not link.is_symlink():
         return (f"{link}: not a symbolic link (digitnet points it at the newest run); move it "
                 f"away or set ${RUNS_DIR_ENV} to another folder")
     return None
+
+
+def latest_link() -> Path:
+    """runs/latest: the link to the newest run, in the runs root."""
+    return runs_root() / LATEST
 
 
 def point_latest(run_dir: Path) -> None:
@@ -283,7 +288,7 @@ def point_latest(run_dir: Path) -> None:
 def resolve_run(path: str | Path | None) -> Path:
     """The run directory named by `path`, or runs/latest when None."""
     if path is None:
-        latest = runs_root() / LATEST
+        latest = latest_link()
         if not latest.exists():
             raise DigitnetError(f"no run found at {latest} (train one with `digitnet train`, "
                                 f"or pass a run directory or a .keras file)")

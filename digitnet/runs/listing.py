@@ -25,7 +25,7 @@ RUN_FILES = (layout.CONFIG_FILE, layout.MANIFEST_FILE, layout.METRICS_FILE, layo
 COLUMNS = {"run": "RUN", "status": "STATUS", "config": "CONFIG", "epochs": "EPOCHS",
            "test_accuracy": "TEST ACC", "train_seconds": "TRAIN S", "date": "DATE"}
 NUMBER_FORMATS = {"test_accuracy": ".4f", "train_seconds": ".1f"}
-STARTED_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # manifest.json's "started"
+DATE_SHOWN = "%Y-%m-%d %H:%M"  # a run's start as tables and the report show it
 
 
 def list_runs(root: str | Path | None = None) -> list[dict]:
@@ -162,7 +162,7 @@ def started_at(run_dir: Path) -> float:
 
 def parse_started(text) -> datetime | None:
     try:
-        return datetime.strptime(text, STARTED_FORMAT)
+        return datetime.strptime(text, layout.TIME_FORMAT)  # manifest.json's "started"
     except (TypeError, ValueError):
         return None
 
@@ -188,7 +188,7 @@ def cell(run: dict, key: str) -> str:
         return f"{done or 0}/{planned}"
     if key == "date":
         started = parse_started(run["started"])
-        return started.strftime("%Y-%m-%d %H:%M") if started else "-"
+        return started.strftime(DATE_SHOWN) if started else "-"
     value = run[key]
     if value is None:
         return "-"

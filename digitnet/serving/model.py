@@ -10,9 +10,9 @@ import numpy as np
 import yaml
 
 from digitnet import __version__
-from digitnet.data import sha256_file
 from digitnet.inference.classifier import load_classifier
 from digitnet.runs import layout
+from digitnet.runs.layout import file_sha256
 from digitnet.runs.listing import read_mapping
 
 
@@ -56,6 +56,6 @@ def describe(used: Path, run_dir: Path | None) -> dict:
         "test_accuracy": metrics.get("test_accuracy"),
         "model": str(used),
         "backend": "litert" if used.suffix == ".tflite" else "keras",
-        "sha256": sha256_file(used),
+        "sha256": file_sha256(used),
         "version": __version__,
     }

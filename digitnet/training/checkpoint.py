@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from digitnet.config import TrainingConfig
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, first_line
 from digitnet.runs import layout
 from digitnet.runs.layout import Snapshot, checkpoint_file, prune_checkpoints
 from digitnet.training.interrupt import InterruptGuard
@@ -183,8 +183,7 @@ def restore_checkpoint(model, run_dir: Path, snapshot: Snapshot) -> None:
     try:
         model.load_weights(path)
     except Exception as error:  # Keras raises many types for a bad archive
-        reason = (str(error).strip() or type(error).__name__).splitlines()[0][:200]
-        raise DigitnetError(f"{path}: cannot load checkpoint ({reason})") from None
+        raise DigitnetError(f"{path}: cannot load checkpoint ({first_line(error)})") from None
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     variables = rng_variables(model)
     if steps != snapshot.steps or len(variables) != len(snapshot.rng):

@@ -46,7 +46,8 @@ def dry_run(config: Config, data_dir: str | None = None, device: str = "auto") -
     from digitnet.training.train import compile_model, load_data
 
     device_name = select_device(device)
-    config, _, splits = load_data(config, data_dir)
+    data = load_data(config, data_dir)
+    config, splits = data.config, data.splits
     model = build_model(config.model)
     compile_model(model, config.training, len(splits.x_train))
     model.predict(to_model_input(splits.x_train[:2]), verbose=0)  # the shapes fit end to end

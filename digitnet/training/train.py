@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import __version__
-from digitnet.config import Config, TrainingConfig, read_config, save_config
+from digitnet.config import NUM_CLASSES, Config, TrainingConfig, read_config, save_config
 from digitnet.data import (
     PIXEL_MAX,
     Splits,
@@ -29,7 +29,7 @@ from digitnet.data import (
     split_validation,
     to_model_input,
 )
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, first_line
 from digitnet.export.litert import export_litert
 from digitnet.runs import layout
 from digitnet.runs.layout import (
@@ -37,6 +37,7 @@ from digitnet.runs.layout import (
     FINISHED,
     INTERRUPTED,
     RUNNING,
+    Snapshot,
     checkpoint_file,
     read_state,
     update_state,
@@ -54,6 +55,24 @@ log = logging.getLogger(__name__)
 class TrainResult:
     run_dir: Path
     metrics: dict
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What a run trains on."""
+
+    config: Config  # with data.source set to where the data was read
+    files: dict  # path -> sha256 of each file read, for the manifest
+    splits: Splits
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run ready to train: its files written (or restored) and its data loaded."""
+
+    config: Config  # with data.source resolved
+    splits: Splits
+    snapshot: Snapshot | None  # the checkpoint to resume from; None for a new run
 
 
 def seed_everything(seed: int, jit_compile: bool) -> None:
@@ -118,7 +137,7 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
     batch = training.batch_size
     steps = steps_per_epoch(len(x), training)
     images = tf.constant(x)
-    labels = tf.one_hot(tf.constant(y), 10)
+    labels = tf.one_hot(tf.constant(y), NUM_CLASSES)
 
     def epoch_order(epoch):
         seed = tf.stack([tf.constant(training.seed, tf.int64), epoch])
@@ -172,7 +191,7 @@ def outlier_images(seed: int) -> np.ndarray:
     return bank
 
 
-def fit(model, splits: Splits, config: Config, run_dir: Path, first_epoch: int = 0,
+def fit(model, splits: Splits, config: Config, first_epoch: int = 0,
         callbacks: tuple = ()) -> float:
     """Run `model.fit` for the configured epochs; return the seconds it took."""
     from digitnet.training.validation import EagerValidation
@@ -223,7 +242,7 @@ def manifest(config: Config, device: str, files: dict, command: list[str] | None
         "python": platform.python_version(), "numpy": np.__version__,
         "platform": platform.platform(), "seed": config.training.seed, "device": device,
         "data_files": files, "command": command or sys.argv,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": time.strftime(layout.TIME_FORMAT),
     }
 
 
@@ -258,10 +277,10 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
     run_dir = Path(run_dir)
     try:
         with InterruptGuard() as guard, RunLock(run_dir):
-            config, splits, snapshot = prepare(config, run_dir, data_dir, device, command, resume)
+            run = prepare(config, run_dir, data_dir, device, command, resume)
             try:
-                return train_prepared(config, run_dir, splits, snapshot, guard, tensorboard,
-                                      callbacks)
+                return train_prepared(run.config, run_dir, run.splits, run.snapshot, guard,
+                                      tensorboard, callbacks)
             except TrainingInterrupted as stop:
                 raise mark_interrupted(run_dir, stop) from None
             except BaseException as error:
@@ -278,12 +297,8 @@ def remove_if_empty(folder: Path) -> None:
 
 
 def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
-            command: list[str] | None, resume: bool) -> tuple:
-    """Load the data and write (or, resuming, check and restore) the run's files.
-
-    Returns:
-      (config with its data source resolved, splits, the checkpoint to resume from or None).
-    """
+            command: list[str] | None, resume: bool) -> PreparedRun:
+    """Load the data and write (or, resuming, check and restore) the run's files."""
     layout.check_latest()  # before any file is written: a refused run leaves nothing behind
     from digitnet.training.model import check_model
 
@@ -294,15 +309,17 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
         # Checked again under the lock: the run may have finished since the CLI looked.
         check_more_to_do(run_dir, read_config(run_dir / layout.CONFIG_FILE), config)
         data_dir = resume_source(data_dir, config)
-    config, mnist, splits = load_data(config, data_dir)
+    data = load_data(config, data_dir)
+    config = data.config
     log.info("Training on %s; run directory %s", device_name, run_dir)
-    info = manifest(config, device_name, mnist.files, command)
+    info = manifest(config, device_name, data.files, command)
     snapshot = resume_run(run_dir, config, info) if resume else None
     if not resume:
         layout.write_json(run_dir / layout.MANIFEST_FILE, info)
     layout.write_text(run_dir / layout.CONFIG_FILE, save_config(config))
     update_state(run_dir, **initial_state(config, snapshot))
-    return config, splits, snapshot  # runs/latest moves once the run has a model (checkpoint.py)
+    # runs/latest moves once the run has a model (checkpoint.py)
+    return PreparedRun(config, data.splits, snapshot)
 
 
 def resume_source(data_dir: str | None, config: Config) -> str | None:
@@ -317,8 +334,8 @@ def resume_source(data_dir: str | None, config: Config) -> str | None:
     return source
 
 
-def load_data(config: Config, data_dir: str | None) -> tuple:
-    """(config with the data source it used, the dataset, its splits)."""
+def load_data(config: Config, data_dir: str | None) -> RunData:
+    """Load and split the data; the config records the source it came from."""
     source = resolve_source(data_dir, config.data.source)
     mnist = load_mnist(source)
     # Record where the data came from, so evaluate finds it again with no arguments.
@@ -327,7 +344,7 @@ def load_data(config: Config, data_dir: str | None) -> tuple:
     if config.training.batch_size > len(splits.x_train):
         raise DigitnetError(f"training.batch_size: expected at most the {len(splits.x_train)} "
                             f"training images, received {config.training.batch_size}")
-    return config, mnist, splits
+    return RunData(config, mnist.files, splits)
 
 
 def resume_run(run_dir: Path, config: Config, info: dict):
@@ -374,7 +391,7 @@ def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
     guard.check()
     seconds = 0.0
     if checkpoint.epochs_run < config.training.epochs and not checkpoint.stopped_early:
-        seconds = fit(model, splits, config, run_dir, first_epoch=checkpoint.epochs_run,
+        seconds = fit(model, splits, config, first_epoch=checkpoint.epochs_run,
                       callbacks=(checkpoint, StopOnSignal(guard),
                                  *tensorboard_callbacks(run_dir, tensorboard), *callbacks))
     guard.check()
@@ -405,7 +422,7 @@ def mark_interrupted(run_dir: Path, stop: TrainingInterrupted) -> TrainingInterr
 
 def mark_failed(run_dir: Path, error: BaseException) -> BaseException:
     """Mark the run failed; return the exception to raise (a failed write says how to resume)."""
-    reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+    reason = first_line(error)
     with contextlib.suppress(DigitnetError):  # a full disk may refuse state.json too
         update_state(run_dir, status=FAILED, message=reason)
     if not isinstance(error, layout.WriteError):

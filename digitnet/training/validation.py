@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from digitnet.config import NUM_CLASSES
+
 CHUNK = 1000  # images per forward pass: bounded memory for any model
 
 
@@ -21,7 +23,7 @@ class EagerValidation(keras.callbacks.Callback):
     def __init__(self, images: np.ndarray, labels: np.ndarray):
         super().__init__()
         self.images = images
-        self.targets = np.eye(10, dtype=np.float32)[labels]
+        self.targets = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
         self.labels = labels
 
     def on_epoch_end(self, epoch, logs=None):

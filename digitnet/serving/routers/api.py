@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from digitnet.errors import DigitnetError
-from digitnet.images.batch import preprocess_bytes, preprocessed_pixels
+from digitnet.images.batch import preprocessed_pixels
+from digitnet.images.preprocess import preprocess_bytes
 from digitnet.inference.predict import answers
 from digitnet.serving.dependencies import Model, Predictor, Settings
 from digitnet.serving.uploads import RequestError, Upload, read_uploads
