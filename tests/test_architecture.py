@@ -25,3 +25,38 @@ def test_library_raises_name_no_flags_and_nothing_prints(path):
                     f"{path.name}:{node.lineno} raises a message naming a flag: {text!r}"
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             assert node.func.id != "print", f"{path.name}:{node.lineno} prints (use logging)"
+
+
+def module_name(path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path, top_level_only: bool) -> set[str]:
+    """The digitnet modules `path` imports (at module level only, if asked)."""
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.startswith("digitnet")}
+
+
+def test_nothing_imports_the_cli_and_module_imports_form_no_cycle():
+    modules = {module_name(path): path for path in (REPO / "digitnet").rglob("*.py")}
+    for name, path in modules.items():
+        if name != "digitnet.__main__":  # `python -m digitnet` runs the CLI
+            assert "digitnet.cli" not in imports(path, top_level_only=False), name
+    graph = {name: imports(path, top_level_only=True) & modules.keys()
+             for name, path in modules.items()}
+
+    def visit(name, trail):
+        assert name not in trail, " -> ".join([*trail, name])
+        for other in graph[name]:
+            visit(other, [*trail, name])
+
+    for name in graph:
+        visit(name, [])

@@ -16,7 +16,7 @@ def run(*args, input=None):
     return CliRunner().invoke(cli, list(args), input=input)
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["export"]])
+@pytest.mark.parametrize("command", [[], *([name] for name in sorted(cli.commands))])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_every_command_has_help(command, flag):
     result = run(*command, flag)
@@ -25,7 +25,8 @@ def test_every_command_has_help(command, flag):
 
 
 def test_version():
-    assert run("--version").output == f"digitnet, version {__version__}\n"
+    result = run("--version")
+    assert result.exit_code == 0 and result.output == f"digitnet, version {__version__}\n"
 
 
 def test_help_does_not_import_tensorflow():
@@ -93,6 +94,14 @@ def test_evaluate_a_keras_file(tiny_run, tiny_data_dir):
      "Error: Invalid value for '--split': 'train' is not one of"),
     (["predict"], 2, "Error: Missing argument 'IMAGES...'. Try 'digitnet predict --help'.\n"),
     (["frobnicate"], 2, "Error: No such command 'frobnicate'. Try 'digitnet --help'.\n"),
+    (["predict", "x.png", "--top-k", "11"], 2, "Error: Invalid value for '--top-k': 11 is not "
+                                               "in the range 1<=x<=10."),
+    (["report", "nowhere"], 1, "Error: nowhere: no such run directory\n"),
+    (["report", "--data-dir", "nowhere"], 2, "Error: Invalid value for '--data-dir'"),
+    (["runs", "nowhere"], 1, "Error: nowhere: no such folder (train a run with `digitnet "
+                             "train`, or pass the folder that holds your runs)\n"),
+    (["runs", "--jsn"], 2, "Error: No such option '--jsn'. Did you mean '--json'? Try "
+                           "'digitnet runs --help'.\n"),
     (["train", "--epoch", "3"], 2, "Error: No such option '--epoch'. Did you mean '--epochs'? "
                                      "Try 'digitnet train --help'.\n"),
 ])
@@ -105,6 +114,7 @@ def test_bad_input_is_one_line_error(runs_dir, args, code, message):
 
 def test_bare_digitnet_shows_the_help():
     result = run()
+    assert result.exit_code == 2  # no command given: Click's usage status
     assert result.output.startswith("Usage: digitnet [OPTIONS] COMMAND")
 
 

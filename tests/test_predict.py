@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
@@ -26,15 +27,47 @@ def json_lines(output):
 
 
 def test_predict_one_image_prints_digit_probability_and_top_k(tiny_run, tmp_path):
+    """The row holds the model's own answer for the preprocessed image, and its top two."""
+    from digitnet.images.preprocess import preprocess_file
+    from digitnet.inference.classifier import load_classifier
+
     image = digit_png(tmp_path / "seven.png")
     result = run("predict", str(image), "--model", str(tiny_run), "--top-k", "2",
                  "--min-confidence", "0")
     assert result.exit_code == 0, result.output
     header, row = result.output.splitlines()
     assert header == f"Model: {tiny_run / 'model-best.tflite'}"  # the file that answered
-    file, digit, probability, top = row.split(maxsplit=3)
-    assert file == str(image) and digit.isdigit() and 0 <= float(probability) <= 1
-    assert top.count(":") == 2
+    probabilities = load_classifier(tiny_run).predict(preprocess_file(image)[None, ..., None])[0]
+    first, second = np.argsort(-probabilities, kind="stable")[:2]
+    shown = {d: round(float(probabilities[d]), 6) for d in (first, second)}
+    assert row == (f"{image}  {first:>7}  {shown[first]:.3f}  "
+                   f"[{first}:{shown[first]:.3f}  {second}:{shown[second]:.3f}]")
+
+
+def draw(path, points=(), ellipse=None):
+    """A digit drawn with a 9-px pen on white paper, as a user would."""
+    image = Image.new("L", (120, 120), 255)
+    pen = ImageDraw.Draw(image)
+    if ellipse:
+        pen.ellipse(ellipse, outline=0, width=9)
+    else:
+        pen.line(points, fill=0, width=9)
+    image.save(path)
+    return path
+
+
+def test_a_trained_model_reads_drawn_digits(default_mnist_run, tmp_path):
+    """The default model on full MNIST names the digit drawn, not just some digit."""
+    drawn = {0: dict(ellipse=(30, 15, 90, 105)), 1: dict(points=[(60, 15), (60, 105)]),
+             2: dict(points=[(30, 35), (50, 18), (80, 22), (88, 45), (30, 100), (95, 100)]),
+             4: dict(points=[(70, 105), (70, 15), (25, 75), (95, 75)]),
+             7: dict(points=[(25, 25), (95, 25), (50, 100)])}
+    for digit, strokes in drawn.items():
+        draw(tmp_path / f"{digit}.png", **strokes)
+    result = run("predict", str(tmp_path), "--model", str(default_mnist_run), "--json")
+    assert result.exit_code == 0, result.output
+    answers = {Path(line["file"]).stem: line["digit"] for line in json_lines(result.output)}
+    assert answers == {str(digit): digit for digit in drawn}
 
 
 def test_json_has_the_documented_keys(tiny_run, tmp_path):

@@ -36,12 +36,14 @@ def test_history_has_one_row_per_epoch(tiny_run):
     assert all(float(row["seconds"]) > 0 for row in rows)
 
 
-def test_metrics_json(tiny_run):
+def test_metrics_json_shows_that_the_tiny_data_was_learned(tiny_run):
+    """The synthetic digits are learnable (a bar whose row is the label): 2 epochs on 40 images
+    must get nearly all right, far from chance (10%, loss ln 10 = 2.3)."""
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     for split in ("train", "val", "test"):
-        assert 0.0 <= metrics[f"{split}_accuracy"] <= 1.0
+        assert metrics[f"{split}_accuracy"] >= 0.9, metrics
         # calibration may make a perfectly separated tiny split's probabilities exactly 1
-        assert 0 <= metrics[f"{split}_loss"] < math.inf
+        assert 0 <= metrics[f"{split}_loss"] < 0.5, metrics
     assert metrics["epochs"] == 2 and metrics["train_seconds"] > 0
     assert 1 <= metrics["best_epoch"] <= 2
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digitnet.config import NUM_CLASSES
 from digitnet.runs import layout
 
 DPI = 100
@@ -142,7 +143,8 @@ def confusion_figure(confusion: np.ndarray, split: str, normalize: bool):
     if normalize:
         colorbar.set_ticks([0.1, 1, 10, 100], labels=["0.1%", "1%", "10%", "100%"])
     label_cells(ax, values, normalize, threshold=30 if normalize else confusion.max() / 2)
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit")
+    ax.set(xticks=range(NUM_CLASSES), yticks=range(NUM_CLASSES), xlabel="predicted digit",
+           ylabel="true digit")
     kind = "row-normalised, % of each true digit" if normalize else "counts"
     ax.set_title(f"Confusion matrix ({kind})\n{int(confusion.sum()):,} {SPLIT_NAMES[split]}")
     return figure
@@ -165,14 +167,14 @@ def per_class_figure(confusion: np.ndarray, split: str):
     support = confusion.sum(axis=1)
     accuracy = 100 * np.diag(confusion) / np.maximum(support, 1)
     overall = 100 * np.trace(confusion) / max(confusion.sum(), 1)
-    bars = ax.bar(range(10), accuracy, color=["tab:red" if a < overall else "tab:blue"
+    bars = ax.bar(range(NUM_CLASSES), accuracy, color=["tab:red" if a < overall else "tab:blue"
                                               for a in accuracy])
     ax.bar_label(bars, labels=[f"{a:.1f}" if n else "n/a" for a, n in zip(accuracy, support)],
                  fontsize=8, padding=2)
     ax.axhline(overall, color="black", linestyle="--", linewidth=1)
     # Zoomed in: at 98% every bar would look the same on a 0-100% axis; the title says so.
     floor = max(0.0, np.floor((accuracy[support > 0].min(initial=100) - 2) / 5) * 5)
-    ax.set(xticks=range(10), ylim=(floor, 100.8), xlabel="true digit", ylabel="accuracy")
+    ax.set(xticks=range(NUM_CLASSES), ylim=(floor, 100.8), xlabel="true digit", ylabel="accuracy")
     ax.set_yticks(np.linspace(floor, 100, 6 if 100 - floor > 10 else int(101 - floor)))
     ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
     ax.set_title(f"Accuracy per digit on the {int(support.sum()):,} {SPLIT_NAMES[split]}\n"

@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from digitnet.config import NUM_CLASSES
 from digitnet.errors import DigitnetError
 from digitnet.evaluation.plots import plot_path
 from digitnet.runs import layout
@@ -143,7 +144,7 @@ def render_page(run_dir: Path, evaluation: dict) -> str:
 def summary_section(run: dict, evaluation: dict) -> str:
     """The title, the run's status and the headline numbers as tiles."""
     confusion = evaluation["confusion_matrix"]
-    wrong = evaluation["examples"] - sum(confusion[d][d] for d in range(10))
+    wrong = evaluation["examples"] - sum(confusion[d][d] for d in range(NUM_CLASSES))
     tiles = [("test accuracy", f"{evaluation['accuracy']:.2%}"),
              (f"mistakes in {evaluation['examples']:,} test images", f"{wrong:,}"),
              ("test loss", f"{evaluation['loss']:.4f}"),
