@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet.errors import DigitnetError, first_line
+from digitnet.errors import DigitnetError, first_line, os_reason
 from digitnet.runs.layout import file_sha256
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def open_idx(path: Path):
     try:
         return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
     except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+        raise DataError(f"{path}: cannot read ({os_reason(error)})") from None
 
 
 def read_bytes(stream, path: Path, count: int) -> bytes:
@@ -263,7 +263,7 @@ def download_mnist(url: str = MNIST_URL, sha256: str = MNIST_SHA256) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(f"{target.parent}: cannot make the download cache folder "
-                        f"({error.strerror}); set ${CACHE_DIR_ENV} to a folder, or "
+                        f"({os_reason(error)}); set ${CACHE_DIR_ENV} to a folder, or "
                         f"${DATA_DIR_ENV} to a local copy of MNIST") from None
     log.info("Downloading MNIST from %s to %s (set $%s to use a local copy)", url, target,
              DATA_DIR_ENV)

@@ -62,6 +62,11 @@ def one_line(text: str) -> str:
     return clip(printable(text), LINE_MAX)
 
 
+def os_reason(error: OSError) -> str:
+    """An OSError's reason in a few words: 'Read-only file system'."""
+    return error.strerror or first_line(error)
+
+
 def first_line(error: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message, trimmed to whole sentences within `limit`
     characters when that leaves some (else cut with '...'): errors stay one readable line."""

@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, os_reason
 
 FILE_KINDS = {  # what a path is, for messages, when it is not a regular file
     stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device",
@@ -26,7 +26,7 @@ def not_regular_reason(path: str | os.PathLike) -> str | None:
     except FileNotFoundError:
         return "not found"
     except OSError as error:
-        return f"cannot be read ({error.strerror})"
+        return f"cannot be read ({os_reason(error)})"
     if stat.S_ISREG(mode):
         return None
     return f"is {FILE_KINDS.get(stat.S_IFMT(mode), 'a special file')}, not a regular file"
@@ -46,7 +46,7 @@ def read_small_file(path: Path, limit: int, what: str, error=DigitnetError) -> s
         with open(path, "rb") as file:
             data = file.read(limit + 1)
     except OSError as failure:
-        raise error(f"{path}: {what} cannot be read ({failure.strerror or failure})") from None
+        raise error(f"{path}: {what} cannot be read ({os_reason(failure)})") from None
     if len(data) > limit:
         raise error(f"{path}: {what} is larger than {limit} bytes")
     return data.decode("utf-8")

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from digitnet.config import (
+    MAX_EPOCHS,
     AugmentConfig,
     Config,
     ConfigError,
@@ -152,7 +153,8 @@ def test_to_dict_names_each_layer_type_first():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: TrainingConfig(epochs=0), "training.epochs: expected an integer >= 1, received 0"),
+    (lambda: TrainingConfig(epochs=0),
+     f"training.epochs: expected an integer in 1..{MAX_EPOCHS}, received 0"),
     (lambda: dataclasses.replace(TrainingConfig(), learning_rate=0.0),
      "training.learning_rate: expected a number in (0, 10), received 0.0"),
     (lambda: AugmentConfig(thickness=2.0),

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.backend import require_extra
-from digitnet.errors import DigitnetError, InputError
+from digitnet.errors import DigitnetError, InputError, os_reason
 from digitnet.export import card, litert, litert_int8, onnx, saved_model, verify
 from digitnet.runs import layout
 
@@ -63,7 +63,7 @@ def check_output(target: Path, module, keras_path: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(OUTPUT, target, "cannot create its folder "
-                         f"({error.strerror or type(error).__name__})") from None
+                         f"({os_reason(error)})") from None
 
 
 def test_and_training_images(run_dir: Path | None, data_dir: str | None):
@@ -87,7 +87,7 @@ def staging(target: Path):
         folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     except OSError as error:
         raise InputError(OUTPUT, target, "cannot write there "
-                         f"({error.strerror or type(error).__name__})") from None
+                         f"({os_reason(error)})") from None
     try:
         yield folder
     finally:
@@ -177,7 +177,7 @@ def export_model(run: str | Path | None, fmt: str, output: str | Path | None = N
         try:
             move_into_place(staged, target, folder)
         except OSError as error:
-            raise DigitnetError(f"{target}: cannot write ({error.strerror})") from None
+            raise DigitnetError(f"{target}: cannot write ({os_reason(error)})") from None
     description = card.build_card(fmt, target, keras_path, classifier, check, module.LIBRARIES)
     layout.write_json(card.card_path(target), description)
     return Exported(target, card.card_path(target), description)

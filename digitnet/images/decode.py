@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, os_reason
 from digitnet.inputs import not_regular_reason
 
 MAX_PIXELS = 50_000_000  # larger images are refused before any pixel is decoded
@@ -94,7 +94,7 @@ def check_file(name: str) -> None:
         with path.open("rb") as file:
             head = file.read(512)
     except OSError as err:
-        raise DigitnetError(f"{name}: cannot read file ({err.strerror})") from None
+        raise DigitnetError(f"{name}: cannot read file ({os_reason(err)})") from None
     check_head(name, head)
 
 

@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, os_reason
 from digitnet.runs import layout
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def keras_archive_problem(path: Path) -> str | None:
     except zipfile.BadZipFile:
         return "not a .keras zip archive"
     except OSError as error:
-        return f"unreadable: {error.strerror or type(error).__name__}"
+        return f"unreadable: {os_reason(error)}"
     return None if "config.json" in names else "no config.json in the .keras archive"
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitnet.errors import DigitnetError, printable
+from digitnet.errors import DigitnetError, os_reason, printable
 from digitnet.inference import DEFAULT_MIN_CONFIDENCE
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def make_folder(folder: str | Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DigitnetError(f"{folder}: cannot create the folder for preprocessed images "
-                            f"({error.strerror or type(error).__name__})") from None
+                            f"({os_reason(error)})") from None
     return folder
 
 

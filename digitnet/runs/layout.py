@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitnet.errors import DigitnetError, InputError, first_line
+from digitnet.errors import DigitnetError, InputError, os_reason
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +160,6 @@ def link_problem(path: Path) -> str | None:
     except OSError as error:
         return "a symbolic link to nothing" if error.errno == errno.ENOENT else os_reason(error)
     return None
-
-
-def os_reason(error: OSError) -> str:
-    """An OSError's reason in a few words: 'Read-only file system'."""
-    return error.strerror or first_line(error)
 
 
 @contextlib.contextmanager

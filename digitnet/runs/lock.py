@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, os_reason
 from digitnet.runs.layout import LOCK_FILE
 
 
@@ -48,7 +48,7 @@ def acquire(path: Path) -> int:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:  # a read-only disk, /proc, a folder that went away
             raise DigitnetError(f"{path.parent}: cannot write in the run directory "
-                                f"({error.strerror or type(error).__name__})") from None
+                                f"({os_reason(error)})") from None
         if not try_flock(fd, fcntl.LOCK_EX):
             os.close(fd)
             raise DigitnetError(f"{path.parent}: another digitnet process ({holder(path)}) is "

@@ -11,8 +11,8 @@ import yaml
 
 from digitnet import __version__
 from digitnet.inference.classifier import load_classifier
+from digitnet.inference.modelfile import ModelFile
 from digitnet.runs import layout
-from digitnet.runs.layout import file_sha256
 from digitnet.runs.listing import read_mapping
 
 
@@ -38,14 +38,15 @@ def load_served_model(model: str | Path | None) -> ServedModel:
     Raises:
       DigitnetError: no such run or model, or a model that cannot be loaded.
     """
-    model_path, run_dir = layout.resolve_model(model)
-    classifier = load_classifier(model_path)
+    classifier = load_classifier(model)
     classifier.predict(np.zeros((1, 28, 28, 1), np.float32))  # the first call allocates
-    return ServedModel(classifier, describe(Path(classifier.path), run_dir), model_path)
+    model_file = classifier.model_file
+    return ServedModel(classifier, describe(model_file), model_file.named)
 
 
-def describe(used: Path, run_dir: Path | None) -> dict:
+def describe(model_file: ModelFile) -> dict:
     """/model's facts: run name, config name, test accuracy, the file used and its sha256."""
+    run_dir = model_file.run_dir
     config, metrics = {}, {}
     if run_dir is not None:
         config, _ = read_mapping(run_dir / layout.CONFIG_FILE, yaml.safe_load)
@@ -54,8 +55,8 @@ def describe(used: Path, run_dir: Path | None) -> dict:
         "run": run_dir.name if run_dir is not None else None,
         "config": config.get("name"),
         "test_accuracy": metrics.get("test_accuracy"),
-        "model": str(used),
-        "backend": "litert" if used.suffix == ".tflite" else "keras",
-        "sha256": file_sha256(used),
+        "model": str(model_file.path),
+        "backend": model_file.format,
+        "sha256": model_file.sha256,
         "version": __version__,
     }

@@ -18,7 +18,7 @@ import threading
 
 import uvicorn
 
-from digitnet.errors import InputError
+from digitnet.errors import InputError, os_reason
 from digitnet.serving.app import create_app
 from digitnet.serving.model import ServedModel, load_served_model
 from digitnet.serving.settings import ServeSettings
@@ -79,7 +79,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         raise InputError("address", f"{host}:{port}",
-                         f"cannot listen there ({error.strerror or error})") from None
+                         f"cannot listen there ({os_reason(error)})") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
