@@ -69,6 +69,17 @@ def test_export_is_kept_beside_the_model_with_its_card(exports, export_run, fmt)
     assert not [p for p in export_run.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_a_litert_export_into_the_run_keeps_answering_for_it(exports, export_run):
+    """Its card is the model-file gate's record too (model-best.tflite.json): the gate still
+    lets the new export answer for model-best.keras."""
+    from digitnet.inference.modelfile import resolve_model_file
+
+    model = resolve_model_file(export_run)
+    assert model.format == "litert" and model.path == exports["litert"].path
+    assert model.sha256 == exports["litert"].card["sha256"]
+    assert model.keras_sha256 == exports["litert"].card["source"]["sha256"]
+
+
 def test_saved_model_card_hashes_every_file(exports):
     folder = exports["saved-model"].path
     listing = subprocess.run("find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs sha256sum",

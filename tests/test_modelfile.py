@@ -122,8 +122,8 @@ def test_a_verified_export_answers_and_outputs_name_it(tiny_run, tiny_data_dir):
     assert (report["model_sha256"], report["keras_sha256"]) == (model.sha256, model.keras_sha256)
     assert isinstance(load_classifier(tiny_run), LiteRTClassifier)
     record = json.loads((tiny_run / "model-best.tflite.json").read_text())
-    assert record == {"format": "litert", "source": "model-best.keras",
-                      "source_sha256": model.keras_sha256, "sha256": model.sha256}
+    assert record == {"format": "litert", "sha256": model.sha256,
+                      "source": {"file": "model-best.keras", "sha256": model.keras_sha256}}
 
 
 def test_an_edited_export_is_not_used(run_copy):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,17 +98,25 @@ def run_config(run_dir: Path | None) -> Config:
     return read_config(run_dir / layout.CONFIG_FILE)
 
 
-def load_split(config: Config, split: str,
-               data_dir: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Model-ready images and labels of the test split, or of the run's validation split, and
-    what they came from: {"source", "files" (path -> sha256), "count"}."""
+@dataclass(frozen=True)
+class ScoredImages:
+    """The images a model is scored on, and what they came from."""
+
+    images: np.ndarray  # model-ready float32 (N, 28, 28, 1)
+    labels: np.ndarray  # int64 (N,)
+    data: dict  # {"source", "files" (path -> sha256), "count"}, recorded in the evaluation
+
+
+def load_split(config: Config, split: str, data_dir: str | None) -> ScoredImages:
+    """The test split, or the run's own validation split, ready for the model."""
     mnist = load_mnist(resolve_source(data_dir, config.data.source))
     if split == "test":
         images, labels = to_model_input(mnist.x_test), mnist.y_test.astype(np.int64)
     else:
         splits = split_validation(mnist, config.data.validation_size, config.training.seed)
         images, labels = to_model_input(splits.x_val), splits.y_val
-    return images, labels, {"source": mnist.source, "files": mnist.files, "count": len(labels)}
+    data = {"source": mnist.source, "files": mnist.files, "count": len(labels)}
+    return ScoredImages(images, labels, data)
 
 
 def evaluate(model_or_run: str | Path | None, split: str = "test",
@@ -138,9 +147,11 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
         raise InputError("split", split, f"{model.named} has no run directory, whose config.yaml "
                                          f"says which images were held out (use test)")
     classifier = load_classifier(model)  # a bad model fails before the data is read
-    images, labels, data = load_split(run_config(run_dir), split, data_dir)
+    scored = load_split(run_config(run_dir), split, data_dir)
+    images, labels = scored.images, scored.labels
     probabilities = classifier.predict(images)
-    report = {**model.describe(), "split": split, "data": data, **score(probabilities, labels),
+    report = {**model.describe(), "split": split, "data": scored.data,
+              **score(probabilities, labels),
               "calibration": calibration_report(probabilities, labels, run_temperature(run_dir))}
     # only the run's own model is the run's evaluation: a bare .keras file has nowhere to keep
     # plots, and an export (.onnx, int8 .tflite, SavedModel) is scored without replacing it

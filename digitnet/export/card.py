@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import __version__
-from digitnet.runs.layout import file_sha256
+from digitnet.runs.layout import export_record, file_sha256
 
 INPUT = {
     "shape": ["N", 28, 28, 1], "dtype": "float32", "range": [0.0, 1.0],
@@ -35,8 +35,10 @@ OUTPUT = {
 
 
 def card_path(export: Path) -> Path:
-    """Where the card of `export` goes: beside it, its name plus .json."""
-    return export.with_name(export.name + ".json")
+    """Where the card of `export` goes: beside it, its name plus .json. For the run's own
+    model-best.tflite that is the model-file gate's record too (layout.export_record): the card
+    holds the record's keys, format, sha256 and source {file, sha256}."""
+    return export_record(export)
 
 
 def tree_sha256(path: Path) -> str:

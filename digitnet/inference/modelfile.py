@@ -119,7 +119,8 @@ def export_problem(export: Path, keras_sha256: str) -> str | None:
         recorded = layout.read_json(record)
     except DigitnetError:
         return f"{record.name} unreadable or corrupt"
-    if not isinstance(recorded, dict) or recorded.get("source_sha256") != keras_sha256:
+    source = recorded.get("source") if isinstance(recorded, dict) else None
+    if not isinstance(source, dict) or source.get("sha256") != keras_sha256:
         return f"exported from another {export.with_suffix(layout.KERAS_SUFFIX).name} " \
                f"(its sha256 differs from {record.name})"
     if recorded.get("sha256") != layout.file_sha256(export):

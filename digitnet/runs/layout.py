@@ -102,11 +102,12 @@ def write_export_record(export: str | Path, source: str | Path, format_name: str
 
     The model-file gate (digitnet/inference/modelfile.py) uses an export in place of its .keras
     file only while both hashes still match, so a replaced .keras is never answered by a stale
-    export.
+    export. The keys are those of the card `digitnet export` writes to the same file, so that a
+    re-export of the run's LiteRT model keeps it answering.
     """
     write_json(export_record(export), {
-        "format": format_name, "source": Path(source).name,
-        "source_sha256": file_sha256(source), "sha256": file_sha256(export)})
+        "format": format_name, "sha256": file_sha256(export),
+        "source": {"file": Path(source).name, "sha256": file_sha256(source)}})
 
 
 def evaluation_file(run_dir: str | Path, split: str) -> Path:
