@@ -20,7 +20,7 @@ import click
 
 from digitnet import __version__
 from digitnet.backend import import_tensorflow_quietly, quiet_backend
-from digitnet.config import MAX_EPOCHS, MAX_SEED
+from digitnet.config import MAX_EPOCHS, MAX_SEED, NUM_CLASSES
 from digitnet.errors import DigitnetError, InputError, one_line
 from digitnet.evaluation import SPLITS
 from digitnet.export import FORMAT_NAMES
@@ -327,7 +327,7 @@ def evaluate(run, split, data_dir, as_json):
 @click.option("--model", type=click.Path(exists=True),
               help="Run directory, .keras, .tflite or .onnx file, or SavedModel folder "
                    "[default: runs/latest; $DIGITNET_RUNS_DIR moves runs/].")
-@click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
+@click.option("--top-k", type=click.IntRange(1, NUM_CLASSES), default=3, show_default=True,
               help="How many of the most probable digits to show.")
 @click.option("--min-confidence", type=FiniteFloatRange(0, 1), default=DEFAULT_MIN_CONFIDENCE,
               show_default=True, help="Below this probability the answer is 'unknown'.")

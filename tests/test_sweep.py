@@ -324,6 +324,26 @@ def test_bad_sweep_file_is_one_line_naming_file_and_key(tmp_path, runs_dir, chan
     assert not runs_dir.exists()  # nothing written for a file that is refused
 
 
+@pytest.mark.parametrize(("section", "values", "message"), [
+    ("Objective", {"max_train_seconds": -1},
+     "objective.max_train_seconds: expected a number >= 0, received -1"),
+    ("Sampler", {"startup_trials": 0}, "sampler.startup_trials: expected an integer >= 1, "
+                                       "received 0"),
+    ("Pruner", {"reduction_factor": 1}, "pruner.reduction_factor: expected an integer >= 2, "
+                                        "received 1"),
+    ("Heartbeat", {"grace_seconds": 5}, "heartbeat.grace_seconds: expected an integer above "
+                                        "interval_seconds=10, received 5"),
+])
+def test_sweep_sections_check_themselves_when_made(section, values, message):
+    """As the run config's sections do: a section built in Python is checked too."""
+    from digitnet.config import ConfigError
+    from digitnet.sweep import spec
+
+    with pytest.raises(ConfigError) as error:
+        getattr(spec, section)(**values)
+    assert str(error.value) == message
+
+
 def test_sweep_file_that_is_not_yaml(tmp_path, runs_dir):
     path = tmp_path / "bad.yaml"
     path.write_text("space: [unclosed\n", encoding="utf-8")

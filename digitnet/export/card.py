@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import __version__
-from digitnet.runs.layout import export_record, file_sha256
+from digitnet.runs.layout import TIME_FORMAT, export_record, file_sha256
 
 INPUT = {
     "shape": ["N", 28, 28, 1], "dtype": "float32", "range": [0.0, 1.0],
@@ -102,5 +102,5 @@ def build_card(fmt: str, export: Path, keras_path: Path, classifier, check: dict
         "source": {"file": keras_path.name, "sha256": file_sha256(keras_path)},
         "input": model_input, "output": model_output,
         "test_accuracy": check.pop("test_accuracy"), "verification": check,
-        "versions": versions(libraries), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(libraries), "created": time.strftime(TIME_FORMAT),
     }

@@ -60,7 +60,7 @@ LOCK_FILE = ".lock"
 RUNNING, INTERRUPTED, FINISHED, FAILED = "running", "interrupted", "finished", "failed"
 CHECKPOINT_NAME = re.compile(r"epoch-(\d{4,})\.(keras|json)")
 TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.\w+")  # atomic_path's temporary files
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # state.json's "updated", manifest.json's "started"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # state.json: updated; manifest.json: started; cards: created
 # what predict and evaluate accept as a model file, besides a SavedModel folder (digitnet export)
 MODEL_SUFFIXES = (KERAS_SUFFIX, LITERT_SUFFIX, ".onnx")
 SAVED_MODEL_FILE = "saved_model.pb"  # marks a SavedModel folder

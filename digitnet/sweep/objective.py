@@ -19,7 +19,7 @@ import optuna
 
 from digitnet.config import ConfigError
 from digitnet.data import DataError
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, first_line
 from digitnet.runs.layout import WriteError
 from digitnet.sweep.spec import Param, SweepSpec
 from digitnet.sweep.study import SURPLUS_ATTR, has_place
@@ -177,7 +177,3 @@ def stop_reason(error: BaseException) -> str:
     if isinstance(error, TrainingInterrupted):
         return f"interrupted by {signal.Signals(error.signum).name}"
     return first_line(error)
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip() or type(error).__name__).splitlines()[0]

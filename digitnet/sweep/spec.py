@@ -92,6 +92,9 @@ class Objective:
     metric: str = "val_accuracy"  # the best epoch's accuracy on the held-out validation images
     max_train_seconds: float = 0.0  # a trial training longer is pruned; 0 = no cap
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
         _require("objective.metric", self.metric in METRICS, f"one of {METRICS}", self.metric)
         _require("objective.max_train_seconds", self.max_train_seconds >= 0, "a number >= 0",
@@ -103,6 +106,9 @@ class Sampler:
     type: str = "tpe"  # tree-structured Parzen estimator; random for a baseline
     seed: int = 0  # each trial's draws are seeded by (seed, trial number): reproducible
     startup_trials: int = 10  # TPE samples at random until this many trials have finished
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         _require("sampler.type", self.type in SAMPLERS, f"one of {SAMPLERS}", self.type)
@@ -119,6 +125,9 @@ class Pruner:
     min_epochs: int = 1  # hyperband: the smallest number of epochs a trial gets
     reduction_factor: int = 3  # hyperband: keep about 1/this of the trials at each rung
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
         _require("pruner.type", self.type in PRUNERS, f"one of {PRUNERS}", self.type)
         for name in ("startup_trials", "warmup_epochs"):
@@ -133,6 +142,9 @@ class Pruner:
 class Heartbeat:
     interval_seconds: int = 10  # a running trial tells the storage it is alive this often
     grace_seconds: int = 60  # silent this long, its trial is marked failed and queued again
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         _require("heartbeat.interval_seconds", self.interval_seconds >= 1, "an integer >= 1",
@@ -212,8 +224,6 @@ def build_spec(values: dict, path: Path) -> SweepSpec:
         _require(f"space.{key}", isinstance(raw, dict), "a mapping such as {type: float, low: "
                  "0.001, high: 0.1, log: true}", raw)
         space[str(key)] = _build(Param, raw, f"space.{key}").check(f"space.{key}")
-    for section in (spec.objective, spec.sampler, spec.pruner, spec.heartbeat):
-        section.check()
     base = str(path.parent / spec.base) if spec.base else ""
     return dataclasses.replace(spec, base=base, space=space,
                                set={str(k): v for k, v in raw_set.items()})

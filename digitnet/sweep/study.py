@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 
-from digitnet.errors import InputError
+from digitnet.errors import InputError, first_line
 from digitnet.sweep.spec import SweepSpec
 
 STUDY_FILE = "study.db"
@@ -68,9 +68,8 @@ def open_storage(url: str, spec: SweepSpec):
         raise InputError("storage", redact(url), f"no database driver for it ({error}); "
                          f"PostgreSQL needs psycopg (pip install 'digitnet[sweep]')") from None
     except Exception as error:  # SQLAlchemy: a bad URL, an unreachable server, a refused login
-        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
         raise InputError("storage", redact(url),
-                         f"cannot open the study database ({reason})") from None
+                         f"cannot open the study database ({first_line(error)})") from None
 
 
 def retry_callback():

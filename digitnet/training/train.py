@@ -156,7 +156,8 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
                 [extra], tf.random.experimental.stateless_fold_in(seed, 1), 0, len(others),
                 tf.int32)
             batch_images = tf.concat([batch_images, tf.gather(others, pick)], 0)
-            batch_labels = tf.concat([batch_labels, tf.fill([extra, 10], 0.1)], 0)
+            uniform = tf.fill([extra, NUM_CLASSES], 1 / NUM_CLASSES)  # no digit at all
+            batch_labels = tf.concat([batch_labels, uniform], 0)
         batch_images = (tf.cast(batch_images, tf.float32) / PIXEL_MAX)[..., None]
         if training.augment.enabled:  # seeded by the global step: identical after a resume
             batch_images = augment_batch(batch_images, training.augment, seed)

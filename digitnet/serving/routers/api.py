@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from digitnet.config import NUM_CLASSES
 from digitnet.errors import DigitnetError
 from digitnet.images.batch import preprocessed_pixels
 from digitnet.images.preprocess import preprocess_bytes
@@ -31,7 +32,7 @@ ERROR = {"content": {"application/json": {"example": {"error": "request body: no
 @router.post("/predict", openapi_extra=PREDICT_BODY, responses={
     408: ERROR, 413: ERROR, 422: ERROR})
 async def predict(request: Request, predictor: Predictor, settings: Settings,
-                  top_k: Annotated[int, Query(ge=1, le=10)] = 3,
+                  top_k: Annotated[int, Query(ge=1, le=NUM_CLASSES)] = 3,
                   include_input: Annotated[bool, Query(alias="input")] = False) -> JSONResponse:
     """Predict the digit in one image (the request body) or in each file of a multipart form.
 
