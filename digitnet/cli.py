@@ -64,7 +64,9 @@ def explicit(name: str, value):
 # The flag each library input comes from (InputError.name), to word its errors.
 FLAGS = {"device": "--device", "run directory": "--run-dir", "resumed run": "--resume",
          "split": "--split", "override": "--set", "output": "--output", "format": "--format",
-         "storage": "--storage", "study": "--study"}
+         "storage": "--storage", "study": "--study", "devices": "--devices",
+         "coordinator": "--coordinator", "process id": "--process-id",
+         "number of processes": "--num-processes"}
 
 
 def cli_message(error: DigitnetError) -> str:
@@ -212,6 +214,16 @@ def cli():
 @data_dir_option
 @click.option("--device", type=click.Choice(DEVICES), default="auto",
               show_default=True, help="gpu fails if TensorFlow sees none; auto prefers a GPU.")
+@click.option("--backend", type=click.Choice(["tensorflow", "jax"]),
+              help="Shortcut for training.backend (Keras' engine) [default: tensorflow].")
+@click.option("--devices", default="1", show_default=True, metavar="N|all",
+              help="Train data-parallel on N devices of the --device kind, or all of them.")
+@click.option("--coordinator", envvar="DIGITNET_COORDINATOR", metavar="HOST:PORT",
+              help="Multi-process job (JAX): where process 0 listens [env DIGITNET_COORDINATOR].")
+@click.option("--num-processes", type=click.IntRange(min=1), envvar="DIGITNET_NUM_PROCESSES",
+              help="Processes in the job [env DIGITNET_NUM_PROCESSES].")
+@click.option("--process-id", type=click.IntRange(min=0), envvar="DIGITNET_PROCESS_ID",
+              help="This process, 0 .. N-1; 0 writes the run [env DIGITNET_PROCESS_ID].")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
               metavar="RUN_DIR", help="Continue an interrupted run from its last completed epoch "
               "(with --epochs N: train it to N epochs).")
@@ -227,7 +239,8 @@ def cli():
               help="No progress: print only the result line, warnings and errors.")
 @user_errors
 def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_dir, data_dir,
-          device, resume_dir, tensorboard, print_config, dry_run, quiet):
+          device, backend, devices, coordinator, num_processes, process_id, resume_dir,
+          tensorboard, print_config, dry_run, quiet):
     """Train a model and write a run directory.
 
     The run directory holds the resolved config, the best and last models, the per-epoch
@@ -241,9 +254,14 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
       digitnet train --config configs/cnn.yaml --epochs 3 --lr 1e-3
       digitnet train --print-config > mine.yaml; digitnet train --config mine.yaml --dry-run
       digitnet train --resume runs/latest --epochs 8
+      digitnet train --backend jax --devices all
+      digitnet train --backend jax --run-dir /shared/runs/a --coordinator 10.0.0.1:1234 \
+          --num-processes 2 --process-id 0
     """
     from digitnet.config import load_config, save_config
     from digitnet.runs.layout import new_run_dir
+    from digitnet.training import backends
+    from digitnet.training.devices import parse_devices
     from digitnet.training.resume import resume_config
 
     report_progress(quiet)
@@ -255,7 +273,8 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
         raise click.ClickException("--run-dir: not allowed with --resume (a run resumes in its "
                                    "own directory)")
     shortcuts = {"training.epochs": epochs, "training.batch_size": batch_size,
-                 "training.seed": seed, "training.learning_rate": learning_rate}
+                 "training.seed": seed, "training.learning_rate": learning_rate,
+                 "training.backend": backend}
     if resume_dir:
         config = resume_config(resume_dir, config_file, overrides, shortcuts)
     else:
@@ -263,7 +282,9 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
     if print_config:
         click.echo(save_config(config), nl=False)
         return
-    import_tensorflow_quietly()
+    parse_devices(devices)  # a bad --devices fails before the backend is imported
+    cluster = job_cluster(coordinator, num_processes, process_id, run_dir or resume_dir)
+    backends.use(config.training.backend)
     from digitnet.training.model import check_model
 
     check_model(config.model, config.training.batch_size)  # before any run directory exists
@@ -272,14 +293,41 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
         return
     from digitnet.training.train import train_and_evaluate
 
-    target = Path(resume_dir) if resume_dir else new_run_dir(run_dir)
+    if resume_dir or (cluster and not cluster.writes):  # process 0 makes the run directory
+        target = Path(resume_dir or run_dir)
+    else:
+        target = new_run_dir(run_dir)
     result = train_and_evaluate(config, target, explicit("data_dir", data_dir), device, sys.argv,
-                                resume=bool(resume_dir), tensorboard=tensorboard)
+                                resume=bool(resume_dir), tensorboard=tensorboard,
+                                devices=devices, cluster=cluster)
     metrics = result.metrics
+    if not metrics:  # not process 0 of a job
+        click.echo(f"Process {process_id} of {num_processes} done; process 0 saved the run to "
+                   f"{result.run_dir}")
+        return
     epochs = f"{metrics['epochs']} epoch" + ("" if metrics["epochs"] == 1 else "s")
     click.echo(f"Test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
                f"after {epochs} in {metrics['train_seconds']:.1f} s; run saved to "
                f"{result.run_dir}")
+
+
+def job_cluster(coordinator, num_processes, process_id, run_dir):
+    """This process's place in a multi-process job, or None when no option names one."""
+    from digitnet.training.cluster import make_cluster
+
+    given = {"--coordinator": coordinator, "--num-processes": num_processes,
+             "--process-id": process_id}
+    if all(value is None for value in given.values()):
+        return None
+    missing = [name for name, value in given.items() if value is None]
+    if missing:
+        raise click.ClickException(
+            f"{', '.join(missing)}: expected with the other options of a multi-process job (or "
+            f"DIGITNET_COORDINATOR, DIGITNET_NUM_PROCESSES, DIGITNET_PROCESS_ID)")
+    if num_processes > 1 and run_dir is None:
+        raise click.ClickException("--run-dir: expected for a multi-process job (every process "
+                                   "names the same directory on a shared filesystem)")
+    return make_cluster(coordinator, num_processes, process_id)
 
 
 def show_dry_run(config, data_dir: str | None, device: str) -> None:

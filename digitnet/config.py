@@ -174,6 +174,7 @@ class AugmentConfig:
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+BACKENDS = ("tensorflow", "jax")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -188,16 +189,19 @@ class TrainingConfig:
     weight_decay: float = 0.0  # decoupled decay; only used by adamw
     label_smoothing: float = 0.1  # softer targets generalise slightly better
     seed: int = 0  # seeds weights, split, shuffling and augmentation
-    jit_compile: bool = False  # XLA: same step time for the MLP on CPU, +0.4 s compile, slow convs
+    jit_compile: bool = False  # TF XLA: same MLP step time on CPU, slow convs; JAX always compiles
     steps_per_execution: int = 10  # fewer Python round-trips per epoch
     early_stopping_patience: int = 0  # epochs without val_accuracy gain before stopping; 0 = off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     outliers: float = 0.0  # extra share of each batch: generated non-digits, uniform targets
+    backend: str = "tensorflow"  # Keras' engine; jax trains across machines (docs/scaling.md)
 
     def __post_init__(self) -> None:
         self.check()
 
     def check(self) -> None:
+        _require("training.backend", self.backend in BACKENDS, f"one of {BACKENDS}",
+                 self.backend)
         _require("training.epochs", 1 <= self.epochs <= MAX_EPOCHS,
                  f"an integer in 1..{MAX_EPOCHS}", self.epochs)
         _require("training.batch_size", self.batch_size >= 1, "an integer >= 1", self.batch_size)

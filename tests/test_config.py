@@ -88,7 +88,7 @@ def test_saved_config_round_trips():
     (("training.epoch=3",), "training.epoch: unknown key (expected one of epochs, batch_size, "
                             "optimizer, learning_rate, schedule, warmup_epochs, weight_decay, "
                             "label_smoothing, seed, jit_compile, steps_per_execution, "
-                            "early_stopping_patience, augment, outliers)"),
+                            "early_stopping_patience, augment, outliers, backend)"),
     (("trainin.epochs=3",), "trainin: unknown key"),
     (("training.epochs=three",), "training.epochs: expected an integer, received 'three'"),
     (("training.epochs=0",), "training.epochs: expected an integer in 1..1000000, received 0"),

@@ -41,3 +41,14 @@ def export_litert(model, path: Path, source: Path | None = None) -> Path:
     if source is not None:
         layout.write_export_record(path, source, FORMAT)
     return path
+
+
+if __name__ == "__main__":  # python -m digitnet.export.litert MODEL.keras OUT.tflite
+    import sys
+
+    from digitnet.backend import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import keras
+
+    export_litert(keras.saving.load_model(sys.argv[1], compile=False), Path(sys.argv[2]))

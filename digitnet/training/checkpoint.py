@@ -34,7 +34,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
     epochs. Given a Snapshot, it continues that checkpoint's history, best and patience counter.
     """
 
-    def __init__(self, run_dir: Path, training: TrainingConfig, snapshot: Snapshot | None = None):
+    def __init__(self, run_dir: Path, training: TrainingConfig, snapshot: Snapshot | None = None,
+                 moves_latest: bool = True):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.patience = training.early_stopping_patience
@@ -47,7 +48,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.prior_seconds = snapshot.checkpoint_seconds if snapshot else 0.0
         self.seconds = self.prior_seconds  # time spent writing files, reported apart
         self.fit_started = time.perf_counter()
-        self.pointed_latest = False  # runs/latest moves here once this run has a model
+        # runs/latest moves here once this run has a model (never to a private copy of a run)
+        self.pointed_latest = not moves_latest
 
     @property
     def epochs_run(self) -> int:

@@ -41,11 +41,11 @@ def dry_run(config: Config, data_dir: str | None = None, device: str = "auto") -
       DigitnetError: bad or missing data, a batch larger than the training split, or an
         unavailable device.
     """
-    from digitnet.training.devices import select_device
+    from digitnet.training import backends
     from digitnet.training.model import build_model
     from digitnet.training.train import compile_model, load_data
 
-    device_name = select_device(device)
+    device_name = backends.current().select_devices(device, 1).description
     data = load_data(config, data_dir)
     config, splits = data.config, data.splits
     model = build_model(config.model)

@@ -1,13 +1,11 @@
 """The optimizer and its learning-rate schedule, built from the training config.
 
-Adam and AdamW run TensorFlow's fused Adam kernel: Keras' Adam updates each variable with about
-ten separate element-wise ops; one pass takes 10% off the default recipe's epoch time
+On TensorFlow, Adam and AdamW run its fused Adam kernel: Keras' Adam updates each variable with
+about ten separate element-wise ops; one pass takes 10% off the default recipe's epoch time
 (bench/fused_adam.py).
 """
 
 from __future__ import annotations
-
-import types
 
 import keras
 
@@ -40,28 +38,8 @@ def make_optimizer(training: TrainingConfig, epoch_steps: int):
 
 
 def fuse_adam(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
-    """Make `optimizer` update each variable with TensorFlow's one-pass Adam kernel.
+    """`optimizer` with the backend's fastest update: TensorFlow's one-pass Adam kernel, or as is
+    (digitnet/training/backends/)."""
+    from digitnet.training import backends
 
-    The same arithmetic as Keras' Adam (AdamW's decay is applied before it, as in Keras). Only
-    this instance's method changes, not its class, so saved models hold a plain Keras Adam that
-    loads anywhere. Other backends keep Keras' own update.
-    """
-    if keras.backend.backend() == "tensorflow" and not optimizer.amsgrad:
-        optimizer.update_step = types.MethodType(fused_adam_update, optimizer)
-    return optimizer
-
-
-def fused_adam_update(self, gradient, variable, learning_rate):
-    """Keras' `Adam.update_step` as one `ResourceApplyAdam` op per variable."""
-    import tensorflow as tf
-
-    dtype = variable.dtype
-    step = tf.cast(self.iterations + 1, dtype)
-    index = self._get_variable_index(variable)
-    beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-    tf.raw_ops.ResourceApplyAdam(
-        var=variable.handle, m=self._momentums[index].handle,
-        v=self._velocities[index].handle,
-        beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-        lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
-        epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+    return backends.current().fuse_adam(optimizer)

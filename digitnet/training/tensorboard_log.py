@@ -1,9 +1,10 @@
 """TensorBoard logs of a run's per-epoch scalars, written without the `tensorboard` package.
 
 TensorFlow no longer installs `tensorboard` (2.20 on), and without it `tf.summary.scalar` (and so
-Keras' TensorBoard callback) raises. `tf.summary.write`, part of TensorFlow itself, writes the
-same event records when they carry the scalars plugin's metadata, so logging costs no dependency
-and a few milliseconds per epoch. Only viewing them needs `pip install tensorboard`.
+Keras' TensorBoard callback) raises. digitnet/training/event_file.py writes the same event
+records with the scalars plugin's metadata, without TensorFlow (Keras on JAX does not import
+it), so logging costs no dependency and a few milliseconds per epoch. Only viewing them needs
+`pip install tensorboard`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import keras
 
+from digitnet.training.event_file import EventFile
+
 # Which scalar goes to which writer and under which tag; Keras' TensorBoard callback uses the same
 # layout (train/ and validation/, tags epoch_*), so TensorBoard overlays train and validation.
 SCALARS = {
@@ -19,15 +22,6 @@ SCALARS = {
               "epoch_learning_rate": "learning_rate"},
     "validation": {"epoch_loss": "val_loss", "epoch_accuracy": "val_accuracy"},
 }
-
-
-def scalar_metadata():
-    """The SummaryMetadata that makes TensorBoard draw a tensor as a scalar curve."""
-    from tensorflow.core.framework import summary_pb2
-
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-        data_class=summary_pb2.DATA_CLASS_SCALAR)
 
 
 class EpochScalars(keras.callbacks.Callback):
@@ -44,11 +38,7 @@ class EpochScalars(keras.callbacks.Callback):
         self.writers = {}
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf
-
-        self.metadata = scalar_metadata()
-        self.writers = {name: tf.summary.create_file_writer(str(self.log_dir / name))
-                        for name in SCALARS}
+        self.writers = {name: EventFile(self.log_dir / name) for name in SCALARS}
 
     def on_epoch_end(self, epoch, logs=None):
         values = dict(logs or {})
@@ -59,14 +49,7 @@ class EpochScalars(keras.callbacks.Callback):
 
     def write(self, writer_name: str, step: int, scalars: dict) -> None:
         """Write `scalars` ({tag: number}) at `step` and flush them to disk."""
-        import tensorflow as tf
-
-        writer = self.writers[writer_name]
-        with writer.as_default():
-            for tag, value in scalars.items():
-                tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
-                                 metadata=self.metadata)
-        writer.flush()
+        self.writers[writer_name].scalars(step, scalars)
 
     def on_train_end(self, logs=None):
         for writer in self.writers.values():

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import __version__
-from digitnet.config import NUM_CLASSES, Config, TrainingConfig, read_config, save_config
+from digitnet.config import Config, TrainingConfig, read_config, save_config
 from digitnet.data import (
-    PIXEL_MAX,
     Splits,
     load_mnist,
     resolve_source,
@@ -30,7 +29,6 @@ from digitnet.data import (
     to_model_input,
 )
 from digitnet.errors import DigitnetError, first_line
-from digitnet.export.litert import export_litert
 from digitnet.runs import layout
 from digitnet.runs.layout import (
     FAILED,
@@ -43,7 +41,9 @@ from digitnet.runs.layout import (
     update_state,
 )
 from digitnet.runs.lock import RunLock
-from digitnet.training.devices import select_device
+from digitnet.training import backends
+from digitnet.training.cluster import Cluster, LostProcess
+from digitnet.training.devices import Placement, check_batch, parse_devices
 from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
 from digitnet.training.optim import make_optimizer
 from digitnet.training.resume import check_epochs, check_more_to_do, check_same_data
@@ -73,20 +73,12 @@ class PreparedRun:
     config: Config  # with data.source resolved
     splits: Splits
     snapshot: Snapshot | None  # the checkpoint to resume from; None for a new run
+    placement: Placement  # the devices to train on
 
 
 def seed_everything(seed: int, jit_compile: bool) -> None:
-    """Seed Python, numpy and the backend in one place.
-
-    TensorFlow's op-determinism switch turns XLA off, so it is used only without jit_compile;
-    XLA's CPU kernels are deterministic for a fixed machine and thread count (tested).
-    """
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-    if not jit_compile:
-        tf.config.experimental.enable_op_determinism()
+    """Seed Python, numpy and the backend in one place (and make its kernels deterministic)."""
+    backends.current().seed_everything(seed, jit_compile)
 
 
 def compile_model(model, training: TrainingConfig, num_examples: int) -> None:
@@ -97,7 +89,7 @@ def compile_model(model, training: TrainingConfig, num_examples: int) -> None:
         optimizer=make_optimizer(training, steps_per_epoch(num_examples, training)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=training.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=training.jit_compile,
+        jit_compile=backends.current().jit_compile(training),
         steps_per_execution=steps_per_execution(num_examples, training),
     )
 
@@ -120,57 +112,13 @@ def steps_per_epoch(num_examples: int, training: TrainingConfig) -> int:
 
 def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, first_epoch: int,
                      outliers: np.ndarray | None = None):
-    """An endless tf.data stream of shuffled one-hot batches, epoch after epoch.
-
-    `x` holds uint8 images (N, 28, 28); each batch becomes float32 (B, 28, 28, 1) in [0, 1] as
-    it is drawn, the same values as `to_model_input`, so the pipeline holds a quarter of the
-    bytes (copying 172 MB of float32 into TensorFlow took 0.2 s of every run's first epoch).
-    Each epoch's order is a pure function of (seed, epoch), so a resumed run sees exactly the
-    batches an uninterrupted run would have seen. With `outliers` (uint8 non-digits) and
-    `training.outliers` > 0, each batch also gets that share of them, drawn by the global step,
-    with the uniform distribution as their target (outlier exposure).
-    """
-    import tensorflow as tf
-
-    from digitnet.training.augment import augment_batch
-
-    batch = training.batch_size
-    steps = steps_per_epoch(len(x), training)
-    images = tf.constant(x)
-    labels = tf.one_hot(tf.constant(y), NUM_CLASSES)
-
-    def epoch_order(epoch):
-        seed = tf.stack([tf.constant(training.seed, tf.int64), epoch])
-        order = tf.random.experimental.stateless_shuffle(tf.range(len(x)), seed=seed)
-        batches = tf.reshape(order[: steps * batch], (steps, batch))
-        return tf.data.Dataset.from_tensor_slices(batches)
-
-    extra = round(training.outliers * batch) if outliers is not None else 0
-    others = tf.constant(outliers) if extra else None
-
-    def gather(step, idx):
-        batch_images, batch_labels = tf.gather(images, idx), tf.gather(labels, idx)
-        seed = tf.stack([tf.constant(training.seed, tf.int64), step])
-        if extra:  # outlier exposure: non-digits whose target is "any digit, equally"
-            pick = tf.random.stateless_uniform(
-                [extra], tf.random.experimental.stateless_fold_in(seed, 1), 0, len(others),
-                tf.int32)
-            batch_images = tf.concat([batch_images, tf.gather(others, pick)], 0)
-            uniform = tf.fill([extra, NUM_CLASSES], 1 / NUM_CLASSES)  # no digit at all
-            batch_labels = tf.concat([batch_labels, uniform], 0)
-        batch_images = (tf.cast(batch_images, tf.float32) / PIXEL_MAX)[..., None]
-        if training.augment.enabled:  # seeded by the global step: identical after a resume
-            batch_images = augment_batch(batch_images, training.augment, seed)
-        return batch_images, batch_labels
-
-    # No autotuning: its background thread made tearing the pipeline down take up to 2 s.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return (tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_order)
-            .enumerate(start=first_epoch * steps)
-            .map(gather)
-            .prefetch(2)
-            .with_options(options))
+    """The backend's endless stream of shuffled one-hot batches from uint8 images, epoch after
+    epoch; each epoch's order is a pure function of (seed, epoch), so a resume is exact. With
+    `outliers` (uint8 non-digits) and `training.outliers` > 0, each batch also gets that share
+    of them, drawn by the global step, with the uniform distribution as their target (outlier
+    exposure)."""
+    return backends.current().training_batches(x, y, training, first_epoch,
+                                               steps_per_epoch(len(x), training), outliers)
 
 
 def outlier_images(seed: int) -> np.ndarray:
@@ -236,10 +184,11 @@ def measure(model, splits: Splits) -> dict:
 def manifest(config: Config, device: str, files: dict, command: list[str] | None) -> dict:
     """What produced the run: versions, seed, device, data hashes, command line."""
     import keras
-    import tensorflow as tf
 
+    backend = backends.current()
     return {
-        "digitnet": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+        "digitnet": __version__, "backend": backend.NAME, **backend.versions(),
+        "keras": keras.__version__,
         "python": platform.python_version(), "numpy": np.__version__,
         "platform": platform.platform(), "seed": config.training.seed, "device": device,
         "data_files": files, "command": command or sys.argv,
@@ -250,7 +199,8 @@ def manifest(config: Config, device: str, files: dict, command: list[str] | None
 def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = None,
                        device: str = "auto", command: list[str] | None = None,
                        resume: bool = False, tensorboard: bool = True,
-                       callbacks: tuple = ()) -> TrainResult:
+                       callbacks: tuple = (), devices: str | int | None = 1,
+                       cluster: Cluster | None = None) -> TrainResult:
     """Train `config` into `run_dir`, or continue it, then test the best model.
 
     SIGINT and SIGTERM stop training at the next step and mark the run interrupted; its last
@@ -262,6 +212,8 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
       data_dir: an IDX folder or .npz, or None for $DIGITNET_DATA_DIR, the config, or a
         download.
       device: "auto", "cpu" or "gpu".
+      devices: how many devices of that kind train data-parallel, or "all".
+      cluster: this process's place in a multi-process job (JAX), or None for a lone process.
       command: the command line to record in the manifest.
       resume: continue `run_dir` from its last good checkpoint.
       tensorboard: log each epoch's loss, accuracy and learning rate to RUN_DIR/tensorboard/.
@@ -276,12 +228,17 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
         disk), another process training in `run_dir`, or no usable checkpoint to resume.
     """
     run_dir = Path(run_dir)
+    if cluster is not None:
+        backends.check_loaded(config.training.backend)
+        backends.current().join_cluster(cluster)
+        if not cluster.writes:
+            return train_beside(config, run_dir, data_dir, device, resume, devices)
     try:
         with InterruptGuard() as guard, RunLock(run_dir):
-            run = prepare(config, run_dir, data_dir, device, command, resume)
+            run = prepare(config, run_dir, data_dir, device, command, resume, devices)
             try:
                 return train_prepared(run.config, run_dir, run.splits, run.snapshot, guard,
-                                      tensorboard, callbacks)
+                                      tensorboard, callbacks, run.placement)
             except TrainingInterrupted as stop:
                 raise mark_interrupted(run_dir, stop) from None
             except BaseException as error:
@@ -291,6 +248,31 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
         raise
 
 
+def train_beside(config: Config, run_dir: Path, data_dir: str | None, device: str, resume: bool,
+                 devices: str | int | None) -> TrainResult:
+    """A process other than 0 of a job: train in step with process 0 without writing `run_dir`.
+
+    It runs the same stages in a private scratch copy of the run (so it takes the same
+    decisions: resume epoch, early stopping), skips the test and export, and deletes the copy.
+    """
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="digitnet-process-")) / run_dir.name
+    try:
+        if resume:
+            shutil.copytree(run_dir, scratch, ignore=shutil.ignore_patterns(".*"))
+        else:
+            scratch.mkdir()
+        with InterruptGuard() as guard:
+            run = prepare(config, scratch, data_dir, device, None, resume, devices)
+            train_prepared(run.config, scratch, run.splits, run.snapshot, guard,
+                           tensorboard=False, placement=run.placement, test=False)
+    finally:
+        shutil.rmtree(scratch.parent, ignore_errors=True)
+    return TrainResult(run_dir, {})
+
+
 def remove_if_empty(folder: Path) -> None:
     """Remove `folder` if it holds nothing."""
     with contextlib.suppress(OSError):
@@ -298,13 +280,18 @@ def remove_if_empty(folder: Path) -> None:
 
 
 def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
-            command: list[str] | None, resume: bool) -> PreparedRun:
+            command: list[str] | None, resume: bool,
+            devices: str | int | None = 1) -> PreparedRun:
     """Load the data and write (or, resuming, check and restore) the run's files."""
     layout.check_latest()  # before any file is written: a refused run leaves nothing behind
+    backends.check_loaded(config.training.backend)
     from digitnet.training.model import check_model
 
     check_model(config.model, config.training.batch_size)  # the CLI checks before it makes run_dir
-    device_name = select_device(device)
+    backend = backends.current()
+    placement = backend.select_devices(device, parse_devices(devices))
+    check_batch(config.training.batch_size, config.training.outliers, len(placement.devices))
+    device_name = placement.description
     seed_everything(config.training.seed, config.training.jit_compile)
     if resume:
         # Checked again under the lock: the run may have finished since the CLI looked.
@@ -320,7 +307,7 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
     layout.write_text(run_dir / layout.CONFIG_FILE, save_config(config))
     update_state(run_dir, **initial_state(config, snapshot))
     # runs/latest moves once the run has a model (checkpoint.py)
-    return PreparedRun(config, data.splits, snapshot)
+    return PreparedRun(config, data.splits, snapshot, placement)
 
 
 def resume_source(data_dir: str | None, config: Config) -> str | None:
@@ -379,23 +366,28 @@ def initial_state(config: Config, snapshot) -> dict:
 
 def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
                    guard: InterruptGuard, tensorboard: bool = True,
-                   callbacks: tuple = ()) -> TrainResult:
+                   callbacks: tuple = (), placement: Placement | None = None,
+                   test: bool = True) -> TrainResult:
     """Build the model (restored from `snapshot`), train the remaining epochs, test it."""
     from digitnet.training.checkpoint import EpochCheckpoint, StopOnSignal, restore_checkpoint
     from digitnet.training.model import build_model
 
-    model = build_model(config.model)
-    compile_model(model, config.training, len(splits.x_train))
-    if snapshot is not None:
-        restore_checkpoint(model, run_dir, snapshot)
-    checkpoint = EpochCheckpoint(run_dir, config.training, snapshot)
+    with backends.current().distribution(placement.devices if placement else ()):
+        model = build_model(config.model)
+        compile_model(model, config.training, len(splits.x_train))
+        if snapshot is not None:
+            restore_checkpoint(model, run_dir, snapshot)
+        # test=False: a private copy of the run (train_beside), which runs/latest never names
+        checkpoint = EpochCheckpoint(run_dir, config.training, snapshot, moves_latest=test)
+        guard.check()
+        seconds = 0.0
+        if checkpoint.epochs_run < config.training.epochs and not checkpoint.stopped_early:
+            seconds = fit(model, splits, config, first_epoch=checkpoint.epochs_run,
+                          callbacks=(checkpoint, StopOnSignal(guard),
+                                     *tensorboard_callbacks(run_dir, tensorboard), *callbacks))
     guard.check()
-    seconds = 0.0
-    if checkpoint.epochs_run < config.training.epochs and not checkpoint.stopped_early:
-        seconds = fit(model, splits, config, first_epoch=checkpoint.epochs_run,
-                      callbacks=(checkpoint, StopOnSignal(guard),
-                                 *tensorboard_callbacks(run_dir, tensorboard), *callbacks))
-    guard.check()
+    if not test:
+        return TrainResult(run_dir, {})
     result = finish(run_dir, splits, seconds, checkpoint)
     update_state(run_dir, status=FINISHED, stopped_early=checkpoint.stopped_early, message="")
     return result
@@ -426,6 +418,8 @@ def mark_failed(run_dir: Path, error: BaseException) -> BaseException:
     reason = first_line(error)
     with contextlib.suppress(DigitnetError):  # a full disk may refuse state.json too
         update_state(run_dir, status=FAILED, message=reason)
+    if isinstance(error, LostProcess):
+        error.resumable = run_dir
     if not isinstance(error, layout.WriteError):
         return error
     kept = layout.WriteError(f"{error}; the run is kept at epoch {last_saved_epoch(run_dir)} "
@@ -451,6 +445,12 @@ def calibrate_best(best, run_dir: Path, splits: Splits) -> dict:
                                   (to_model_input(splits.x_test), splits.y_test))
     layout.save_model(best, run_dir / layout.BEST_MODEL)
     return calibration
+
+
+def export_litert(model, path: Path) -> Path:
+    """Write `path` (.tflite) for `model`, which is saved beside it as .keras, the backend's way."""
+    backends.current().export_litert(model, Path(path).with_suffix(".keras"), Path(path))
+    return path
 
 
 def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint) -> TrainResult:

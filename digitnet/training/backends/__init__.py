@@ -1,0 +1,64 @@
+"""The backend seam: what differs between Keras on TensorFlow and Keras on JAX.
+
+One module per backend (tensorflow.py, jax.py) with the same small interface:
+
+    versions() -> dict                      library versions for the manifest
+    select_devices(device, count) -> list   the devices to train on (device listing)
+    seed_everything(seed, jit_compile)      seeds and determinism
+    jit_compile(training) -> bool           what to pass to model.compile
+    distribution(devices)                   a context manager: data-parallel over `devices`
+    fuse_adam(optimizer) -> optimizer       TensorFlow's one-pass Adam kernel, or as is
+    training_batches(x, y, training, first_epoch, steps)   the input pipeline and augmentation
+    export_litert(keras_path, tflite_path)  the LiteRT file beside a saved model
+
+Keras picks its backend once, from KERAS_BACKEND, when it is first imported; `use` sets it from
+`training.backend` before that, and `current` returns the module of the backend Keras runs on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+from digitnet.backend import quiet_backend, silenced_stderr
+from digitnet.errors import DigitnetError
+
+BACKENDS = ("tensorflow", "jax")
+
+
+def use(name: str) -> None:
+    """Make Keras run on `name` ("tensorflow" or "jax") and import that library quietly; call
+    before Keras is imported.
+
+    Raises:
+      DigitnetError: JAX is not installed, or Keras already runs on another backend.
+    """
+    if "keras" in sys.modules:
+        check_loaded(name)
+        return
+    if name == "jax" and importlib.util.find_spec("jax") is None:
+        raise DigitnetError("training.backend: 'jax' needs JAX (pip install 'digitnet[jax]')")
+    os.environ["KERAS_BACKEND"] = name
+    quiet_backend()
+    with silenced_stderr():  # start-up notices the log level cannot hide
+        importlib.import_module(name)  # the backend's library has the backend's name
+
+
+def check_loaded(name: str) -> None:
+    """Refuse a backend other than the one Keras was imported with in this process."""
+    import keras
+
+    loaded = keras.backend.backend()
+    if loaded != name:
+        raise DigitnetError(f"training.backend: expected {loaded!r} (Keras in this process was "
+                            f"imported with it; set KERAS_BACKEND={name} before importing "
+                            f"Keras), received {name!r}")
+
+
+def current():
+    """The module for the backend Keras runs on."""
+    import keras
+
+    return importlib.import_module(f"{__name__}.{keras.backend.backend()}")

@@ -1,0 +1,256 @@
+"""Keras on JAX: a numpy input pipeline, JAX augmentation, keras.distribution.DataParallel over
+several devices or processes, and the LiteRT export in a TensorFlow subprocess."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import itertools
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+from digitnet.config import NUM_CLASSES, AugmentConfig, TrainingConfig
+from digitnet.data import PIXEL_MAX
+from digitnet.errors import DigitnetError, InputError
+from digitnet.training.cluster import LostProcess
+from digitnet.training.devices import Placement, choose, describe
+
+NAME = "jax"
+HEARTBEAT_SECONDS = 20  # a process silent this long is dead: the others stop with an error
+
+
+def versions() -> dict:
+    return {"jax": jax.__version__, "jaxlib": jax.lib.__version__}
+
+
+def join_cluster(cluster) -> None:
+    """Join the other processes of a multi-process job (before any JAX computation).
+
+    What keras.distribution.initialize does (jax.distributed.initialize), with a heartbeat
+    timeout, and with gloo for collectives between CPU processes.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(cluster.coordinator, cluster.num_processes,
+                                   cluster.process_id, initialization_timeout=120,
+                                   heartbeat_timeout_seconds=HEARTBEAT_SECONDS)
+    except Exception as error:  # jaxlib raises its own XlaRuntimeError
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0][:200]
+        raise InputError("coordinator", cluster.coordinator, f"cannot join the "
+                         f"{cluster.num_processes} processes as process {cluster.process_id} "
+                         f"({reason})") from None
+
+
+def select_devices(device: str, count: int | None) -> Placement:
+    """The first `count` devices of the chosen kind (on every process of a multi-process job).
+
+    Several CPU devices exist only when XLA_FLAGS=--xla_force_host_platform_device_count=N is
+    set before JAX starts, as the tests do.
+    """
+    if device == "cpu":
+        jax.config.update("jax_platforms", "cpu")
+    gpus = local_devices("gpu")
+    kind, found = choose(device, count, gpus, local_devices("cpu"), "JAX")
+    per_process = len(found)
+    chosen = [d for d in jax.devices(found[0].platform)
+              if d in found or local_index(d) < per_process]
+    names = [str(d) for d in chosen]
+    return Placement(describe(kind, names), tuple(chosen))
+
+
+def local_devices(platform: str) -> list:
+    """This process's devices of `platform` ("cpu" or "gpu"), none when JAX has no such backend."""
+    try:
+        return jax.local_devices(backend=platform)
+    except RuntimeError:
+        return []
+
+
+def local_index(device) -> int:
+    """The device's position among its own process's devices."""
+    return [d.id for d in jax.devices(device.platform)
+            if d.process_index == device.process_index].index(device.id)
+
+
+def seed_everything(seed: int, jit_compile: bool) -> None:
+    """Seed Python, numpy and Keras' JAX RNG; XLA's CPU kernels are deterministic as they are."""
+    keras.utils.set_random_seed(seed)
+
+
+def keep_tensorflow_out() -> None:
+    """Tell Keras TensorFlow is not there, so that its `tf.available` checks (seeding, saving)
+    do not import it: 4 s and 400 MB that a JAX run does not use (Keras' LazyModule)."""
+    from keras.src.utils import module_utils
+
+    module_utils.tensorflow._available = False
+
+
+if keras.backend.backend() == "jax":  # imported by a TensorFlow process, e.g. the tests: leave it
+    keep_tensorflow_out()
+
+
+def jit_compile(training: TrainingConfig) -> bool:
+    """Always: Keras on JAX without jit runs op by op, tens of times slower."""
+    return True
+
+
+def distribution(devices: tuple):
+    """keras.distribution.DataParallel's scope over several devices (or processes).
+
+    Each process feeds its own slice of every batch (training_batches), so the automatic
+    sharding of tf.data datasets is off.
+    """
+    if len(devices) < 2:
+        return contextlib.nullcontext()
+    parallel = keras.distribution.DataParallel(devices=list(devices), auto_shard_dataset=False)
+    return data_parallel(parallel)
+
+
+@contextlib.contextmanager
+def data_parallel(parallel):
+    """The distribution's scope; in a multi-process job, a lost process becomes an error."""
+    with parallel.scope():
+        try:
+            yield
+        except Exception as error:
+            if jax.process_count() == 1 or isinstance(error, DigitnetError):
+                raise
+            raise lost_process_error(error) from None
+
+
+def exit_now() -> None:
+    """Leave with status 1 at once, past JAX's shutdown (it aborts when a process is gone)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def lost_process_error(error: Exception) -> LostProcess:
+    """Name the process(es) whose loss broke a collective, and make this one exit cleanly.
+
+    The coordinator says who is still alive; with two processes it is the other one. JAX's
+    shutdown at exit waits for every process and aborts when one is gone, so this process
+    leaves with os._exit after the error is printed (atexit runs the last handler first).
+    """
+    count, me = jax.process_count(), jax.process_index()
+    lost = [process for process in range(count) if process != me]
+    if count > 2:
+        with contextlib.suppress(Exception):  # the coordinator itself may be the one lost
+            from jax._src.distributed import global_state
+
+            live = global_state.client.get_live_nodes(list(range(count)))
+            lost = [process for process in range(count) if process not in live] or lost
+    atexit.register(exit_now)
+    reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+    reason = reason.rsplit("Error dispatching computation: ", 1)[-1][:200]
+    names = ", ".join(str(process) for process in lost)
+    return LostProcess(f"lost process {names} of {count} ({reason}); the run is saved at its "
+                       f"last completed epoch, and every process can resume it.")
+
+
+def fuse_adam(optimizer):
+    """Keras' own Adam: under jit, XLA fuses its element-wise ops already."""
+    return optimizer
+
+
+def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: int,
+                     outliers=None):
+    """An endless stream of shuffled one-hot numpy batches, epoch after epoch.
+
+    Each epoch's order is a pure function of (seed, epoch) and each batch's augmentation and
+    outliers (`training.outliers` of the batch: non-digits with uniform targets) of (seed, global
+    step), so a resumed run sees exactly the batches an uninterrupted run would. In a
+    multi-process job each process yields its own contiguous slice of every global batch; the
+    random draws are made for the whole batch and sliced, so the job trains on the same images
+    as one process would.
+    """
+    batch, process, processes = training.batch_size, jax.process_index(), jax.process_count()
+    extra = round(training.outliers * batch) if outliers is not None else 0
+    total = batch + extra
+    local = slice(process * total // processes, (process + 1) * total // processes)
+    targets = np.eye(NUM_CLASSES, dtype=np.float32)[y]
+    uniform = np.full((extra, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
+    augment = augmenter(training.augment, total, local) if training.augment.enabled else None
+    step = first_epoch * steps
+    for epoch in itertools.count(first_epoch):
+        order = np.random.default_rng([training.seed, epoch]).permutation(len(x))
+        for rows in order[: steps * batch].reshape(steps, batch):
+            images, labels = x[rows], targets[rows]
+            if extra:  # outlier exposure: non-digits whose target is "any digit, equally"
+                pick = np.random.default_rng([training.seed, step, 1]).integers(
+                    0, len(outliers), extra)
+                images = np.concatenate([images, outliers[pick]])
+                labels = np.concatenate([labels, uniform])
+            images = (images[local].astype(np.float32) / PIXEL_MAX)[..., None]
+            if augment is not None:
+                images = np.asarray(augment(images, jax.random.fold_in(
+                    jax.random.key(training.seed), step)))
+            step += 1
+            yield images, labels[local]
+
+
+def augmenter(augment: AugmentConfig, batch: int, local: slice):
+    """A jitted fn(images, key) applying digitnet.training.augment's warps in JAX."""
+    from digitnet.training.augment import inverse_transforms
+
+    limits = (math.radians(augment.rotation_degrees), math.radians(augment.shear_degrees),
+              augment.scale, augment.shift_pixels, augment.shift_pixels)
+
+    @jax.jit
+    def run(images, key):
+        keys = jax.random.split(key, 6)
+        draws = [jax.random.uniform(k, (batch,), minval=-limit, maxval=limit)[local]
+                 for k, limit in zip(keys, limits)]
+        angle, shear, zoom, shift_x, shift_y = draws
+        if any(limits):
+            images = warp(images, inverse_transforms(jnp, angle, shear, 1.0 + zoom, shift_x,
+                                                     shift_y))
+        if augment.thickness > 0:
+            draw = jax.random.uniform(keys[5], (batch,))[local][:, None, None, None]
+            images = vary_thickness(images, augment.thickness, draw)
+        return jnp.clip(images, 0.0, 1.0)
+
+    return run
+
+
+def warp(images, transforms):
+    """Bilinear projective warp of (N, 28, 28, 1) images by 8-parameter inverse transforms."""
+    rows, cols = jnp.meshgrid(jnp.arange(28.0), jnp.arange(28.0), indexing="ij")
+
+    def one(image, t):
+        source_x = t[0] * cols + t[1] * rows + t[2]
+        source_y = t[3] * cols + t[4] * rows + t[5]
+        return jax.scipy.ndimage.map_coordinates(image[..., 0], [source_y, source_x], order=1,
+                                                 mode="constant", cval=0.0)[..., None]
+
+    return jax.vmap(one)(images, transforms)
+
+
+def vary_thickness(images, probability: float, draw):
+    """Thicken (2x2 dilation) or thin (2x2 erosion) each image with `probability` / 2 each."""
+    pool = functools.partial(jax.lax.reduce_window, init_value=-jnp.inf,
+                             computation=jax.lax.max, window_dimensions=(1, 2, 2, 1),
+                             window_strides=(1, 1, 1, 1),
+                             padding=((0, 0), (0, 1), (0, 1), (0, 0)))
+    thick, thin = pool(images), -pool(-images)
+    return jnp.where(draw < probability / 2, thick, jnp.where(draw < probability, thin, images))
+
+
+def export_litert(model, keras_path: Path, tflite_path: Path) -> None:
+    """Convert the saved .keras file under TensorFlow, in a child process (Keras converts to
+    LiteRT only on the TensorFlow backend, and it is fixed per process)."""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-m", "digitnet.export.litert", str(keras_path),
+                           str(tflite_path)], env=env, capture_output=True, text=True)
+    if done.returncode:
+        lines = (done.stderr.strip() or f"exit status {done.returncode}").splitlines()
+        raise DigitnetError(f"{tflite_path}: LiteRT export failed ({lines[-1][:200]})")

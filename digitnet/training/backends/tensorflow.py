@@ -1,0 +1,156 @@
+"""Keras on TensorFlow: tf.data input, TensorFlow augmentation, the fused Adam kernel,
+MirroredStrategy over several devices, and the LiteRT export in this process."""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from digitnet.config import NUM_CLASSES, TrainingConfig
+from digitnet.data import PIXEL_MAX
+from digitnet.training.devices import Placement, choose, describe
+
+NAME = "tensorflow"
+
+
+def versions() -> dict:
+    return {"tensorflow": tf.__version__}
+
+
+def select_devices(device: str, count: int | None) -> Placement:
+    """Make only the chosen kind of device visible; return the first `count` of them.
+
+    Several CPU devices exist only as logical devices made before TensorFlow starts
+    (tf.config.set_logical_device_configuration), as the tests do.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu" or not gpus:
+        tf.config.set_visible_devices([], "GPU")
+    kind, found = choose(device, count,
+                         [d.name for d in tf.config.list_logical_devices("GPU")] if gpus else [],
+                         [d.name for d in tf.config.list_logical_devices("CPU")], "TensorFlow")
+    physical = [gpu.name for gpu in gpus][: len(found)] if kind == "GPU" else found
+    return Placement(describe(kind, physical), tuple(found))
+
+
+def seed_everything(seed: int, jit_compile: bool) -> None:
+    """Seed Python, numpy and TensorFlow.
+
+    TensorFlow's op-determinism switch turns XLA off, so it is used only without jit_compile;
+    XLA's CPU kernels are deterministic for a fixed machine and thread count (tested).
+    """
+    keras.utils.set_random_seed(seed)
+    if not jit_compile:
+        tf.config.experimental.enable_op_determinism()
+
+
+def jit_compile(training: TrainingConfig) -> bool:
+    return training.jit_compile
+
+
+def distribution(devices: tuple):
+    """MirroredStrategy's scope over several devices (build, compile and fit inside it)."""
+    if len(devices) < 2:
+        return contextlib.nullcontext()
+    ops = tf.distribute.ReductionToOneDevice() if "CPU" in devices[0] else None
+    return tf.distribute.MirroredStrategy(list(devices), cross_device_ops=ops).scope()
+
+
+def fuse_adam(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
+    """Make `optimizer` update each variable with TensorFlow's one-pass Adam kernel.
+
+    Keras' Adam updates each variable with about ten element-wise ops; one pass takes 10% off the
+    default recipe's epoch time (bench/fused_adam.py). The same arithmetic as Keras' Adam
+    (AdamW's decay is applied before it, as in Keras). Only this instance's method changes, not
+    its class, so saved models hold a plain Keras Adam that loads anywhere.
+    """
+    if not optimizer.amsgrad:
+        optimizer.update_step = types.MethodType(fused_adam_update, optimizer)
+    return optimizer
+
+
+def fused_adam_update(self, gradient, variable, learning_rate):
+    """Keras' `Adam.update_step` as one `ResourceApplyAdam` op per variable."""
+    dtype = variable.dtype
+    step = tf.cast(self.iterations + 1, dtype)
+    index = self._get_variable_index(variable)
+    beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+    tf.raw_ops.ResourceApplyAdam(
+        var=variable.handle, m=self._momentums[index].handle,
+        v=self._velocities[index].handle,
+        beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+        lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+        epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+
+
+def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: int,
+                     outliers=None):
+    """An endless tf.data stream of shuffled one-hot batches, epoch after epoch.
+
+    `x` holds uint8 images (N, 28, 28); each batch becomes float32 (B, 28, 28, 1) in [0, 1] as
+    it is drawn, the same values as `to_model_input`, so the pipeline holds a quarter of the
+    bytes (copying 172 MB of float32 into TensorFlow took 0.2 s of every run's first epoch).
+    Each epoch's order is a pure function of (seed, epoch), so a resumed run sees exactly the
+    batches an uninterrupted run would have seen. With `outliers` (uint8 non-digits) and
+    `training.outliers` > 0, each batch also gets that share of them, drawn by the global step,
+    with the uniform distribution as their target (outlier exposure).
+    """
+    from digitnet.training.augment import augment_batch
+
+    batch = training.batch_size
+    images = tf.constant(x)
+    labels = tf.one_hot(tf.constant(y), NUM_CLASSES)
+
+    def epoch_order(epoch):
+        seed = tf.stack([tf.constant(training.seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(x)), seed=seed)
+        batches = tf.reshape(order[: steps * batch], (steps, batch))
+        return tf.data.Dataset.from_tensor_slices(batches)
+
+    extra = round(training.outliers * batch) if outliers is not None else 0
+    others = tf.constant(outliers) if extra else None
+
+    def gather(step, idx):
+        batch_images, batch_labels = tf.gather(images, idx), tf.gather(labels, idx)
+        seed = tf.stack([tf.constant(training.seed, tf.int64), step])
+        if extra:  # outlier exposure: non-digits whose target is "any digit, equally"
+            pick = tf.random.stateless_uniform(
+                [extra], tf.random.experimental.stateless_fold_in(seed, 1), 0, len(others),
+                tf.int32)
+            batch_images = tf.concat([batch_images, tf.gather(others, pick)], 0)
+            uniform = tf.fill([extra, NUM_CLASSES], 1 / NUM_CLASSES)  # no digit at all
+            batch_labels = tf.concat([batch_labels, uniform], 0)
+        batch_images = (tf.cast(batch_images, tf.float32) / PIXEL_MAX)[..., None]
+        if training.augment.enabled:  # seeded by the global step: identical after a resume
+            batch_images = augment_batch(batch_images, training.augment, seed)
+        return batch_images, batch_labels
+
+    # No autotuning: its background thread made tearing the pipeline down take up to 2 s.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return (tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_order)
+            .enumerate(start=first_epoch * steps)
+            .map(gather)
+            .prefetch(2)
+            .with_options(options))
+
+
+def export_litert(model, keras_path: Path, tflite_path: Path) -> None:
+    """Convert the loaded model in this process."""
+    from digitnet.export.litert import export_litert as export
+
+    export(model, tflite_path)
+
+
+def join_cluster(cluster) -> None:
+    """Several processes: not on TensorFlow (MultiWorkerMirroredStrategy fails in Keras 3's fit,
+    keras-team/keras#20585)."""
+    from digitnet.errors import InputError
+
+    raise InputError("number of processes", cluster.num_processes, "training across processes "
+                     "needs training.backend: jax (TensorFlow's multi-worker strategy does not "
+                     "work with Keras 3, keras-team/keras#20585)")

@@ -1,0 +1,43 @@
+"""A training job of several processes (JAX backend): who they are and where they meet.
+
+Every process runs the same `digitnet train` with its own process id; process 0 is the
+coordinator and alone writes the run directory, on a filesystem all of them share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from digitnet.errors import DigitnetError, InputError
+
+
+class LostProcess(DigitnetError):
+    """A process of the job died or stopped answering; the run is resumable by every process."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    coordinator: str  # HOST:PORT where process 0 listens
+    num_processes: int
+    process_id: int  # 0 .. num_processes - 1
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run directory (process 0 alone)."""
+        return self.process_id == 0
+
+
+def make_cluster(coordinator: str, num_processes: int, process_id: int) -> Cluster | None:
+    """The Cluster of a job of `num_processes` (None for a single process).
+
+    Raises:
+      InputError: a coordinator that is not HOST:PORT, or a process id out of range.
+    """
+    if num_processes == 1:
+        return None
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError("coordinator", coordinator, "expected HOST:PORT")
+    if not 0 <= process_id < num_processes:
+        raise InputError("process id", process_id, f"expected 0..{num_processes - 1}")
+    return Cluster(coordinator, num_processes, process_id)
