@@ -6,8 +6,11 @@ back here, under TensorFlow: a .keras file is backend-neutral.
 """
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -24,11 +27,14 @@ from digitnet.training.train import train_and_evaluate
 from tests.conftest import REPO, TINY_OVERRIDES
 
 CHILD = REPO / "tests" / "devices_child.py"
+TRAIN_CHILD = REPO / "tests" / "train_child.py"
 DROPOUT = ("model.layers=[{type: flatten}, {type: dense, units: 32}, {type: dropout, rate: 0.5}, "
            "{type: dense, units: 10, activation: softmax}]")
-# Dropout and augmentation: their random state is part of what an exact resume restores.
+# Dropout and augmentation: their random state is part of what an exact resume restores. A
+# constant rate: a run of 1 epoch resumed to 2 then follows the schedule of a 2-epoch run.
 JAX_SETS = TINY_OVERRIDES + ("training.batch_size=10", "training.augment.rotation_degrees=10",
-                             "training.augment.thickness=0.5", DROPOUT)
+                             "training.augment.thickness=0.5", "training.schedule=constant",
+                             DROPOUT)
 
 
 def train_args(data_dir, run_dir, *extra, sets=TINY_OVERRIDES + ("training.batch_size=10",)):
@@ -133,6 +139,7 @@ def test_resume_on_another_backend_is_refused(jax_runs):
 
 def test_a_backend_other_than_the_loaded_one_is_an_error(tmp_path, tiny_data_dir):
     run_dir = tmp_path / "run"
+    run_dir.mkdir()  # as the CLI makes it
     with pytest.raises(DigitnetError, match=r"^training.backend: expected 'tensorflow' \(Keras "
                                             r"in this process was imported with it"):
         train_and_evaluate(load_config(None, ("training.backend=jax",)), run_dir,
@@ -141,8 +148,8 @@ def test_a_backend_other_than_the_loaded_one_is_an_error(tmp_path, tiny_data_dir
 
 
 @pytest.mark.parametrize("devices, message", [
-    ("0", "--devices: expected a number >= 1 or 'all', received '0'"),
-    ("two", "--devices: expected a number >= 1 or 'all', received 'two'"),
+    ("0", "--devices 0: expected a number >= 1 or 'all'"),
+    ("two", "--devices two: expected a number >= 1 or 'all'"),
     ("3", "--devices 3: expected at most the 1 CPU device TensorFlow sees"),
 ])
 def test_bad_devices_are_one_line_errors(runs_dir, tiny_data_dir, devices, message):
@@ -200,3 +207,137 @@ def test_jax_batches_slice_each_global_batch_by_process(monkeypatch):
     for (images, labels), first, second in zip(whole, *parts):
         np.testing.assert_allclose(np.concatenate([first[0], second[0]]), images, atol=1e-6)
         assert np.array_equal(np.concatenate([first[1], second[1]]), labels)
+
+
+# ---- a job of two processes on 127.0.0.1 ------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_job(args, tmp_path, env_of):
+    """Start `digitnet train ARGS` as processes 0 and 1 of a job; env_of(i) adds environment."""
+    cluster = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
+    return [subprocess.Popen([sys.executable, str(TRAIN_CHILD), *args, *cluster,
+                              "--process-id", str(process)],
+                             env={**os.environ, "KERAS_BACKEND": "jax", **env_of(process)},
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+            for process in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def killed_job(tmp_path_factory, tiny_data_dir):
+    """A two-process job whose process 1 is killed in epoch 2; process 0's outcome and timing."""
+    root = tmp_path_factory.mktemp("job")
+    run_dir, ready = root / "run", root / "ready"
+    args = train_args(tiny_data_dir, run_dir, "--backend", "jax", sets=JAX_SETS)
+    hold = {"DIGITNET_TEST_READY": str(ready), "DIGITNET_TEST_EPOCH": "2",
+            "DIGITNET_TEST_STEP": "1", "DIGITNET_TEST_HOLD": "300"}
+    first, second = start_job(["train", *args[1:]], root,
+                              lambda process: hold if process == 1 else {})
+    deadline = time.monotonic() + 500
+    while not ready.exists():
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.2)
+    second.kill()
+    killed = time.monotonic()
+    _, stderr = first.communicate(timeout=120)
+    second.communicate()
+    return {"run_dir": run_dir, "root": root, "code": first.returncode, "stderr": stderr,
+            "seconds": time.monotonic() - killed}
+
+
+def test_a_lost_process_stops_the_job_with_an_error_naming_it(killed_job):
+    assert killed_job["code"] == 1
+    assert killed_job["seconds"] < 60
+    [line] = [line for line in killed_job["stderr"].splitlines() if line.startswith("Error:")]
+    assert line.startswith("Error: lost process 1 of 2 (")
+    assert "Traceback" not in killed_job["stderr"]
+    state = json.loads((killed_job["run_dir"] / "state.json").read_text())
+    assert state["status"] == "failed" and state["epoch"] == 1
+
+
+def test_the_job_resumes_to_identical_weights_equal_to_one_process(killed_job, jax_runs):
+    root, run_dir = killed_job["root"], killed_job["run_dir"]
+    jobs = start_job(["train", "--resume", str(run_dir)], root,
+                     lambda process: {"DIGITNET_TEST_WEIGHTS": str(root / f"w{process}.npz")})
+    for job in jobs:
+        _, stderr = job.communicate(timeout=600)
+        assert job.returncode == 0, stderr[-3000:]
+    zero, one = np.load(root / "w0.npz"), np.load(root / "w1.npz")
+    assert len(zero.files) == 4  # two Dense layers' kernels and biases
+    for name in zero.files:
+        assert np.array_equal(zero[name], one[name])  # every process holds the same weights
+    single = keras.saving.load_model(jax_runs["straight"] / layout.LAST_MODEL).weights
+    for name, weight in zip(zero.files, single):
+        np.testing.assert_allclose(zero[name], np.asarray(weight), rtol=0, atol=1e-5)
+    assert len(history(run_dir)) == 3  # the header and epochs 1 and 2
+
+
+# ---- device selection, including the GPU paths no test machine here has ------------------------
+
+
+@pytest.mark.parametrize("device, count, kind, chosen", [
+    ("auto", 1, "GPU", ["g0"]), ("auto", None, "GPU", ["g0", "g1"]),
+    ("gpu", 2, "GPU", ["g0", "g1"]), ("cpu", None, "CPU", ["c0"]),
+])
+def test_device_choice_prefers_gpus_unless_told(device, count, kind, chosen):
+    from digitnet.training.devices import choose
+
+    assert choose(device, count, ["g0", "g1"], ["c0"], "JAX") == (kind, chosen)
+
+
+@pytest.mark.parametrize("device, count, gpus, message", [
+    ("gpu", 1, [], "--device gpu: JAX sees no GPU on this machine"),
+    ("auto", 3, ["g0", "g1"], "--devices 3: expected at most the 2 GPU devices JAX sees"),
+])
+def test_device_choice_refuses_what_is_not_there(device, count, gpus, message):
+    from digitnet.training.devices import choose
+
+    with pytest.raises(DigitnetError, match=f"^{message}"):
+        choose(device, count, gpus, ["c0"], "JAX")
+
+
+def test_device_descriptions():
+    from digitnet.training.devices import describe
+
+    assert describe("CPU", ["/device:CPU:0"]) == "CPU"
+    assert describe("GPU", ["cuda:0"]) == "GPU:0 (cuda:0)"
+    assert describe("GPU", ["cuda:0", "cuda:1"]) == "2 GPU devices (cuda:0, cuda:1)"
+
+
+def test_batch_must_split_evenly_over_devices():
+    from digitnet.training.devices import check_batch
+
+    check_batch(192, 4)
+    with pytest.raises(DigitnetError, match=r"^training.batch_size: expected a multiple of the 4 "
+                                            r"devices that share each batch, received 190$"):
+        check_batch(190, 4)
+
+
+@pytest.mark.parametrize("options, message", [
+    (("127.0.0.1:1", 2, None, "run", None), "--process-id: expected with the other options"),
+    (("localhost", 2, 0, "run", None), "--coordinator: expected HOST:PORT, received 'localhost'"),
+    (("127.0.0.1:1", 2, 2, "run", None), "--process-id: expected 0..1, received 2"),
+    (("127.0.0.1:1", 2, 0, None, None), "--run-dir: expected for a multi-process job"),
+])
+def test_bad_cluster_options_are_named(options, message):
+    from digitnet.training.cluster import make_cluster
+
+    with pytest.raises(DigitnetError, match=f"^{message}"):
+        make_cluster(*options)
+
+
+def test_cluster_options_come_from_the_environment(runs_dir, tiny_data_dir, monkeypatch):
+    monkeypatch.setenv("DIGITNET_COORDINATOR", "127.0.0.1:1")
+    monkeypatch.setenv("DIGITNET_NUM_PROCESSES", "2")
+    monkeypatch.setenv("DIGITNET_PROCESS_ID", "0")
+    result = CliRunner().invoke(cli, train_args(tiny_data_dir, runs_dir / "x"))
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: --num-processes 2: training across processes needs "
+                                    "training.backend: jax")
+    assert not (runs_dir / "x").exists()

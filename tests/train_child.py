@@ -7,6 +7,8 @@ holds still until the file $DIGITNET_TEST_GO exists or $DIGITNET_TEST_HOLD secon
 so that a signal sent on seeing the ready file lands in the middle of that epoch. With
 $DIGITNET_TEST_FIT=N only the N-th training in the process (a sweep's N-th trial) is watched;
 $DIGITNET_TEST_NO_LITERT=1 skips each run's LiteRT export (a third of a tiny run's time).
+With $DIGITNET_TEST_WEIGHTS set, the child saves its model's weights there (.npz) at the end of
+training (each process of a multi-process job holds its own copy).
 
     DIGITNET_TEST_READY=/tmp/ready DIGITNET_TEST_EPOCH=3 DIGITNET_TEST_STEP=3 \\
         python tests/train_child.py train --run-dir runs/x ...
@@ -46,8 +48,21 @@ def ready_callback():
     return ReadyAt()
 
 
+def weights_callback():
+    """A Keras callback that saves the model's weights to $DIGITNET_TEST_WEIGHTS after fit."""
+    import keras
+    import numpy as np
+
+    class SaveWeights(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            weights = [np.asarray(w) for w in self.model.weights]
+            np.savez(os.environ["DIGITNET_TEST_WEIGHTS"], *weights)
+
+    return SaveWeights()
+
+
 def patch_fit() -> None:
-    """Add the ready callback to the callbacks that digitnet.training.train.fit passes to Keras."""
+    """Add the test callbacks to those that digitnet.training.train.fit passes to Keras."""
     import digitnet.training.train as train
 
     original = train.fit
@@ -56,7 +71,9 @@ def patch_fit() -> None:
 
     def fit(model, splits, config, first_epoch=0, callbacks=()):
         calls.append(first_epoch)
-        extra = (ready_callback(),) if len(calls) == watched else ()
+        extra = [make() for variable, make in (("DIGITNET_TEST_READY", ready_callback),
+                                               ("DIGITNET_TEST_WEIGHTS", weights_callback))
+                 if os.environ.get(variable) and len(calls) == watched]
         return original(model, splits, config, first_epoch=first_epoch,
                         callbacks=(*callbacks, *extra))
 
@@ -64,13 +81,16 @@ def patch_fit() -> None:
 
 
 if __name__ == "__main__":
-    from digitnet.backend import import_tensorflow_quietly, quiet_backend
+    from digitnet.backend import quiet_backend
     from digitnet.cli import main
 
     quiet_backend()
-    if os.environ.get("DIGITNET_TEST_READY") or os.environ.get("DIGITNET_TEST_NO_LITERT"):
-        import_tensorflow_quietly()  # the patches import it: without its start-up lines
-    if os.environ.get("DIGITNET_TEST_READY"):
+    if any(os.environ.get(f"DIGITNET_TEST_{name}") for name in ("READY", "WEIGHTS", "NO_LITERT")):
+        from digitnet.training import backends
+
+        # the patches import Keras: on the backend the test chose, without its start-up lines
+        backends.use(os.environ["KERAS_BACKEND"])
+    if os.environ.get("DIGITNET_TEST_READY") or os.environ.get("DIGITNET_TEST_WEIGHTS"):
         patch_fit()
     if os.environ.get("DIGITNET_TEST_NO_LITERT"):
         import digitnet.training.train

@@ -228,12 +228,12 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
         disk), another process training in `run_dir`, or no usable checkpoint to resume.
     """
     run_dir = Path(run_dir)
-    if cluster is not None:
-        backends.check_loaded(config.training.backend)
-        backends.current().join_cluster(cluster)
-        if not cluster.writes:
-            return train_beside(config, run_dir, data_dir, device, resume, devices)
     try:
+        if cluster is not None:
+            backends.check_loaded(config.training.backend)
+            backends.current().join_cluster(cluster)
+            if not cluster.writes:
+                return train_beside(config, run_dir, data_dir, device, resume, devices)
         with InterruptGuard() as guard, RunLock(run_dir):
             run = prepare(config, run_dir, data_dir, device, command, resume, devices)
             try:
@@ -244,7 +244,8 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
             except BaseException as error:
                 raise mark_failed(run_dir, error) from None
     except BaseException:
-        remove_if_empty(run_dir)  # refused before writing anything: leave no empty run behind
+        if cluster is None or cluster.writes:  # process 0 made it, process 0 alone removes it
+            remove_if_empty(run_dir)  # refused before writing anything: leave no empty run
         raise
 
 
