@@ -256,6 +256,7 @@ def test_a_lost_process_stops_the_job_with_an_error_naming_it(killed_job):
     assert killed_job["seconds"] < 60
     [line] = [line for line in killed_job["stderr"].splitlines() if line.startswith("Error:")]
     assert line.startswith("Error: lost process 1 of 2 (")
+    assert line.endswith(f"Resume with: digitnet train --resume {killed_job['run_dir']}")
     assert "Traceback" not in killed_job["stderr"]
     state = json.loads((killed_job["run_dir"] / "state.json").read_text())
     assert state["status"] == "failed" and state["epoch"] == 1
@@ -292,8 +293,8 @@ def test_device_choice_prefers_gpus_unless_told(device, count, kind, chosen):
 
 
 @pytest.mark.parametrize("device, count, gpus, message", [
-    ("gpu", 1, [], "--device gpu: JAX sees no GPU on this machine"),
-    ("auto", 3, ["g0", "g1"], "--devices 3: expected at most the 2 GPU devices JAX sees"),
+    ("gpu", 1, [], "device gpu: JAX sees no GPU on this machine"),
+    ("auto", 3, ["g0", "g1"], "devices 3: expected at most the 2 GPU devices JAX sees"),
 ])
 def test_device_choice_refuses_what_is_not_there(device, count, gpus, message):
     from digitnet.training.devices import choose
@@ -320,16 +321,34 @@ def test_batch_must_split_evenly_over_devices():
 
 
 @pytest.mark.parametrize("options, message", [
-    (("127.0.0.1:1", 2, None, "run", None), "--process-id: expected with the other options"),
-    (("localhost", 2, 0, "run", None), "--coordinator: expected HOST:PORT, received 'localhost'"),
-    (("127.0.0.1:1", 2, 2, "run", None), "--process-id: expected 0..1, received 2"),
-    (("127.0.0.1:1", 2, 0, None, None), "--run-dir: expected for a multi-process job"),
+    (("localhost", 2, 0), "coordinator localhost: expected HOST:PORT"),
+    (("127.0.0.1:1", 2, 2), "process id 2: expected 0..1"),
 ])
-def test_bad_cluster_options_are_named(options, message):
+def test_bad_cluster_values_are_named(options, message):
     from digitnet.training.cluster import make_cluster
 
-    with pytest.raises(DigitnetError, match=f"^{message}"):
+    with pytest.raises(DigitnetError, match=f"^{message}$"):
         make_cluster(*options)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--coordinator", "127.0.0.1:1", "--num-processes", "2"),
+     "--process-id: expected with the other options of a multi-process job"),
+    (("--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "3"),
+     "--process-id 3: expected 0..1"),
+])
+def test_bad_cluster_options_are_one_line_errors(runs_dir, tiny_data_dir, args, message):
+    result = CliRunner().invoke(cli, [*train_args(tiny_data_dir, runs_dir / "x"), *args])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {message}")
+    assert not (runs_dir / "x").exists()
+
+
+def test_a_multi_process_job_names_its_run_directory(runs_dir):
+    result = CliRunner().invoke(cli, ["train", "--coordinator", "127.0.0.1:1", "--num-processes",
+                                      "2", "--process-id", "0"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: --run-dir: expected for a multi-process job")
 
 
 def test_cluster_options_come_from_the_environment(runs_dir, tiny_data_dir, monkeypatch):
