@@ -314,10 +314,12 @@ def test_device_descriptions():
 def test_batch_must_split_evenly_over_devices():
     from digitnet.training.devices import check_batch
 
-    check_batch(192, 4)
-    with pytest.raises(DigitnetError, match=r"^training.batch_size: expected a multiple of the 4 "
-                                            r"devices that share each batch, received 190$"):
-        check_batch(190, 4)
+    check_batch(192, 0.0, 4)
+    check_batch(192, 0.25, 4)  # 240 images with the outliers
+    with pytest.raises(DigitnetError, match=r"^training.batch_size: expected a batch \(with "
+                                            r"training.outliers: 221 images\) that splits evenly "
+                                            r"over the 2 devices, received 192$"):
+        check_batch(192, 0.15, 2)
 
 
 @pytest.mark.parametrize("options, message", [
