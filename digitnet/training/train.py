@@ -448,9 +448,15 @@ def calibrate_best(best, run_dir: Path, splits: Splits) -> dict:
     return calibration
 
 
-def export_litert(model, path: Path) -> Path:
-    """Write `path` (.tflite) for `model`, which is saved beside it as .keras, the backend's way."""
-    backends.current().export_litert(model, Path(path).with_suffix(".keras"), Path(path))
+def export_litert(model, path: Path, source: Path | None = None) -> Path:
+    """Write `path` (.tflite) for `model`, saved as `source` (default: beside it as .keras), the
+    backend's way; with `source`, record it beside the export (`layout.write_export_record`)."""
+    from digitnet.export import litert
+
+    keras_file = Path(source) if source is not None else Path(path).with_suffix(".keras")
+    backends.current().export_litert(model, keras_file, Path(path))
+    if source is not None:
+        layout.write_export_record(path, source, litert.FORMAT)
     return path
 
 
