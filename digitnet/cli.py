@@ -285,9 +285,10 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
     parse_devices(devices)  # a bad --devices fails before the backend is imported
     cluster = job_cluster(coordinator, num_processes, process_id, run_dir or resume_dir)
     backends.use(config.training.backend)
-    from digitnet.training.model import check_model
+    if cluster is None:  # a job's processes check it after joining (JAX computes nothing before)
+        from digitnet.training.model import check_model
 
-    check_model(config.model, config.training.batch_size)  # before any run directory exists
+        check_model(config.model, config.training.batch_size)  # before any run directory exists
     if dry_run:
         show_dry_run(config, explicit("data_dir", data_dir), device)
         return
