@@ -271,7 +271,7 @@ BAD_FILES = [
      "space.training.learnig_rate: the value 0.001 gives a bad config (training.learnig_rate: "
      "unknown key (expected one of epochs, batch_size, optimizer, learning_rate, schedule, "
      "warmup_epochs, weight_decay, label_smoothing, seed, jit_compile, steps_per_execution, "
-     "early_stopping_patience, augment, outliers))"),
+     "early_stopping_patience, augment, outliers, backend))"),
     ({"space": {"model.layers.5.units": {"type": "int", "low": 8, "high": 64}}},
      "space.model.layers.5.units: the value 8 gives a bad config (model.layers.5: expected a "
      "list index in 0..2, received '5')"),
