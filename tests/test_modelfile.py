@@ -150,7 +150,9 @@ def test_a_corrupt_best_model_is_refused_and_its_run_broken(run_copy, tiny_data_
         content = keras_file.read_bytes()[:5000]
     keras_file.write_bytes(content)
     for args in (["evaluate", str(run_copy), "--data-dir", str(tiny_data_dir)],
-                 ["evaluate", str(keras_file), "--data-dir", str(tiny_data_dir)]):
+                 ["evaluate", str(keras_file), "--data-dir", str(tiny_data_dir)],
+                 ["export", str(run_copy), "--format", "litert", "--output",
+                  str(run_copy / "again.tflite"), "--data-dir", str(tiny_data_dir)]):
         result = run(*args)
         assert (result.exit_code, result.output) == (
             1, f"Error: {keras_file}: cannot load Keras model ({problem})\n")

@@ -152,12 +152,14 @@ def export_model(run: str | Path | None, fmt: str, output: str | Path | None = N
       DigitnetError: a bad input, or an export that differs from the Keras model (nothing kept).
     """
     from digitnet.inference.classifier import KerasClassifier
+    from digitnet.inference.modelfile import resolve_model_file
 
     module = FORMATS[fmt]
     for name in module.NEEDS:
         require_extra(name, "onnx", f"exporting {fmt.upper()}")
-    keras_path, run_dir = layout.resolve_model(run)
-    if keras_path.suffix != layout.KERAS_SUFFIX:
+    source = resolve_model_file(run, backend="keras")  # the gate: a corrupt .keras is refused
+    keras_path, run_dir = source.path, source.run_dir
+    if source.format != "keras":
         raise DigitnetError(f"{keras_path}: export needs a run directory or a .keras model file")
     target = Path(output) if output is not None else default_output(keras_path, module)
     check_output(target, module, keras_path)
