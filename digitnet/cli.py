@@ -521,7 +521,8 @@ class ByteSize(click.ParamType):
 @click.option("--max-body", type=ByteSize(), default="10MB", show_default=True,
               help="Largest request body; a larger one gets 413 before it is read.")
 @click.option("--min-confidence", type=FiniteFloatRange(0, 1), default=None,
-              help="Below this probability the answer is 'unknown' [default: 0.65, as predict].")
+              help="Below this probability the answer is 'unknown' "
+                   f"[default: {DEFAULT_MIN_CONFIDENCE}, as predict].")
 @click.option("--batching/--no-batching", default=True, show_default=True,
               help="Answer concurrent requests with one model call (off: one call each).")
 @user_errors

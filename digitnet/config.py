@@ -156,6 +156,7 @@ class AugmentConfig:
     scale: float = 0.0  # random zoom in +-fraction
     shear_degrees: float = 0.0  # random shear in +-degrees
     thickness: float = 0.0  # probability of thickening or thinning the strokes by one step
+    jitter_pixels: int = 0  # random shift by whole pixels in +-jitter_pixels: a copy, no resampling
 
     def __post_init__(self) -> None:
         self.check()
@@ -167,6 +168,8 @@ class AugmentConfig:
         _require("training.augment.scale", self.scale < 1, "a number in [0, 1)", self.scale)
         _require("training.augment.thickness", 0 <= self.thickness <= 1, "a probability in [0, 1]",
                  self.thickness)
+        _require("training.augment.jitter_pixels", 0 <= self.jitter_pixels <= 4,
+                 "an integer in 0..4", self.jitter_pixels)
 
     @property
     def enabled(self) -> bool:

@@ -1,4 +1,5 @@
-"""Augmentation: off by default, seeded, label-preserving warps and thickness changes."""
+"""Augmentation: off by default, seeded, label-preserving warps, whole-pixel shifts and thickness
+changes."""
 
 import numpy as np
 import pytest
@@ -47,3 +48,34 @@ def test_thickness_thickens_or_thins_strokes():
     out = run(AugmentConfig(thickness=1.0))
     changed = [not np.array_equal(a, b) for a, b in zip(out, IMAGES)]
     assert all(changed)
+
+
+def test_jitter_shifts_each_image_by_whole_pixels_within_the_range():
+    images = np.tile(IMAGES, (4, 1, 1, 1))  # 32 images: every one of the 9 offsets is used
+    out = augment_batch(tf.constant(images), AugmentConfig(jitter_pixels=1),
+                        tf.constant((0, 1), tf.int64)).numpy()
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    offsets = []
+    for before, after in zip(padded, out):
+        found = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                 if np.array_equal(after, before[1 - dy: 29 - dy, 1 - dx: 29 - dx])]
+        assert found, "not a whole-pixel shift of at most one pixel"
+        offsets.append(found[0])
+    assert len(set(offsets)) == 9  # each image of a slice its own way, all nine offsets
+    again = augment_batch(tf.constant(images), AugmentConfig(jitter_pixels=1),
+                          tf.constant((0, 1), tf.int64)).numpy()
+    other = augment_batch(tf.constant(images), AugmentConfig(jitter_pixels=1),
+                          tf.constant((0, 2), tf.int64)).numpy()
+    np.testing.assert_array_equal(out, again)
+    assert not np.array_equal(out, other)
+
+
+def test_jitter_leaves_the_other_transforms_as_they_were():
+    with_jitter = AugmentConfig(rotation_degrees=15, thickness=0.5, jitter_pixels=1)
+    without = AugmentConfig(rotation_degrees=15, thickness=0.5)
+    images = run(without)
+    out = run(with_jitter)
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    for before, after in zip(padded, out):  # the same warp, then a whole-pixel shift
+        assert any(np.array_equal(after, before[1 - dy: 29 - dy, 1 - dx: 29 - dx])
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1))
