@@ -20,7 +20,7 @@ import click
 
 from digitnet import __version__
 from digitnet.backend import import_tensorflow_quietly, quiet_backend
-from digitnet.config import MAX_EPOCHS, MAX_SEED, NUM_CLASSES
+from digitnet.config import BACKENDS, MAX_EPOCHS, MAX_SEED, NUM_CLASSES
 from digitnet.errors import DigitnetError, InputError, one_line
 from digitnet.evaluation import SPLITS
 from digitnet.export import FORMAT_NAMES
@@ -214,7 +214,7 @@ def cli():
 @data_dir_option
 @click.option("--device", type=click.Choice(DEVICES), default="auto",
               show_default=True, help="gpu fails if TensorFlow sees none; auto prefers a GPU.")
-@click.option("--backend", type=click.Choice(["tensorflow", "jax"]),
+@click.option("--backend", type=click.Choice(BACKENDS),
               help="Shortcut for training.backend (Keras' engine) [default: tensorflow].")
 @click.option("--devices", default="1", show_default=True, metavar="N|all",
               help="Train data-parallel on N devices of the --device kind, or all of them.")

@@ -25,8 +25,6 @@ import sys
 from digitnet.backend import quiet_backend, silenced_stderr
 from digitnet.errors import DigitnetError
 
-BACKENDS = ("tensorflow", "jax")
-
 
 def use(name: str) -> None:
     """Make Keras run on `name` ("tensorflow" or "jax") and import that library quietly; call
