@@ -76,6 +76,7 @@ def cli_message(error: DigitnetError) -> str:
     if isinstance(error, InputError) and error.name in FLAGS:
         message = f"{FLAGS[error.name]} {error.value}: {error.problem}"
     if error.resumable is not None:
+        message += "" if message.endswith(".") else "."
         message += f" Resume with: digitnet train --resume {shlex.quote(str(error.resumable))}"
     return message
 
@@ -107,28 +108,36 @@ class FiniteFloatRange(click.FloatRange):
             self.fail(f"{value} is not a finite number.", param, ctx)
         return number
 
+    def _describe_range(self) -> str:  # Click's help would say "x<=None" for no bounds
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
 
 class ClosedPipeSafe:
     """A text stream that, once its reader has gone (`digitnet train | head -1`), sends the
-    rest of the output to os.devnull instead of failing: the command goes on quietly."""
+    rest of the output to os.devnull instead of failing: the command goes on quietly. Another
+    write error (a full disk: `> /dev/full`) does the same, and `lost` keeps it for `main` to
+    report once the command is done. A closed stream (`>&-`) is os.devnull from the start."""
 
     def __init__(self, stream):
-        self._stream = stream
+        self._stream = stream if stream is not None else open(os.devnull, "w")  # noqa: SIM115
+        self.lost: OSError | None = None
 
     def write(self, text):
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
-            self._to_devnull()
+        except OSError as error:
+            self._to_devnull(error)
             return len(text)
 
     def flush(self):
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            self._to_devnull()
+        except OSError as error:
+            self._to_devnull(error)
 
-    def _to_devnull(self):
+    def _to_devnull(self, error: OSError):
+        if not isinstance(error, BrokenPipeError):
+            self.lost = self.lost or error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, self._stream.fileno())  # what is still buffered goes there too
         os.close(devnull)
@@ -590,4 +599,16 @@ def sweep(sweep_file, trials, jobs, storage, study_name, data_dir):
 def main() -> None:
     """Console-script entry point."""
     sys.stdout, sys.stderr = ClosedPipeSafe(sys.stdout), ClosedPipeSafe(sys.stderr)
-    cli(prog_name="digitnet")
+    try:
+        cli(prog_name="digitnet")
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    sys.stdout.flush()
+    lost = sys.stdout.lost
+    if lost is not None:  # the output was not all written: never exit 0 on it
+        click.echo(f"Error: standard output: cannot write ({lost.strerror or lost}); output "
+                   f"lost", err=True)
+        code = code if code not in (0, None) else 1
+    sys.exit(code)

@@ -396,6 +396,16 @@ class StrictLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise StrictYAMLError(problem=f"an integer of {len(node.value):,} characters is too "
+                                          "long", problem_mark=node.start_mark) from None
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+
 
 def parse_yaml(text: str) -> Any:
     """YAML text as Python values, strictly (see StrictLoader).

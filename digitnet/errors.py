@@ -48,6 +48,8 @@ def shown(value) -> str:
         text = repr(value)
     except RecursionError:  # a structure nested deeper than repr can go
         text = f"<{type(value).__name__} nested too deep to show>"
+    except ValueError:  # an integer with more digits than Python converts (0x and 0o ones)
+        text = "<an integer too long to show>"
     return clip(text)
 
 

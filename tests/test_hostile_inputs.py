@@ -143,6 +143,20 @@ def test_row5_values_beyond_what_the_libraries_take_are_refused(runs_dir, tiny_d
     assert_no_run_left(runs_dir)
 
 
+def test_row5_integers_too_long_for_python_are_refused(runs_dir, tmp_path):
+    digits = "9" * 5000  # Python converts at most 4300 digits (sys.get_int_max_str_digits)
+    assert_one_error(run("train", "--set", f"training.epochs={digits}"),
+                     "training.epochs: an integer of 5,000 characters is too long")
+    path = tmp_path / "long.yaml"
+    path.write_text(f"training:\n  seed: {digits}\n")
+    assert_one_error(run("train", "--config", str(path)),
+                     f"{path}: an integer of 5,000 characters is too long at line 2")
+    assert_one_error(run("train", "--set", f"training.epochs=0x{'f' * 5000}"),  # too long to show
+                     "training.epochs: expected an integer in 1..1000000, received <an integer "
+                     "too long to show>")
+    assert_no_run_left(runs_dir)
+
+
 def test_row5_a_null_section_with_a_shortcut_names_the_section(runs_dir, tiny_data_dir, tmp_path):
     path = tmp_path / "null.yaml"
     path.write_text("training: null\n")
@@ -314,6 +328,7 @@ def test_row13_help_names_the_environment_and_defaults(command, mentions):
     text = " ".join(result.output.split())
     assert result.exit_code == 0
     assert [m for m in mentions if m not in text] == []
+    assert "None" not in text  # an open range is not "[x<=None]"
 
 
 # ---- row 14: messages that name the input and make sense ----------------------------------------
@@ -410,6 +425,18 @@ def test_row16_train_into_a_closed_pipe_goes_on_quietly(tmp_path, tiny_data_dir)
     assert first.startswith("Training on CPU")
     assert "Broken pipe" not in stderr and "Traceback" not in stderr
     assert json.loads((tmp_path / "r" / "state.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
+def test_row16_stdout_on_a_full_disk_or_closed_is_one_line_or_quiet(tmp_path, redirect):
+    (tmp_path / "runs").mkdir()
+    result = subprocess.run(["sh", "-c", f'exec "$@" {redirect}', "sh", *DIGITNET, "runs",
+                             str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+    if redirect == ">&-":  # closed: nobody reads it, as with a reader gone
+        assert (result.returncode, result.stderr) == (0, "")
+    else:  # full: the output is lost, which exit 0 would hide
+        assert (result.returncode, result.stderr) == (
+            1, "Error: standard output: cannot write (No space left on device); output lost\n")
 
 
 # ---- row 17: duplicate keys, and file names that would split a line -----------------------------

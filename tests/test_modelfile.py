@@ -91,6 +91,16 @@ def test_foreign_models_are_refused_at_load(foreign_models, tiny_data_dir, tmp_p
         assert (result.exit_code, result.output) == (1, f"Error: {model}: {FOREIGN[name]}\n")
 
 
+@pytest.mark.parametrize("name", FOREIGN)
+def test_export_takes_a_model_through_the_gate(foreign_models, tiny_data_dir, tmp_path, name):
+    model = foreign_models / f"{name}.keras"
+    output = tmp_path / "out" / "model.tflite"
+    result = run("export", str(model), "--format", "litert", "--output", str(output),
+                 "--data-dir", str(tiny_data_dir))
+    assert (result.exit_code, result.output) == (1, f"Error: {model}: {FOREIGN[name]}\n")
+    assert not output.exists()
+
+
 def test_a_replaced_keras_file_answers_itself_not_its_stale_export(run_copy, foreign_models,
                                                                     tiny_data_dir):
     keras_file, export = run_copy / "model-best.keras", run_copy / "model-best.tflite"

@@ -87,6 +87,28 @@ def test_an_existing_run_dir_that_cannot_be_written_is_a_one_line_error(tmp_path
            f"(Read-only file system)\n")
 
 
+def test_a_read_only_runs_folder_fails_the_run_in_one_line(runs_dir, tiny_data_dir, tmp_path,
+                                                          monkeypatch):
+    real_unlink = Path.unlink
+
+    def read_only(self, *args, **kwargs):  # the runs folder (where latest lives) is read-only
+        if self.parent == runs_dir:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    runs_dir.mkdir()
+    run_dir = tmp_path / "elsewhere"
+    result = run(*train_args(tiny_data_dir, "--run-dir", str(run_dir)))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.splitlines()[-1] == (
+        f"Error: {runs_dir / 'latest'}: cannot point it at {run_dir} (Read-only file system); "
+        f"the run is kept at epoch 1 and can be resumed once there is room. Resume with: "
+        f"digitnet train --resume {run_dir}")
+    assert json.loads((run_dir / "state.json").read_text())["status"] == "failed"
+    assert list(runs_dir.iterdir()) == []
+
+
 def test_save_preprocessed_where_no_folder_can_be_made(tiny_run, tmp_path):
     image = tmp_path / "digit.png"
     from PIL import Image

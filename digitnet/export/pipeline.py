@@ -151,19 +151,19 @@ def export_model(run: str | Path | None, fmt: str, output: str | Path | None = N
     Raises:
       DigitnetError: a bad input, or an export that differs from the Keras model (nothing kept).
     """
-    from digitnet.inference.classifier import KerasClassifier
+    from digitnet.inference.classifier import load_classifier
     from digitnet.inference.modelfile import resolve_model_file
 
     module = FORMATS[fmt]
     for name in module.NEEDS:
         require_extra(name, "onnx", f"exporting {fmt.upper()}")
-    source = resolve_model_file(run, backend="keras")  # the gate: a corrupt .keras is refused
+    source = resolve_model_file(run, backend="keras")  # the model-file gate: the .keras itself
     keras_path, run_dir = source.path, source.run_dir
     if source.format != "keras":
         raise DigitnetError(f"{keras_path}: export needs a run directory or a .keras model file")
     target = Path(output) if output is not None else default_output(keras_path, module)
     check_output(target, module, keras_path)
-    model = KerasClassifier(keras_path).model
+    model = load_classifier(source).model  # refused here unless it classifies 28x28x1 digits
     images, labels, representative = test_and_training_images(run_dir, data_dir)
     # before writing: Keras' ONNX export refuses a model that has never been called
     reference = model.predict(images, batch_size=1000, verbose=0)

@@ -278,7 +278,8 @@ def point_latest(run_dir: Path) -> None:
     except OSError as error:
         raise WriteError(f"{link}: cannot point it at {run_dir} ({os_reason(error)})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only runs folder refuses even this
+            tmp.unlink(missing_ok=True)
 
 
 def resolve_run(path: str | Path | None) -> Path:
