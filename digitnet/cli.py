@@ -21,7 +21,7 @@ import click
 from digitnet import __version__
 from digitnet.backend import import_tensorflow_quietly, quiet_backend
 from digitnet.config import BACKENDS, MAX_EPOCHS, MAX_SEED, NUM_CLASSES
-from digitnet.errors import DigitnetError, InputError, one_line
+from digitnet.errors import DigitnetError, InputError, one_line, os_reason
 from digitnet.evaluation import SPLITS
 from digitnet.export import FORMAT_NAMES
 from digitnet.inference import DEFAULT_MIN_CONFIDENCE
@@ -608,7 +608,7 @@ def main() -> None:
     sys.stdout.flush()
     lost = sys.stdout.lost
     if lost is not None:  # the output was not all written: never exit 0 on it
-        click.echo(f"Error: standard output: cannot write ({lost.strerror or lost}); output "
-                   f"lost", err=True)
+        click.echo(f"Error: standard output: cannot write ({os_reason(lost)}); output lost",
+                   err=True)
         code = code if code not in (0, None) else 1
     sys.exit(code)
