@@ -467,6 +467,15 @@ def test_row17_control_characters_in_file_names_are_escaped(tiny_run, tmp_path):
                        f"identify image format)")
 
 
+def test_row2_the_server_does_not_quote_a_config_built_of_aliases(tiny_run, tmp_path):
+    from digitnet.serving.model import load_served_model
+
+    copy = copy_run(tiny_run, tmp_path)
+    (copy / "config.yaml").write_text(billion_laughs(9))  # name: 9**9 strings, were /model to say
+    served = load_served_model(copy)
+    assert (served.info["run"], served.info["config"]) == ("copy", None)
+
+
 def test_row2_runs_lists_a_run_whose_config_has_aliases_as_broken(tiny_run, tmp_path):
     copy = copy_run(tiny_run, tmp_path / "runs")
     (copy / "config.yaml").write_text(billion_laughs(9))

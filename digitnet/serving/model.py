@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from digitnet import __version__
+from digitnet.config import parse_yaml
 from digitnet.inference.classifier import load_classifier
 from digitnet.inference.modelfile import ModelFile
 from digitnet.runs import layout
@@ -49,7 +49,7 @@ def describe(model_file: ModelFile) -> dict:
     run_dir = model_file.run_dir
     config, metrics = {}, {}
     if run_dir is not None:
-        config, _ = read_mapping(run_dir / layout.CONFIG_FILE, yaml.safe_load)
+        config, _ = read_mapping(run_dir / layout.CONFIG_FILE, parse_yaml)  # no aliases
         metrics, _ = read_mapping(run_dir / layout.METRICS_FILE, json.loads)
     return {
         "run": run_dir.name if run_dir is not None else None,
