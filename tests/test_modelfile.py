@@ -136,6 +136,22 @@ def test_a_verified_export_answers_and_outputs_name_it(tiny_run, tiny_data_dir):
                       "source": {"file": "model-best.keras", "sha256": model.keras_sha256}}
 
 
+@pytest.mark.parametrize("record", [
+    {"format": "litert", "source": "model-best.keras", "sha256": "x"},  # no .keras sha256
+    {"format": "litert", "source": {"file": "model-best.keras"}, "sha256": "x"},
+])
+def test_a_record_without_the_keras_sha256_says_so(run_copy, caplog, record):
+    from digitnet.inference.modelfile import resolve_model_file
+
+    (run_copy / "model-best.tflite.json").write_text(json.dumps(record))
+    with caplog.at_level("WARNING", logger="digitnet.inference.modelfile"):
+        assert resolve_model_file(run_copy).format == "keras"
+    assert caplog.messages == [
+        f"{run_copy / 'model-best.tflite'}: not used (model-best.tflite.json does not record the "
+        f"sha256 of the .keras file it was exported from (an older digitnet wrote it)); "
+        f"answering with {run_copy / 'model-best.keras'}"]
+
+
 def test_an_edited_export_is_not_used(run_copy):
     from digitnet.inference.modelfile import resolve_model_file
 

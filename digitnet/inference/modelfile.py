@@ -120,7 +120,10 @@ def export_problem(export: Path, keras_sha256: str) -> str | None:
     except DigitnetError:
         return f"{record.name} unreadable or corrupt"
     source = recorded.get("source") if isinstance(recorded, dict) else None
-    if not isinstance(source, dict) or source.get("sha256") != keras_sha256:
+    if not isinstance(source, dict) or not isinstance(source.get("sha256"), str):
+        return f"{record.name} does not record the sha256 of the .keras file it was exported " \
+               f"from (an older digitnet wrote it)"
+    if source["sha256"] != keras_sha256:
         return f"exported from another {export.with_suffix(layout.KERAS_SUFFIX).name} " \
                f"(its sha256 differs from {record.name})"
     if recorded.get("sha256") != layout.file_sha256(export):
