@@ -20,7 +20,7 @@ import numpy as np
 
 from digitnet.config import NUM_CLASSES, AugmentConfig, TrainingConfig
 from digitnet.data import PIXEL_MAX
-from digitnet.errors import DigitnetError, InputError
+from digitnet.errors import DigitnetError, InputError, first_line
 from digitnet.training.cluster import LostProcess
 from digitnet.training.devices import Placement, choose, describe
 
@@ -44,10 +44,9 @@ def join_cluster(cluster) -> None:
                                    cluster.process_id, initialization_timeout=120,
                                    heartbeat_timeout_seconds=HEARTBEAT_SECONDS)
     except Exception as error:  # jaxlib raises its own XlaRuntimeError
-        reason = (str(error).strip() or type(error).__name__).splitlines()[0][:200]
         raise InputError("coordinator", cluster.coordinator, f"cannot join the "
                          f"{cluster.num_processes} processes as process {cluster.process_id} "
-                         f"({reason})") from None
+                         f"({first_line(error)})") from None
 
 
 def select_devices(device: str, count: int | None) -> Placement:
