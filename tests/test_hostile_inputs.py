@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import tracemalloc
 import zipfile
 
@@ -289,6 +290,58 @@ def test_row11_ctrl_c_during_predict_exits_130_quietly(tiny_run, tmp_path):
         child.kill()
     assert child.returncode == 130
     assert stderr == "\nInterrupted\n"
+
+
+def live_processes() -> dict[int, int]:
+    """Each live (not zombie) process's parent, from /proc."""
+    parents = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                state, ppid = stat.read().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if state != "Z":
+            parents[int(entry)] = int(ppid)
+    return parents
+
+
+def running_below(pid: int) -> set[int]:
+    """The live processes descended from `pid`."""
+    parents = live_processes()
+    below, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        below |= frontier
+    return below
+
+
+def test_row11_predict_killed_outright_leaves_no_worker_behind(tiny_run, tmp_path):
+    """kill -9 gives predict no chance to stop its pool: the workers see it go and end."""
+    digit_png(tmp_path / "seven.png")
+    child = subprocess.Popen([*DIGITNET, "predict", "-", "--model", str(tiny_run)],
+                             cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        child.stdin.write("seven.png\n" * 1100)
+        child.stdin.flush()
+        assert child.stdout.readline().startswith("Model: ")
+        assert child.stdout.readline().startswith("seven.png")
+        deadline = time.monotonic() + 60
+        # more paths after a pause: past its first moments predict hands them to the workers
+        while not any(running_below(p) for p in running_below(child.pid)):
+            assert time.monotonic() < deadline, "predict never started its workers"
+            child.stdin.write("seven.png\n" * 100)
+            child.stdin.flush()
+            time.sleep(0.3)
+        pool = running_below(child.pid)  # the fork server, its workers, the resource tracker
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 30
+    while (left := pool & live_processes().keys()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left
 
 
 # ---- row 12: nan and infinities for float options -----------------------------------------------

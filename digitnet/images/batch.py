@@ -33,6 +33,7 @@ CHUNK_FILES = 64  # files per task for a worker, at most: enough to amortise the
 CHUNK_SECONDS = 0.03  # ... and about this much work: little left for one worker at the end
 QUEUED_CHUNKS = 4  # tasks queued per worker, so that none waits for the caller
 SERIAL_SECONDS = 0.2  # work done here while a new pool's fork server starts (about as long)
+CALLER_CHECK_SECONDS = 1.0  # how often a worker checks that its caller still runs
 INPUT_WAIT_SECONDS = 0.05  # input quiet this long: the workers get the part of a chunk read
 
 _pools: dict[int, ProcessPoolExecutor] = {}
@@ -203,19 +204,34 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
         else:
             context = multiprocessing.get_context("spawn")
         _pools[workers] = ProcessPoolExecutor(workers, mp_context=context,
-                                              initializer=start_worker)
+                                              initializer=start_worker,
+                                              initargs=(os.getpid(),))
     return _pools[workers]
 
 
-def start_worker() -> None:
+def start_worker(caller: int) -> None:
     """Set up a worker process: one OpenCV thread, as the pool already keeps every CPU busy.
 
     The caller's process keeps OpenCV's default, a thread per CPU: one photo at a time is a
     tenth quicker with them (MNIST-size images are too small to be split at all). Ctrl-C is
     for the caller, which stops the pool: a worker that took it too would print a traceback.
+    A caller killed outright (kill -9) cannot stop the pool, and a worker waiting for tasks
+    would wait forever (its task queue never closes; the fork server waits for the workers):
+    so each worker watches its caller and ends with it.
     """
     cv2.setNumThreads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=end_with, args=(caller,), daemon=True).start()
+
+
+def end_with(caller: int) -> None:
+    """Exit this process once the process `caller` is gone."""
+    while True:
+        time.sleep(CALLER_CHECK_SECONDS)
+        try:
+            os.kill(caller, 0)  # signal 0: only asks whether the process exists
+        except (ProcessLookupError, PermissionError):  # gone, or its pid now another user's
+            os._exit(0)
 
 
 @atexit.register
