@@ -78,7 +78,7 @@ def export_all(run: str | None, data_dir: str, folder: Path) -> dict[str, tuple[
     from digitnet.export.pipeline import export_model
     from digitnet.runs.layout import resolve_model
 
-    files = {"keras": (resolve_model(run)[0], 0.0)}
+    files = {"keras": (resolve_model(run).path, 0.0)}
     for fmt in FORMAT_NAMES:
         start = time.perf_counter()
         exported = export_model(run, fmt, folder / f"model-{fmt}{suffix(fmt)}", data_dir)

@@ -333,3 +333,24 @@ def test_serve_command_errors_are_one_line(runs_dir, tmp_path):
 
 def test_default_min_confidence_is_predicts():
     assert ServeSettings().min_confidence == DEFAULT_MIN_CONFIDENCE
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"max_body": 0}, "max_body: expected an integer >= 1, received 0"),
+    ({"max_files": 2.5}, "max_files: expected an integer >= 1, received 2.5"),
+    ({"max_batch": True}, "max_batch: expected an integer >= 1, received True"),
+    ({"min_confidence": 1.5}, "min_confidence: expected a probability in [0, 1], received 1.5"),
+    ({"min_confidence": float("nan")},
+     "min_confidence: expected a probability in [0, 1], received nan"),
+    ({"batching": "yes"}, "batching: expected true or false, received 'yes'"),
+    ({"max_wait_ms": -1}, "max_wait_ms: expected a number >= 0, received -1"),
+    ({"body_timeout": float("inf")}, "body_timeout: expected a number > 0, received inf"),
+])
+def test_serve_settings_check_themselves_when_made(values, message):
+    """As the run config's sections do: settings built in Python (a worker, a test) are checked."""
+    from digitnet.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        ServeSettings(**values)
+    assert str(error.value) == message
+    assert ServeSettings(**{key: 1 for key in values if key != "batching"}).max_body >= 1

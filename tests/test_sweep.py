@@ -344,6 +344,27 @@ def test_sweep_sections_check_themselves_when_made(section, values, message):
     assert str(error.value) == message
 
 
+@pytest.mark.parametrize(("values", "message"), [
+    ({"name": "a/b"}, "name: expected a folder name of letters, digits, '.', '_' and '-', "
+                      "received 'a/b'"),
+    ({"trials": 0}, "trials: expected an integer >= 1, received 0"),
+    ({"set": ["training.epochs=1"]}, "set: expected a mapping of config keys to values, received "
+                                     "['training.epochs=1']"),
+    ({"space": {}}, "space: expected a mapping of config keys to {type: float|int|choice, ...}, "
+                    "received {}"),
+])
+def test_sweep_spec_checks_itself_when_made(values, message):
+    """A SweepSpec built in Python is refused with the sweep file's own words."""
+    from digitnet.config import ConfigError
+    from digitnet.sweep.spec import Param, SweepSpec
+
+    good = {"name": "s", "space": {"training.seed": Param("int", 0, 5)}}
+    assert SweepSpec(**good).trials >= 1
+    with pytest.raises(ConfigError) as error:
+        SweepSpec(**{**good, **values})
+    assert str(error.value) == message
+
+
 def test_sweep_file_that_is_not_yaml(tmp_path, runs_dir):
     path = tmp_path / "bad.yaml"
     path.write_text("space: [unclosed\n", encoding="utf-8")

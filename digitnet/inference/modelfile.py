@@ -70,7 +70,8 @@ def resolve_model_file(model: str | Path | ModelFile | None, backend: str = "aut
         return model
     if backend not in BACKENDS:
         raise DigitnetError(f"backend: expected one of {', '.join(BACKENDS)}, received {backend!r}")
-    named, run_dir = layout.resolve_model(model)
+    resolved = layout.resolve_model(model)
+    named, run_dir = resolved.path, resolved.run_dir
     if named.is_dir():  # a SavedModel folder (digitnet export): its graph file identifies it
         sha256 = layout.file_sha256(named / layout.SAVED_MODEL_FILE)
         return ModelFile(named, "saved-model", sha256, None, named, run_dir)

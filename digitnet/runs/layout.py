@@ -296,9 +296,17 @@ def resolve_run(path: str | Path | None) -> Path:
     return path
 
 
-def resolve_model(path: str | Path | None) -> tuple[Path, Path | None]:
-    """(model file, run directory or None) for a run directory, a model file, a SavedModel
-    folder (`digitnet export`'s), or runs/latest."""
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The model a user named, found: its file (or SavedModel folder) and its run."""
+
+    path: Path  # the model file: a run's model-best.keras, a named file or SavedModel folder
+    run_dir: Path | None  # the run directory it belongs to, or None for a bare file
+
+
+def resolve_model(path: str | Path | None) -> ResolvedModel:
+    """The model file and its run directory (or None) for a run directory, a model file, a
+    SavedModel folder (`digitnet export`'s), or runs/latest."""
     path = resolve_run(path)
     saved_model = (path / SAVED_MODEL_FILE).is_file()
     if path.is_dir() and not saved_model:
@@ -306,12 +314,12 @@ def resolve_model(path: str | Path | None) -> tuple[Path, Path | None]:
         if not model.is_file():
             raise DigitnetError(f"{path}: no {BEST_MODEL} in this run directory "
                                 f"(is it a digitnet run that finished an epoch?)")
-        return model, path
+        return ResolvedModel(model, path)
     if not saved_model and path.suffix not in MODEL_SUFFIXES:
         raise DigitnetError(f"{path}: expected a run directory, a SavedModel folder, or a "
                             f"{', '.join(MODEL_SUFFIXES)} model file")
     run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
-    return path, run_dir
+    return ResolvedModel(path, run_dir)
 
 
 def fields_problem(mapping, fields: dict) -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from digitnet.config import _require
 from digitnet.inference.predict import DEFAULT_MIN_CONFIDENCE
 
 MEGABYTE = 1_000_000
@@ -20,6 +22,33 @@ class ServeSettings:
     max_wait_ms: float = 2.0  # how long a request may wait for others to join its model call
     max_files: int = 64  # image files in one multipart request, at most
     body_timeout: float = 30.0  # seconds a client may take to send its body (then 408)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first bad field, as the run config's sections do."""
+        for name in ("max_body", "max_batch", "max_files"):
+            value = getattr(self, name)
+            _require(name, is_integer(value) and value >= 1, "an integer >= 1", value)
+        _require("min_confidence", is_number(self.min_confidence)
+                 and 0 <= self.min_confidence <= 1, "a probability in [0, 1]",
+                 self.min_confidence)
+        _require("batching", isinstance(self.batching, bool), "true or false", self.batching)
+        _require("max_wait_ms", is_number(self.max_wait_ms) and self.max_wait_ms >= 0,
+                 "a number >= 0", self.max_wait_ms)
+        _require("body_timeout", is_number(self.body_timeout) and self.body_timeout > 0,
+                 "a number > 0", self.body_timeout)
+
+
+def is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """An int or float that is finite (True is an int to Python: not a number here)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": MEGABYTE, "gb": 1000 * MEGABYTE,

@@ -168,6 +168,19 @@ class SweepSpec:
     pruner: Pruner = field(default_factory=Pruner)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """The file's own keys (each section checked itself when made; `build_spec` checks
+        each Param of the space)."""
+        named = isinstance(self.name, str) and NAME_PATTERN.fullmatch(self.name) is not None
+        _require("name", named, "a folder name of letters, digits, '.', '_' and '-'", self.name)
+        _require("trials", self.trials >= 1, "an integer >= 1", self.trials)
+        _require("set", isinstance(self.set, dict), "a mapping of config keys to values", self.set)
+        _require("space", isinstance(self.space, dict) and self.space,
+                 "a mapping of config keys to {type: float|int|choice, ...}", self.space)
+
     def trial_config(self, params: dict) -> Config:
         """The config of one trial: the base, then `set`, then the trial's parameters."""
         shortcuts = {"name": self.name, **self.set, **params}
@@ -210,23 +223,16 @@ def load_sweep(path: str | Path, trials: int | None = None) -> SweepSpec:
 
 def build_spec(values: dict, path: Path) -> SweepSpec:
     """The SweepSpec from the file's mapping, every section type-checked."""
-    raw_space = values.pop("space", None)
-    raw_set = values.pop("set", None) or {}
-    spec = _build(SweepSpec, values, "")
-    _require("name", isinstance(spec.name, str) and NAME_PATTERN.fullmatch(spec.name) is not None,
-             "a folder name of letters, digits, '.', '_' and '-'", spec.name)
-    _require("trials", spec.trials >= 1, "an integer >= 1", spec.trials)
-    _require("set", isinstance(raw_set, dict), "a mapping of config keys to values", raw_set)
-    _require("space", isinstance(raw_space, dict) and raw_space,
-             "a mapping of config keys to {type: float|int|choice, ...}", raw_space)
+    values = {**values, "set": values.get("set") or {}, "space": values.get("space")}
+    spec = _build(SweepSpec, values, "")  # checks itself: name, trials, set, space a mapping
     space = {}
-    for key, raw in raw_space.items():
+    for key, raw in spec.space.items():
         _require(f"space.{key}", isinstance(raw, dict), "a mapping such as {type: float, low: "
                  "0.001, high: 0.1, log: true}", raw)
         space[str(key)] = _build(Param, raw, f"space.{key}").check(f"space.{key}")
     base = str(path.parent / spec.base) if spec.base else ""
     return dataclasses.replace(spec, base=base, space=space,
-                               set={str(k): v for k, v in raw_set.items()})
+                               set={str(k): v for k, v in spec.set.items()})
 
 
 def check_space_against_config(spec: SweepSpec) -> None:
