@@ -42,8 +42,47 @@ def import_tensorflow_quietly() -> None:
     """Import TensorFlow without the CUDA and oneDNN notices it prints before its own log level
     applies (TF_CPP_MIN_LOG_LEVEL cannot hide them)."""
     quiet_backend()
-    with silenced_stderr():
-        import tensorflow  # noqa: F401
+    import_library("tensorflow")
+
+
+def import_library(name: str) -> None:
+    """Import Keras' backend library `name` ("tensorflow" or "jax"), and Keras when it is to run
+    on it, without their start-up notices.
+
+    Neither imports the optional libraries of OPTIONAL_IMPORTS (`modules_hidden`). Then the
+    imported objects leave the garbage collector's sight (gc.freeze): they live as long as the
+    process, and every full collection walked all of them (the LiteRT converter's own gc.collect
+    took 1.8 s of each training run).
+    """
+    import gc
+    import importlib
+
+    with silenced_stderr(), modules_hidden(m for m in OPTIONAL_IMPORTS if m != name):
+        importlib.import_module(name)
+        if os.environ.get("KERAS_BACKEND") == name:
+            importlib.import_module("keras")
+    gc.freeze()
+
+
+# Libraries that TensorFlow and Keras import whenever they are installed, for parts digitnet never
+# calls: TensorFlow's LiteRT module imports JAX (the jax extra) for its JAX converter, Keras' plot
+# and box-drawing helpers import matplotlib.pyplot and OpenCV. They cost each process 150 MB and
+# 1-3 s (bench/train_process.py); digitnet imports them itself where it uses them.
+OPTIONAL_IMPORTS = ("jax", "matplotlib", "cv2")
+
+
+@contextlib.contextmanager
+def modules_hidden(names):
+    """`import NAME` fails inside this block for each of `names` not imported already."""
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # an import of a None entry raises ImportError
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def require_extra(module: str, extra: str, purpose: str) -> None:

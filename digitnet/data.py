@@ -289,7 +289,26 @@ def download_mnist(url: str = MNIST_URL, sha256: str = MNIST_SHA256) -> Path:
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
     """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1], the models' input."""
-    return (images.astype(np.float32) / PIXEL_MAX)[..., None]
+    scaled = images.astype(np.float32)
+    scaled /= PIXEL_MAX  # in place: one float32 copy of the images, not two
+    return scaled[..., None]
+
+
+FORWARD_CHUNK = 1000  # images per forward pass: bounded memory for any model
+
+
+def forward(model, images: np.ndarray, chunk: int = FORWARD_CHUNK) -> np.ndarray:
+    """`model`'s outputs for `images`, called directly a chunk at a time.
+
+    No predict function is compiled (for one pass over the data that cost more than the pass),
+    and uint8 (N, 28, 28) images become model input one chunk at a time, never all at once;
+    float32 images are taken as model input already.
+    """
+    def ready(part: np.ndarray) -> np.ndarray:
+        return to_model_input(part) if part.dtype == np.uint8 else part
+
+    return np.concatenate([np.asarray(model(ready(images[start: start + chunk]), training=False))
+                           for start in range(0, max(len(images), 1), chunk)])
 
 
 def split_validation(mnist: Mnist, validation_size: int, seed: int) -> Splits:

@@ -133,13 +133,15 @@ def uncalibrated(probabilities: np.ndarray, temperature: float) -> np.ndarray:
 # ---- the Keras model ----------------------------------------------------------------------------
 
 
-def model_logits(model, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """The last Dense layer's pre-softmax outputs (N, 10) for model-ready images."""
+def model_logits(model, images: np.ndarray) -> np.ndarray:
+    """The last Dense layer's pre-softmax outputs (N, 10) for uint8 or model-ready images."""
     import keras
+
+    from digitnet.data import forward
 
     last = model.layers[-1]
     features = keras.Model(model.inputs, last.input)
-    inputs = features.predict(images, batch_size=batch_size, verbose=0)
+    inputs = forward(features, images)
     kernel, bias = (np.asarray(w, np.float64) for w in last.get_weights())
     return np.asarray(inputs, np.float64) @ kernel + bias
 
@@ -156,8 +158,8 @@ def calibrate_model(model, validation: tuple, test: tuple) -> dict:
 
     Args:
       model: the trained Keras model; its last Dense layer is changed in place.
-      validation: (model-ready images, labels) that T is fitted on.
-      test: (model-ready images, labels), scored only.
+      validation: (images, labels) that T is fitted on; uint8 or model-ready images.
+      test: (images, labels), scored only.
 
     Returns:
       {"temperature": T, "bins": 15, "val": {...}, "test": {...}}, each split with its

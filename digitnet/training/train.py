@@ -23,10 +23,10 @@ from digitnet import __version__
 from digitnet.config import Config, TrainingConfig, read_config, save_config
 from digitnet.data import (
     Splits,
+    forward,
     load_mnist,
     resolve_source,
     split_validation,
-    to_model_input,
 )
 from digitnet.errors import DigitnetError, first_line
 from digitnet.runs import layout
@@ -152,7 +152,7 @@ def fit(model, splits: Splits, config: Config, first_epoch: int = 0,
         training_batches(splits.x_train, splits.y_train, training, first_epoch, outliers),
         steps_per_epoch=steps_per_epoch(len(splits.x_train), training),
         epochs=training.epochs, initial_epoch=first_epoch,
-        callbacks=[EagerValidation(to_model_input(splits.x_val), splits.y_val), *callbacks],
+        callbacks=[EagerValidation(splits.x_val, splits.y_val), *callbacks],
         shuffle=False,  # training_batches already shuffles, reproducibly
         verbose=progress_verbosity(),
     )
@@ -175,7 +175,7 @@ def measure(model, splits: Splits) -> dict:
     for name, x, y in (("train", splits.x_train, splits.y_train),
                        ("val", splits.x_val, splits.y_val),
                        ("test", splits.x_test, splits.y_test)):
-        probabilities = model.predict(to_model_input(x), batch_size=1000, verbose=0)
+        probabilities = forward(model, x)
         metrics[f"{name}_loss"] = cross_entropy(probabilities, y)
         metrics[f"{name}_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == y))
     return metrics
@@ -442,8 +442,8 @@ def calibrate_best(best, run_dir: Path, splits: Splits) -> dict:
     """
     from digitnet.evaluation.calibration import calibrate_model
 
-    calibration = calibrate_model(best, (to_model_input(splits.x_val), splits.y_val),
-                                  (to_model_input(splits.x_test), splits.y_test))
+    calibration = calibrate_model(best, (splits.x_val, splits.y_val),
+                                  (splits.x_test, splits.y_test))
     layout.save_model(best, run_dir / layout.BEST_MODEL)
     return calibration
 

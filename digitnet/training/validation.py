@@ -10,8 +10,7 @@ import keras
 import numpy as np
 
 from digitnet.config import NUM_CLASSES
-
-CHUNK = 1000  # images per forward pass: bounded memory for any model
+from digitnet.data import forward
 
 
 class EagerValidation(keras.callbacks.Callback):
@@ -21,6 +20,7 @@ class EagerValidation(keras.callbacks.Callback):
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
+        """images: uint8 (N, 28, 28) or model input; labels: (N,) digits."""
         super().__init__()
         self.images = images
         self.targets = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
@@ -29,8 +29,6 @@ class EagerValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        probabilities = np.concatenate([
-            np.asarray(self.model(self.images[i: i + CHUNK], training=False))
-            for i in range(0, len(self.images), CHUNK)])
+        probabilities = forward(self.model, self.images)
         logs["val_loss"] = float(self.model.loss(self.targets, probabilities))
         logs["val_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == self.labels))

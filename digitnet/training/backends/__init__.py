@@ -22,7 +22,7 @@ import importlib.util
 import os
 import sys
 
-from digitnet.backend import quiet_backend, silenced_stderr
+from digitnet.backend import import_library, quiet_backend
 from digitnet.errors import DigitnetError
 
 
@@ -40,8 +40,7 @@ def use(name: str) -> None:
         raise DigitnetError("training.backend: 'jax' needs JAX (pip install 'digitnet[jax]')")
     os.environ["KERAS_BACKEND"] = name
     quiet_backend()
-    with silenced_stderr():  # start-up notices the log level cannot hide
-        importlib.import_module(name)  # the backend's library has the backend's name
+    import_library(name)  # the backend's library has the backend's name
 
 
 def check_loaded(name: str) -> None:
