@@ -57,7 +57,7 @@ def import_library(name: str) -> None:
     import gc
     import importlib
 
-    with silenced_stderr(), modules_hidden(m for m in OPTIONAL_IMPORTS if m != name):
+    with silenced_stderr(), modules_hidden(OPTIONAL_IMPORTS[name]):
         importlib.import_module(name)
         if os.environ.get("KERAS_BACKEND") == name:
             importlib.import_module("keras")
@@ -65,10 +65,12 @@ def import_library(name: str) -> None:
 
 
 # Libraries that TensorFlow and Keras import whenever they are installed, for parts digitnet never
-# calls: TensorFlow's LiteRT module imports JAX (the jax extra) for its JAX converter, Keras' plot
-# and box-drawing helpers import matplotlib.pyplot and OpenCV. They cost each process 150 MB and
-# 1-3 s (bench/train_process.py); digitnet imports them itself where it uses them.
-OPTIONAL_IMPORTS = ("jax", "matplotlib", "cv2")
+# calls: TensorFlow's LiteRT module imports JAX (the jax extra) for its JAX converter and its
+# legacy tf.keras engine SciPy for sparse inputs; Keras' plot and box-drawing helpers import
+# matplotlib.pyplot and OpenCV. They cost each process 160 MB and 1-3 s (bench/train_process.py);
+# digitnet imports them itself where it uses them. JAX itself uses SciPy.
+OPTIONAL_IMPORTS = {"tensorflow": ("jax", "scipy", "matplotlib", "cv2"),
+                    "jax": ("matplotlib", "cv2")}
 
 
 @contextlib.contextmanager

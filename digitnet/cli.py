@@ -291,6 +291,10 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
     if print_config:
         click.echo(save_config(config), nl=False)
         return
+    if not resume_dir:  # the data loads while the backend imports (a resume may read another)
+        from digitnet.data import prefetch_mnist, resolve_source
+
+        prefetch_mnist(resolve_source(explicit("data_dir", data_dir), config.data.source))
     parse_devices(devices)  # a bad --devices fails before the backend is imported
     cluster = job_cluster(coordinator, num_processes, process_id, run_dir or resume_dir)
     backends.use(config.training.backend)

@@ -6,11 +6,13 @@ run's manifest can say exactly which data trained it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
 import logging
 import math
 import os
 import tempfile
+import threading
 import urllib.request
 import zipfile
 import zlib
@@ -76,8 +78,63 @@ def resolve_source(data_dir: str | None, config_source: str = "") -> str:
     return data_dir or os.environ.get(DATA_DIR_ENV) or config_source or "download"
 
 
+# source -> (its files' sizes and times when the load started, the load under way)
+_PREFETCHED: dict[str, tuple[tuple, concurrent.futures.Future]] = {}
+
+
+def prefetch_mnist(source: str) -> None:
+    """Start loading MNIST from a local `source` on a thread of its own, for the next
+    `load_mnist(source)` to take if the files are unchanged by then.
+
+    Loading is mostly decompressing and hashing, which run outside Python's lock, so it
+    overlaps with importing TensorFlow, which is mostly Python (`digitnet train` starts it
+    first). A download is not started early; an error is raised by `load_mnist`, as usual.
+    """
+    if source == "download" or source in _PREFETCHED:
+        return
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def load() -> None:
+        try:
+            future.set_result(read_mnist(source))
+        except BaseException as error:  # handed to load_mnist's caller
+            future.set_exception(error)
+
+    _PREFETCHED[source] = (source_state(source), future)
+    threading.Thread(target=load, name="prefetch-mnist", daemon=True).start()
+
+
+def source_state(source: str) -> tuple:
+    """The size and modification time of each file under `source` (empty when there is none)."""
+    path = Path(source).expanduser()
+    try:
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        return tuple((str(file), file.stat().st_size, file.stat().st_mtime_ns) for file in files)
+    except OSError:
+        return ()
+
+
 def load_mnist(source: str) -> Mnist:
-    """Load MNIST from `source`.
+    """Load MNIST from `source` (or take what `prefetch_mnist(source)` loaded).
+
+    Args:
+      source: a folder of the four IDX files (gzipped or not), a Keras-layout `.npz`, or
+        "download" for Keras' mnist.npz, cached and verified by sha256.
+
+    Returns:
+      The validated dataset with the sha256 of each file read.
+
+    Raises:
+      DataError: the source is missing, or a file in it is truncated or malformed.
+    """
+    state, prefetched = _PREFETCHED.pop(source, ((), None))
+    if prefetched is not None and state and state == source_state(source):
+        return prefetched.result()
+    return read_mnist(source)
+
+
+def read_mnist(source: str) -> Mnist:
+    """Read MNIST from `source` (see load_mnist).
 
     Args:
       source: a folder of the four IDX files (gzipped or not), a Keras-layout `.npz`, or
@@ -297,18 +354,25 @@ def to_model_input(images: np.ndarray) -> np.ndarray:
 FORWARD_CHUNK = 1000  # images per forward pass: bounded memory for any model
 
 
-def forward(model, images: np.ndarray, chunk: int = FORWARD_CHUNK) -> np.ndarray:
-    """`model`'s outputs for `images`, called directly a chunk at a time.
+def forward(model, images: np.ndarray, then=np.asarray, chunk: int = FORWARD_CHUNK) -> np.ndarray:
+    """`then` of `model`'s outputs for `images`, called directly a chunk at a time.
 
     No predict function is compiled (for one pass over the data that cost more than the pass),
     and uint8 (N, 28, 28) images become model input one chunk at a time, never all at once;
-    float32 images are taken as model input already.
+    float32 images are taken as model input already. Every call sees `chunk` images (a short
+    last chunk is padded, and its padding dropped): JAX compiles each op for the shapes it
+    sees, so one shape is compiled once. `then` turns each chunk's outputs into the numpy rows
+    kept (by default, the outputs themselves).
     """
-    def ready(part: np.ndarray) -> np.ndarray:
-        return to_model_input(part) if part.dtype == np.uint8 else part
+    def rows(start: int) -> np.ndarray:
+        part = images[start: start + chunk]
+        count = len(part)
+        if 0 < count < chunk:
+            part = np.concatenate([part, np.zeros((chunk - count, *part.shape[1:]), part.dtype)])
+        part = to_model_input(part) if part.dtype == np.uint8 else part
+        return then(model(part, training=False))[:count]
 
-    return np.concatenate([np.asarray(model(ready(images[start: start + chunk]), training=False))
-                           for start in range(0, max(len(images), 1), chunk)])
+    return np.concatenate([rows(start) for start in range(0, max(len(images), 1), chunk)])
 
 
 def split_validation(mnist: Mnist, validation_size: int, seed: int) -> Splits:

@@ -141,9 +141,9 @@ def model_logits(model, images: np.ndarray) -> np.ndarray:
 
     last = model.layers[-1]
     features = keras.Model(model.inputs, last.input)
-    inputs = forward(features, images)
     kernel, bias = (np.asarray(w, np.float64) for w in last.get_weights())
-    return np.asarray(inputs, np.float64) @ kernel + bias
+    # in float64 a chunk at a time: only the logits are kept, not every image's features
+    return forward(features, images, lambda inputs: np.asarray(inputs, np.float64) @ kernel + bias)
 
 
 def fold_temperature(model, temperature: float) -> None:

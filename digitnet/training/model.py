@@ -66,6 +66,9 @@ def parameter_count(layer: cfg.Layer, shape: tuple) -> int:
     return 0
 
 
+CHECKED: set[tuple[str, int]] = set()  # (model config, batch size) checked in this process
+
+
 def check_model(model_config: cfg.ModelConfig, batch_size: int) -> None:
     """Check that the model builds and fits in memory, before any file of a run is written.
 
@@ -77,6 +80,9 @@ def check_model(model_config: cfg.ModelConfig, batch_size: int) -> None:
       ConfigError: naming the layer that cannot take its input or that takes the model past
         this machine's memory, or saying why the model's output is not ten probabilities.
     """
+    key = (repr(model_config), batch_size)
+    if key in CHECKED:  # the CLI checks before it makes the run directory, training again
+        return
     shape = (1, *INPUT_SHAPE)
     parameters = activations = 0
     for index, layer in enumerate(model_config.layers):
@@ -103,6 +109,7 @@ def check_model(model_config: cfg.ModelConfig, batch_size: int) -> None:
     except Exception as error:
         raise cfg.ConfigError(f"model.layers: cannot build the model ({first_line(error)})") \
             from None
+    CHECKED.add(key)
 
 
 def check_input(layer: cfg.Layer, shape: tuple, key: str) -> None:

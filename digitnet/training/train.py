@@ -389,7 +389,12 @@ def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
     guard.check()
     if not test:
         return TrainResult(run_dir, {})
-    result = finish(run_dir, splits, seconds, checkpoint)
+    # The model in memory holds the best epoch's weights when that was the last one trained
+    # here; on one device only (spread over devices or processes, it is read back from its file,
+    # as a computation on a job's arrays would wait for every process).
+    alone = placement is None or len(placement.devices) <= 1
+    best_here = seconds and checkpoint.best_epoch == checkpoint.epochs_run
+    result = finish(run_dir, splits, seconds, checkpoint, model if alone and best_here else None)
     update_state(run_dir, status=FINISHED, stopped_early=checkpoint.stopped_early, message="")
     return result
 
@@ -460,11 +465,16 @@ def export_litert(model, path: Path, source: Path | None = None) -> Path:
     return path
 
 
-def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint) -> TrainResult:
-    """Calibrate and test the best model, export it to LiteRT and write metrics.json."""
+def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint,
+           trained=None) -> TrainResult:
+    """Calibrate and test the best model, export it to LiteRT and write metrics.json.
+
+    `trained`: the model in memory when it holds the best checkpoint's weights (it is then
+    used in place of loading model-best.keras again).
+    """
     import keras
 
-    best = keras.saving.load_model(run_dir / layout.BEST_MODEL)
+    best = trained if trained is not None else keras.saving.load_model(run_dir / layout.BEST_MODEL)
     calibration = calibrate_best(best, run_dir, splits)
     export_litert(best, run_dir / layout.BEST_LITERT, source=run_dir / layout.BEST_MODEL)
     training_seconds = checkpoint.training_seconds(seconds)  # file writes are not training
