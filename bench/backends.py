@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import gemm_gflops, machine, mlp_epoch_gflop  # noqa: E402
+from save import write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITNET = [sys.executable, "-m", "digitnet"]
@@ -124,10 +125,7 @@ def main() -> None:
     results["jax-2"] = two_processes(args.data_dir, workdir)
     results["bench_rusage_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(report(results))
-    out = REPO / "bench" / "results" / f"backends-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"Results written to {out}")
+    print(f"Results written to {write_results('backends', results)}")
 
 
 if __name__ == "__main__":

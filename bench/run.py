@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from predict_speed import write_pngs  # noqa: E402
+from save import write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITNET = [sys.executable, "-m", "digitnet"]
@@ -243,9 +244,7 @@ def main() -> None:
     if not args.data_dir:
         sys.exit("bench/run.py: set DIGITNET_DATA_DIR or --data-dir to a local MNIST")
     results = benchmark(args.data_dir, args.seeds, args.cnn)
-    out = REPO / "bench" / "results" / f"speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out = write_results("speed", results)
     print(report(results))
     print(f"results: {out}")
 

@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from save import write_results  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -106,10 +109,7 @@ def main() -> None:
                 print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()),
                       flush=True)
     print(report(results))
-    out = REPO / "bench" / "results" / f"train-process-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"Results written to {out}")
+    print(f"Results written to {write_results('train-process', results)}")
 
 
 if __name__ == "__main__":

@@ -134,18 +134,7 @@ def load_mnist(source: str) -> Mnist:
 
 
 def read_mnist(source: str) -> Mnist:
-    """Read MNIST from `source` (see load_mnist).
-
-    Args:
-      source: a folder of the four IDX files (gzipped or not), a Keras-layout `.npz`, or
-        "download" for Keras' mnist.npz, cached and verified by sha256.
-
-    Returns:
-      The validated dataset with the sha256 of each file read.
-
-    Raises:
-      DataError: the source is missing, or a file in it is truncated or malformed.
-    """
+    """Read MNIST from `source` now: `load_mnist` without a prefetched load."""
     if source == "download":
         return load_npz(download_mnist())
     path = Path(source).expanduser()
