@@ -354,3 +354,35 @@ def test_serve_settings_check_themselves_when_made(values, message):
         ServeSettings(**values)
     assert str(error.value) == message
     assert ServeSettings(**{key: 1 for key in values if key != "batching"}).max_body >= 1
+
+
+def test_no_more_uploads_are_preprocessed_at_once_than_there_are_cpus(served, monkeypatch):
+    """Preprocessing holds the GIL: requests beyond a thread per CPU wait their turn instead of
+    taking turns at the GIL (which cost more CPU than the work itself)."""
+    import threading
+    import time
+
+    from digitnet.backend import available_cpus
+    from digitnet.serving.routers import api
+
+    running, most, lock = [0], [0], threading.Lock()
+    preprocess = api.preprocess_uploads
+
+    def counted(uploads):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)  # long enough for the other requests to arrive meanwhile
+        try:
+            return preprocess(uploads)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(api, "preprocess_uploads", counted)
+    body = png_bytes(drawing(1))
+    with TestClient(create_app(None, model=served)) as client, ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda _: client.post("/predict", content=body).status_code,
+                                 range(12)))
+    assert statuses == [200] * 12
+    assert 1 <= most[0] <= available_cpus()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
+from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from digitnet.config import NUM_CLASSES
 from digitnet.errors import DigitnetError
@@ -45,7 +45,8 @@ async def predict(request: Request, predictor: Predictor, settings: Settings,
     with predictor.expecting():
         uploads = await read_uploads(request.headers, request.stream(), settings.max_body,
                                      settings.max_files, settings.body_timeout)
-        arrays = await run_in_threadpool(preprocess_uploads, uploads)
+        arrays = await to_thread.run_sync(preprocess_uploads, uploads,
+                                          limiter=request.app.state.preprocessing)
     good = [array for array in arrays if not isinstance(array, DigitnetError)]
     if not good:
         raise RequestError(422, str(arrays[0]))
