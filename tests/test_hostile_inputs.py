@@ -271,19 +271,29 @@ def test_row9_a_fifo_as_config_is_refused(runs_dir, tmp_path):
 # ---- row 11: Ctrl-C during predict --------------------------------------------------------------
 
 
-def test_row11_ctrl_c_during_predict_exits_130_quietly(tiny_run, tmp_path):
-    digit_png(tmp_path / "seven.png")
-    child = subprocess.Popen([*DIGITNET, "predict", "-", "--model", str(tiny_run)],
-                             cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+def predict_answering_stdin(run, folder, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """`digitnet predict -` given more paths than a batch, once its first rows are out; it
+    waits for more. The paths are short (relative to cwd) so that the 1100 lines in, and the
+    1024 answers out, each fit in a pipe's 64 KiB: longer ones fill both pipes and each side
+    would wait for the other forever."""
+    digit_png(folder / "seven.png")
+    child = subprocess.Popen([*DIGITNET, "predict", "-", "--model", str(run)], cwd=folder,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                             text=True)
     try:
-        # more paths than a batch: the first rows come out while predict waits for more. The
-        # paths are short (relative to cwd) so that the 1100 lines in, and the 1024 answers out,
-        # each fit in a pipe's 64 KiB: a longer path fills both pipes and each side waits forever.
         child.stdin.write("seven.png\n" * 1100)
         child.stdin.flush()
         assert child.stdout.readline().startswith("Model: ")
         assert child.stdout.readline().startswith("seven.png")
+    except BaseException:
+        child.kill()
+        raise
+    return child
+
+
+def test_row11_ctrl_c_during_predict_exits_130_quietly(tiny_run, tmp_path):
+    child = predict_answering_stdin(tiny_run, tmp_path)
+    try:
         child.send_signal(signal.SIGINT)
         _, stderr = child.communicate(timeout=60)
     finally:
@@ -318,15 +328,8 @@ def running_below(pid: int) -> set[int]:
 
 def test_row11_predict_killed_outright_leaves_no_worker_behind(tiny_run, tmp_path):
     """kill -9 gives predict no chance to stop its pool: the workers see it go and end."""
-    digit_png(tmp_path / "seven.png")
-    child = subprocess.Popen([*DIGITNET, "predict", "-", "--model", str(tiny_run)],
-                             cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
+    child = predict_answering_stdin(tiny_run, tmp_path, stderr=subprocess.DEVNULL)
     try:
-        child.stdin.write("seven.png\n" * 1100)
-        child.stdin.flush()
-        assert child.stdout.readline().startswith("Model: ")
-        assert child.stdout.readline().startswith("seven.png")
         deadline = time.monotonic() + 60
         # more paths after a pause: past its first moments predict hands them to the workers
         while not any(running_below(p) for p in running_below(child.pid)):
