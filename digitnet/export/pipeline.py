@@ -66,7 +66,25 @@ def check_output(target: Path, module, keras_path: Path) -> None:
                          f"({os_reason(error)})") from None
 
 
-def test_and_training_images(run_dir: Path | None, data_dir: str | None):
+@dataclass(frozen=True)
+class CheckImages:
+    """What an export is checked and calibrated on: the run's test images and labels, and a
+    seeded sample of its training images (int8's representative data)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    representative: np.ndarray
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A staged export that passed its check: its classifier and the numbers for its card."""
+
+    classifier: object
+    check: dict
+
+
+def test_and_training_images(run_dir: Path | None, data_dir: str | None) -> CheckImages:
     """The run's test images and labels, and a seeded sample of its training images."""
     from digitnet.data import load_mnist, resolve_source, split_validation, to_model_input
     from digitnet.evaluation.evaluate import run_config
@@ -76,8 +94,8 @@ def test_and_training_images(run_dir: Path | None, data_dir: str | None):
     training = split_validation(mnist, config.data.validation_size, config.training.seed).x_train
     pick = np.random.default_rng(config.training.seed).choice(
         len(training), min(REPRESENTATIVE_IMAGES, len(training)), replace=False)
-    return (to_model_input(mnist.x_test), mnist.y_test.astype(np.int64),
-            to_model_input(training[np.sort(pick)]))
+    return CheckImages(to_model_input(mnist.x_test), mnist.y_test.astype(np.int64),
+                       to_model_input(training[np.sort(pick)]))
 
 
 @contextlib.contextmanager
@@ -115,8 +133,8 @@ def move_into_place(staged: Path, target: Path, folder: Path) -> None:
     layout.fsync_dir(target.parent)
 
 
-def verified(module, staged: Path, model, reference, images, labels, folder: Path) -> tuple:
-    """(classifier, numbers for the card) of a staged export whose probabilities match
+def verified(module, staged: Path, model, reference, images, labels, folder: Path) -> Verified:
+    """The classifier and the card's numbers of a staged export whose probabilities match
     `reference` (the Keras model's for `images`)."""
     from digitnet.inference.classifier import load_classifier
 
@@ -132,7 +150,7 @@ def verified(module, staged: Path, model, reference, images, labels, folder: Pat
         check = verify.check_float(reference, exported)
     check.update(test_images=len(labels), test_accuracy=verify.accuracy(exported, labels),
                  keras_test_accuracy=verify.accuracy(reference, labels))
-    return classifier, check
+    return Verified(classifier, check)
 
 
 def export_model(run: str | Path | None, fmt: str, output: str | Path | None = None,
@@ -164,15 +182,15 @@ def export_model(run: str | Path | None, fmt: str, output: str | Path | None = N
     target = Path(output) if output is not None else default_output(keras_path, module)
     check_output(target, module, keras_path)
     model = load_classifier(source).model  # refused here unless it classifies 28x28x1 digits
-    images, labels, representative = test_and_training_images(run_dir, data_dir)
+    data = test_and_training_images(run_dir, data_dir)
     # before writing: Keras' ONNX export refuses a model that has never been called
-    reference = model.predict(images, batch_size=1000, verbose=0)
+    reference = model.predict(data.images, batch_size=1000, verbose=0)
     with staging(target) as folder:
         staged = folder / target.name
-        write(module, model, staged, representative)
+        write(module, model, staged, data.representative)
         try:
-            classifier, check = verified(module, staged, model, reference, images, labels,
-                                        folder)
+            passed = verified(module, staged, model, reference, data.images, data.labels,
+                              folder)
         except DigitnetError as error:  # a mismatch, or a file its runtime cannot load
             raise DigitnetError(f"{target}: not kept, it differs from {keras_path.name}: "
                                 f"{error}") from None
@@ -180,7 +198,8 @@ def export_model(run: str | Path | None, fmt: str, output: str | Path | None = N
             move_into_place(staged, target, folder)
         except OSError as error:
             raise DigitnetError(f"{target}: cannot write ({os_reason(error)})") from None
-    description = card.build_card(fmt, target, keras_path, classifier, check, module.LIBRARIES)
+    description = card.build_card(fmt, target, keras_path, passed.classifier, passed.check,
+                                  module.LIBRARIES)
     layout.write_json(card.card_path(target), description)
     return Exported(target, card.card_path(target), description)
 
