@@ -24,3 +24,19 @@ def test_cnn_config_builds():
     model = build_model(load_config(REPO / "configs/cnn.yaml").model)
     assert model.output_shape == (None, 10)
     assert model.count_params() == 225034
+
+
+def test_a_model_checked_once_is_not_built_again(monkeypatch):
+    """The CLI checks the model before it makes the run directory and training checks it
+    again: the second check is free."""
+    from digitnet.training import model as model_module
+
+    built = []
+    monkeypatch.setattr(model_module, "CHECKED", set())
+    monkeypatch.setattr(model_module, "build_model",
+                        lambda config: built.append(config) or build_model(config))
+    config = load_config().model
+    model_module.check_model(config, 64)
+    model_module.check_model(config, 64)
+    model_module.check_model(config, 128)  # another batch size is another memory check
+    assert len(built) == 2

@@ -80,8 +80,8 @@ def check_model(model_config: cfg.ModelConfig, batch_size: int) -> None:
       ConfigError: naming the layer that cannot take its input or that takes the model past
         this machine's memory, or saying why the model's output is not ten probabilities.
     """
-    key = (repr(model_config), batch_size)
-    if key in CHECKED:  # the CLI checks before it makes the run directory, training again
+    checked = (repr(model_config), batch_size)
+    if checked in CHECKED:  # the CLI checks before it makes the run directory, training again
         return
     shape = (1, *INPUT_SHAPE)
     parameters = activations = 0
@@ -109,7 +109,7 @@ def check_model(model_config: cfg.ModelConfig, batch_size: int) -> None:
     except Exception as error:
         raise cfg.ConfigError(f"model.layers: cannot build the model ({first_line(error)})") \
             from None
-    CHECKED.add(key)
+    CHECKED.add(checked)
 
 
 def check_input(layer: cfg.Layer, shape: tuple, key: str) -> None:
