@@ -190,6 +190,27 @@ def test_jax_augmentation_draws_the_same_warps_as_tensorflow():
     assert expected.shape == images.shape
 
 
+def test_jax_jitter_shifts_each_row_by_its_slices_offset():
+    """training.augment.jitter_pixels on JAX: the same slices and shifts as TensorFlow's."""
+    import jax
+    import jax.numpy as jnp
+
+    from digitnet.training.augment import jitter_rows
+    from digitnet.training.backends import jax as jax_backend
+
+    images = np.random.default_rng(0).random((10, 28, 28, 1), dtype=np.float32)
+    offsets = np.array([4, 0, 8, 1, 7, 2, 6, 3, 5])  # the 9 one-pixel shifts, in drawn order
+    rows = jitter_rows(10, 1)
+    assert list(rows) == [0, 0, 1, 2, 3, 4, 5, 6, 7, 8]
+    ours = np.asarray(jax_backend.jitter(jnp.asarray(images), 1, jnp.asarray(offsets), rows))
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    for index, row in enumerate(rows):
+        top, left = divmod(offsets[row], 3)
+        np.testing.assert_array_equal(ours[index], padded[index, top:top + 28, left:left + 28])
+    run = jax_backend.augmenter(AugmentConfig(jitter_pixels=1), 10, slice(None))
+    assert not np.allclose(np.asarray(run(jnp.asarray(images), jax.random.key(0))), images)
+
+
 def test_jax_batches_slice_each_global_batch_by_process(monkeypatch):
     """Each process of a job takes its own rows of the same global batch, augmented alike."""
     from digitnet.config import TrainingConfig

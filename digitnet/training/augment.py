@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from digitnet.config import AugmentConfig
 
 CENTRE = 13.5  # the middle of a 28-pixel side, in pixel coordinates
@@ -73,14 +75,20 @@ def jitter(tf, images, pixels: int, seed):
     side = 2 * pixels + 1
     offsets = tf.random.experimental.stateless_shuffle(tf.range(side * side), seed)
     padded = tf.pad(images, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]])
-    count = images.shape[0]
     parts, start = [], 0
-    for index in range(min(side * side, count)):
-        size = count // (side * side) + (index < count % (side * side))
+    for index, size in enumerate(np.bincount(jitter_rows(images.shape[0], pixels))):
         row, col = offsets[index] // side, offsets[index] % side
         parts.append(tf.slice(padded, tf.stack([start, row, col, 0]), [size, 28, 28, 1]))
         start += size
     return tf.concat(parts, 0)
+
+
+def jitter_rows(count: int, pixels: int) -> np.ndarray:
+    """Which of jitter's drawn offsets each row of a batch of `count` takes: one slice of the
+    batch per offset, in order, their sizes differing by at most one."""
+    slices = (2 * pixels + 1) ** 2
+    sizes = [count // slices + (index < count % slices) for index in range(min(slices, count))]
+    return np.repeat(np.arange(len(sizes)), sizes)
 
 
 def augment_batch(images, augment: AugmentConfig, seed):

@@ -2,14 +2,16 @@
 
 One module per backend (tensorflow.py, jax.py) with the same small interface:
 
+    NAME                                    "tensorflow" or "jax"
     versions() -> dict                      library versions for the manifest
-    select_devices(device, count) -> list   the devices to train on (device listing)
+    select_devices(device, count) -> Placement   the devices to train on, and their description
     seed_everything(seed, jit_compile)      seeds and determinism
     jit_compile(training) -> bool           what to pass to model.compile
     distribution(devices)                   a context manager: data-parallel over `devices`
     fuse_adam(optimizer) -> optimizer       TensorFlow's one-pass Adam kernel, or as is
     training_batches(x, y, training, first_epoch, steps)   the input pipeline and augmentation
-    export_litert(keras_path, tflite_path)  the LiteRT file beside a saved model
+    export_litert(model, keras_path, tflite_path)   the LiteRT file of a saved model
+    join_cluster(cluster)                   join a multi-process job (JAX; refused on TensorFlow)
 
 Keras picks its backend once, from KERAS_BACKEND, when it is first imported; `use` sets it from
 `training.backend` before that, and `current` returns the module of the backend Keras runs on.

@@ -149,8 +149,9 @@ def lost_process_error(error: Exception) -> LostProcess:
             live = global_state.client.get_live_nodes(list(range(count)))
             lost = [process for process in range(count) if process not in live] or lost
     atexit.register(exit_now)
-    reason = (str(error).strip() or type(error).__name__).splitlines()[0]
-    reason = reason.rsplit("Error dispatching computation: ", 1)[-1][:200]
+    # XLA puts the cause after a long preamble on the first line: keep what follows it
+    reason = first_line(error, limit=10_000).rsplit("Error dispatching computation: ", 1)[-1]
+    reason = reason[:200]
     names = ", ".join(str(process) for process in lost)
     return LostProcess(f"lost process {names} of {count} ({reason}); the run is saved at its "
                        f"last completed epoch, and every process can resume it.")
@@ -199,7 +200,10 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
 
 def augmenter(augment: AugmentConfig, batch: int, local: slice):
     """A jitted fn(images, key) applying digitnet.training.augment's warps in JAX."""
-    from digitnet.training.augment import inverse_transforms
+    from digitnet.training.augment import inverse_transforms, jitter_rows
+
+    shifts = (2 * augment.jitter_pixels + 1) ** 2
+    rows = jitter_rows(batch, augment.jitter_pixels)[local] if augment.jitter_pixels else None
 
     limits = (math.radians(augment.rotation_degrees), math.radians(augment.shear_degrees),
               augment.scale, augment.shift_pixels, augment.shift_pixels)
@@ -216,6 +220,9 @@ def augmenter(augment: AugmentConfig, batch: int, local: slice):
         if augment.thickness > 0:
             draw = jax.random.uniform(keys[5], (batch,))[local][:, None, None, None]
             images = vary_thickness(images, augment.thickness, draw)
+        if rows is not None:  # its own key, as in TensorFlow: the others stay as they were
+            offsets = jax.random.permutation(jax.random.fold_in(key, 7), shifts)
+            images = jitter(images, augment.jitter_pixels, offsets, rows)
         return jnp.clip(images, 0.0, 1.0)
 
     return run
@@ -232,6 +239,18 @@ def warp(images, transforms):
                                                  mode="constant", cval=0.0)[..., None]
 
     return jax.vmap(one)(images, transforms)
+
+
+def jitter(images, pixels: int, offsets, rows):
+    """augment.jitter in JAX: row i shifted by whole pixels, by the offset offsets[rows[i]]
+    (an index into the (2 * pixels + 1) ** 2 shifts); the uncovered border is zeros."""
+    side = 2 * pixels + 1
+    padded = jnp.pad(images, ((0, 0), (pixels, pixels), (pixels, pixels), (0, 0)))
+
+    def one(image, offset):
+        return jax.lax.dynamic_slice(image, (offset // side, offset % side, 0), (28, 28, 1))
+
+    return jax.vmap(one)(padded, offsets[rows])
 
 
 def vary_thickness(images, probability: float, draw):
