@@ -288,6 +288,7 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
         config = resume_config(resume_dir, config_file, overrides, shortcuts)
     else:
         config = load_config(config_file, overrides, shortcuts)
+    device_count = parse_devices(devices)  # a bad --devices fails before anything is done
     if print_config:
         click.echo(save_config(config), nl=False)
         return
@@ -295,15 +296,15 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
         from digitnet.data import prefetch_mnist, resolve_source
 
         prefetch_mnist(resolve_source(explicit("data_dir", data_dir), config.data.source))
-    parse_devices(devices)  # a bad --devices fails before the backend is imported
-    cluster = job_cluster(coordinator, num_processes, process_id, run_dir or resume_dir)
+    cluster = job_cluster(coordinator, num_processes, process_id, run_dir or resume_dir,
+                          config.training.backend)
     backends.use(config.training.backend)
     if cluster is None:  # a job's processes check it after joining (JAX computes nothing before)
         from digitnet.training.model import check_model
 
         check_model(config.model, config.training.batch_size)  # before any run directory exists
     if dry_run:
-        show_dry_run(config, explicit("data_dir", data_dir), device)
+        show_dry_run(config, explicit("data_dir", data_dir), device, device_count)
         return
     from digitnet.training.train import train_and_evaluate
 
@@ -325,7 +326,7 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
                f"{result.run_dir}")
 
 
-def job_cluster(coordinator, num_processes, process_id, run_dir):
+def job_cluster(coordinator, num_processes, process_id, run_dir, backend: str):
     """This process's place in a multi-process job, or None when no option names one."""
     from digitnet.training.cluster import make_cluster
 
@@ -341,14 +342,14 @@ def job_cluster(coordinator, num_processes, process_id, run_dir):
     if num_processes > 1 and run_dir is None:
         raise click.ClickException("--run-dir: expected for a multi-process job (every process "
                                    "names the same directory on a shared filesystem)")
-    return make_cluster(coordinator, num_processes, process_id)
+    return make_cluster(coordinator, num_processes, process_id, backend)
 
 
-def show_dry_run(config, data_dir: str | None, device: str) -> None:
+def show_dry_run(config, data_dir: str | None, device: str, devices: int | None) -> None:
     """Print what `train` would start with: the model, its size and the data."""
     from digitnet.training.dryrun import dry_run
 
-    checked = dry_run(config, data_dir, device)
+    checked = dry_run(config, data_dir, device, devices)
     click.echo(checked.summary)
     click.echo(f"Parameters: {checked.parameters:,} ({checked.trainable:,} trainable)")
     click.echo(f"Data: {checked.train_images:,} training, {checked.val_images:,} validation and "

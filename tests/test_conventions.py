@@ -159,3 +159,11 @@ def test_shell_completion_answers():
     choices = completion({"_DIGITNET_COMPLETE": "bash_complete",
                           "COMP_WORDS": "digitnet train --device ", "COMP_CWORD": "3"})
     assert choices.stdout.split() == ["plain,auto", "plain,cpu", "plain,gpu"]
+
+
+def test_dry_run_checks_the_devices_as_training_would(runs_dir, tiny_data_dir):
+    result = run("train", "--dry-run", "--data-dir", str(tiny_data_dir), *tiny_set_args(),
+                 "--devices", "64")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: --devices 64: expected at most the ")
+    assert len(result.output.splitlines()) == 1 and not runs_dir.exists()

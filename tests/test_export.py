@@ -304,6 +304,27 @@ def test_corrupt_and_foreign_onnx_files_are_one_line_errors(tmp_path):
         load_classifier(foreign)
 
 
+def test_an_onnx_model_taking_doubles_is_a_one_line_error(tmp_path):
+    """Right shapes, wrong type: onnxruntime's own error type is refused in one line too."""
+    import onnx as onnx_lib
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"]),
+         helper.make_node("Slice", ["flat", "start", "end", "axes"], ["ten"]),
+         helper.make_node("Softmax", ["ten"], ["y"])], "doubles",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["n", 28, 28, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["n", 10])],
+        [helper.make_tensor("start", TensorProto.INT64, [1], [0]),
+         helper.make_tensor("end", TensorProto.INT64, [1], [10]),
+         helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+    doubles = tmp_path / "doubles.onnx"
+    onnx_lib.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), doubles)
+    with pytest.raises(DigitnetError, match=f"^{doubles}: cannot classify a 28x28x1 image "
+                                            r"\(.+\)$"):
+        load_classifier(doubles)
+
+
 def test_int8_litert_quantizes_input_and_output(exports, export_run):
     images = (synthetic_digits(40, 7)[0].astype(np.float32) / 255)[..., None]
     int8 = load_classifier(exports["litert-int8"].path).predict(images)

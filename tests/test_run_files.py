@@ -247,3 +247,14 @@ def test_an_evaluation_on_other_data_records_it_and_is_not_reported(run_copy, ti
     assert saved["data"]["count"] == 20 and saved["data"]["source"] == str(tiny_data_dir)
     again = run("report", str(run_copy))  # now current: not evaluated again
     assert again.output == f"Report written to {run_copy / 'report.html'}\n"
+
+
+def test_a_hand_edited_manifest_is_no_traceback_in_report(run_copy):
+    manifest = run_copy / "manifest.json"
+    edited = json.loads(manifest.read_text())
+    edited["data_files"] = {path: [digest] for path, digest in edited["data_files"].items()}
+    manifest.write_text(json.dumps(edited))
+    result = run("report", str(run_copy))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code in (0, 1)
+    assert result.exit_code == 0 or result.output.splitlines()[-1].startswith("Error: ")

@@ -109,9 +109,11 @@ def foreign_data(evaluation: dict, run_dir: Path) -> str | None:
     if not isinstance(files, dict) or not files:
         return f"{layout.evaluation_file(run_dir, SPLIT)}: does not record its data"
     trained = read_json_or_empty(run_dir / layout.MANIFEST_FILE).get("data_files")
-    known = set(trained.values()) if isinstance(trained, dict) else set()
+    # hand-edited files may hold anything: only strings are sha256s
+    known = {v for v in trained.values() if isinstance(v, str)} if isinstance(trained, dict) \
+        else set()
     for path, digest in files.items():
-        if digest not in known:
+        if not isinstance(digest, str) or digest not in known:
             return (f"{path}: not the data {run_dir} was trained on (its sha256 is not in "
                     f"{layout.MANIFEST_FILE})")
     return None

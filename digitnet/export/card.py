@@ -73,14 +73,15 @@ def quantized(scale: tuple[float, int], rule: str) -> dict:
     return {"scale": float(scale[0]), "zero_point": int(scale[1]), "rule": rule}
 
 
-def build_card(fmt: str, export: Path, keras_path: Path, classifier, check: dict,
-               libraries: tuple[str, ...]) -> dict:
+def build_card(fmt: str, export: Path, keras_path: Path, keras_sha256: str, classifier,
+               check: dict, libraries: tuple[str, ...]) -> dict:
     """The card of a verified export.
 
     Args:
       fmt: the --format name.
       export: the export file or folder, as it will be named.
       keras_path: the .keras model it came from.
+      keras_sha256: that file's sha256 (the model-file gate hashed it already).
       classifier: the export loaded (its input name and quantization go on the card).
       check: the verification's numbers (test accuracy, agreement with Keras).
       libraries: the packages the format depends on.
@@ -99,7 +100,7 @@ def build_card(fmt: str, export: Path, keras_path: Path, classifier, check: dict
     return {
         "format": fmt, "file": export.name, "bytes": tree_size(export),
         "sha256": tree_sha256(export),
-        "source": {"file": keras_path.name, "sha256": file_sha256(keras_path)},
+        "source": {"file": keras_path.name, "sha256": keras_sha256},
         "input": model_input, "output": model_output,
         "test_accuracy": check.pop("test_accuracy"), "verification": check,
         "versions": versions(libraries), "created": time.strftime(TIME_FORMAT),

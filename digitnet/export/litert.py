@@ -24,22 +24,18 @@ def write(model, path: Path, representative: np.ndarray | None = None) -> None:
 
 
 
-def export_litert(model, path: Path, source: Path | None = None) -> Path:
+def export_litert(model, path: Path) -> Path:
     """Write `model` as a float32 LiteRT flatbuffer at `path`, atomically.
 
     Args:
       model: a built Keras model taking (N, 28, 28, 1) float32 images.
-      path: the .tflite file to write.
-      source: the .keras file `model` was loaded from; recorded beside the export
-        (`layout.write_export_record`) so that the export answers in its place.
+      path: the .tflite file to write (a run's export record is training's to write).
 
     Returns:
       The path written.
     """
     with layout.atomic_path(path) as tmp:
         write(model, tmp)
-    if source is not None:
-        layout.write_export_record(path, source, FORMAT)
     return path
 
 

@@ -198,8 +198,8 @@ def export_model(run: str | Path | None, fmt: str, output: str | Path | None = N
             move_into_place(staged, target, folder)
         except OSError as error:
             raise DigitnetError(f"{target}: cannot write ({os_reason(error)})") from None
-    description = card.build_card(fmt, target, keras_path, passed.classifier, passed.check,
-                                  module.LIBRARIES)
+    description = card.build_card(fmt, target, keras_path, source.keras_sha256,
+                                  passed.classifier, passed.check, module.LIBRARIES)
     layout.write_json(card.card_path(target), description)
     return Exported(target, card.card_path(target), description)
 

@@ -253,7 +253,8 @@ def check_classifier(classifier, path: Path) -> None:
                                 f"probabilities, received {shapes_text(outputs, 'output')}")
     try:
         probabilities = np.asarray(classifier.predict(probe_image()), dtype=np.float64)
-    except (ValueError, RuntimeError) as error:  # shapes the signature did not show
+    except Exception as error:  # shapes or types the signature did not show; runtimes raise
+        # their own types (onnxruntime's InvalidArgument derives from Exception alone)
         raise DigitnetError(f"{path}: cannot classify a 28x28x1 image ({first_line(error)})") \
             from None
     if probabilities.shape != (1, NUM_CLASSES):

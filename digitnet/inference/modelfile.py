@@ -84,10 +84,10 @@ def resolve_model_file(model: str | Path | ModelFile | None, backend: str = "aut
     keras_sha256 = layout.file_sha256(named)
     if backend != "keras":
         export = layout.litert_path(named)
-        problem = export_problem(export, keras_sha256)
+        export_sha256 = layout.file_sha256(export) if export.is_file() else None
+        problem = export_problem(export, export_sha256, keras_sha256)
         if problem is None:
-            return ModelFile(export, "litert", layout.file_sha256(export), keras_sha256, named,
-                             run_dir)
+            return ModelFile(export, "litert", export_sha256, keras_sha256, named, run_dir)
         if backend == "litert":
             raise DigitnetError(f"{export}: cannot answer for {named.name} ({problem})")
         if export.exists():  # an export that is not this model's: say why it is not used
@@ -109,9 +109,10 @@ def keras_archive_problem(path: Path) -> str | None:
     return None if "config.json" in names else "no config.json in the .keras archive"
 
 
-def export_problem(export: Path, keras_sha256: str) -> str | None:
-    """Why `export` may not answer for the .keras file hashing to `keras_sha256`, or None."""
-    if not export.is_file():
+def export_problem(export: Path, export_sha256: str | None, keras_sha256: str) -> str | None:
+    """Why `export` (hashing to `export_sha256`; None: no such file) may not answer for the
+    .keras file hashing to `keras_sha256`, or None."""
+    if export_sha256 is None:
         return "no export"
     record = layout.export_record(export)
     if not record.is_file():
@@ -127,6 +128,6 @@ def export_problem(export: Path, keras_sha256: str) -> str | None:
     if source["sha256"] != keras_sha256:
         return f"exported from another {export.with_suffix(layout.KERAS_SUFFIX).name} " \
                f"(its sha256 differs from {record.name})"
-    if recorded.get("sha256") != layout.file_sha256(export):
+    if recorded.get("sha256") != export_sha256:
         return f"changed since it was exported (its sha256 differs from {record.name})"
     return None

@@ -38,8 +38,7 @@ def load_served_model(model: str | Path | None) -> ServedModel:
     Raises:
       DigitnetError: no such run or model, or a model that cannot be loaded.
     """
-    classifier = load_classifier(model)
-    classifier.predict(np.zeros((1, 28, 28, 1), np.float32))  # the first call allocates
+    classifier = load_classifier(model)  # its check has made the first (allocating) call
     model_file = classifier.model_file
     return ServedModel(classifier, describe(model_file), model_file.named)
 

@@ -27,11 +27,19 @@ class Cluster:
         return self.process_id == 0
 
 
-def make_cluster(coordinator: str, num_processes: int, process_id: int) -> Cluster | None:
-    """The Cluster of a job of `num_processes` (None for a single process).
+# Why a job of several processes needs the JAX backend (checked here, before TensorFlow is
+# imported, and by the TensorFlow backend itself for library callers).
+NEEDS_JAX = ("training across processes needs training.backend: jax (TensorFlow's multi-worker "
+             "strategy does not work with Keras 3, keras-team/keras#20585)")
+
+
+def make_cluster(coordinator: str, num_processes: int, process_id: int,
+                 backend: str = "jax") -> Cluster | None:
+    """The Cluster of a job of `num_processes` (None for a single process) on `backend`.
 
     Raises:
-      InputError: a coordinator that is not HOST:PORT, or a process id out of range.
+      InputError: a coordinator that is not HOST:PORT, a process id out of range, or a backend
+        that cannot train across processes.
     """
     if num_processes == 1:
         return None
@@ -40,4 +48,6 @@ def make_cluster(coordinator: str, num_processes: int, process_id: int) -> Clust
         raise InputError("coordinator", coordinator, "expected HOST:PORT")
     if not 0 <= process_id < num_processes:
         raise InputError("process id", process_id, f"expected 0..{num_processes - 1}")
+    if backend != "jax":
+        raise InputError("number of processes", num_processes, NEEDS_JAX)
     return Cluster(coordinator, num_processes, process_id)

@@ -25,7 +25,8 @@ class DryRun:
     test_images: int
 
 
-def dry_run(config: Config, data_dir: str | None = None, device: str = "auto") -> DryRun:
+def dry_run(config: Config, data_dir: str | None = None, device: str = "auto",
+            devices: int | None = 1) -> DryRun:
     """Build and compile the model, load and split the data, predict one batch; train nothing.
 
     Args:
@@ -33,6 +34,7 @@ def dry_run(config: Config, data_dir: str | None = None, device: str = "auto") -
       data_dir: an IDX folder or .npz, or None for $DIGITNET_DATA_DIR, the config, or a
         download.
       device: "auto", "cpu" or "gpu".
+      devices: how many of them train data-parallel (None: all), as train would check them.
 
     Returns:
       The model's summary and size, and the data's source and split sizes.
@@ -42,10 +44,12 @@ def dry_run(config: Config, data_dir: str | None = None, device: str = "auto") -
         unavailable device.
     """
     from digitnet.training import backends
+    from digitnet.training.devices import check_batch
     from digitnet.training.model import build_model
     from digitnet.training.train import compile_model, load_data
 
-    device_name = backends.current().select_devices(device, 1).description
+    placement = backends.current().select_devices(device, devices)
+    check_batch(config.training.batch_size, config.training.outliers, len(placement.devices))
     data = load_data(config, data_dir)
     config, splits = data.config, data.splits
     model = build_model(config.model)
@@ -54,5 +58,5 @@ def dry_run(config: Config, data_dir: str | None = None, device: str = "auto") -
     lines: list[str] = []
     model.summary(print_fn=lambda line, *_, **__: lines.append(line), line_length=80)
     trainable = sum(int(weight.numpy().size) for weight in model.trainable_weights)
-    return DryRun(device_name, "\n".join(lines), model.count_params(), trainable,
+    return DryRun(placement.description, "\n".join(lines), model.count_params(), trainable,
                   config.data.source, len(splits.x_train), len(splits.x_val), len(splits.x_test))

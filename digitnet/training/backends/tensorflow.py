@@ -150,7 +150,6 @@ def join_cluster(cluster) -> None:
     """Several processes: not on TensorFlow (MultiWorkerMirroredStrategy fails in Keras 3's fit,
     keras-team/keras#20585)."""
     from digitnet.errors import InputError
+    from digitnet.training.cluster import NEEDS_JAX
 
-    raise InputError("number of processes", cluster.num_processes, "training across processes "
-                     "needs training.backend: jax (TensorFlow's multi-worker strategy does not "
-                     "work with Keras 3, keras-team/keras#20585)")
+    raise InputError("number of processes", cluster.num_processes, NEEDS_JAX)
