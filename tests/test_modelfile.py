@@ -6,6 +6,8 @@ import io
 import json
 import os
 import shutil
+import struct
+import zipfile
 
 import pytest
 from click.testing import CliRunner
@@ -168,12 +170,14 @@ def test_an_edited_export_is_not_used(run_copy):
     (b"", "empty file"),
     (os.urandom(3000), "not a .keras zip archive"),
     ("truncated", "not a .keras zip archive"),
+    ("weights damaged", "model.weights.h5 in the .keras archive fails its CRC check"),
+    ("weights replaced", "model.weights.h5 in the .keras archive is not HDF5"),
 ])
 def test_a_corrupt_best_model_is_refused_and_its_run_broken(run_copy, tiny_data_dir, content,
                                                             problem):
     keras_file = run_copy / "model-best.keras"
-    if content == "truncated":
-        content = keras_file.read_bytes()[:5000]
+    if isinstance(content, str):
+        content = damaged_archive(keras_file.read_bytes(), content)
     keras_file.write_bytes(content)
     for args in (["evaluate", str(run_copy), "--data-dir", str(tiny_data_dir)],
                  ["evaluate", str(keras_file), "--data-dir", str(tiny_data_dir)],
@@ -186,3 +190,24 @@ def test_a_corrupt_best_model_is_refused_and_its_run_broken(run_copy, tiny_data_
     assert [(r["status"], r["problem"]) for r in listed] == [
         ("broken", f"model-best.keras corrupt ({problem})")]
 
+
+def damaged_archive(archive: bytes, how: str) -> bytes:
+    """A .keras archive cut short, with bytes inside its weights flipped (its zip directory
+    intact, as a disk's damage leaves it: only the CRC check sees it), or rewritten with other
+    bytes as its weights."""
+    if how == "truncated":
+        return archive[:5000]
+    with zipfile.ZipFile(io.BytesIO(archive)) as source:
+        members = {info.filename: (info, source.read(info)) for info in source.infolist()}
+    info, weights = members["model.weights.h5"]
+    if how == "weights damaged":
+        name_length, extra_length = struct.unpack_from("<HH", archive, info.header_offset + 26)
+        middle = info.header_offset + 30 + name_length + extra_length + info.compress_size // 2
+        damaged = bytearray(archive)
+        damaged[middle:middle + 16] = bytes(b ^ 0xFF for b in damaged[middle:middle + 16])
+        return bytes(damaged)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as target:
+        for name, (_, data) in members.items():
+            target.writestr(name, os.urandom(len(data)) if name == "model.weights.h5" else data)
+    return buffer.getvalue()
