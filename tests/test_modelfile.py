@@ -122,6 +122,30 @@ def test_a_replaced_keras_file_answers_itself_not_its_stale_export(run_copy, for
     assert report["model_sha256"] == model.sha256 == model.keras_sha256
 
 
+def test_a_replaced_keras_file_does_not_show_the_old_models_test_accuracy(
+        run_copy, foreign_models, tiny_data_dir):
+    from digitnet.inference.modelfile import resolve_model_file
+    from digitnet.runs.listing import REPLACED_NOTE
+    from digitnet.serving.model import describe
+
+    listed = json.loads(run("runs", str(run_copy.parent), "--json").output)
+    assert [(r["status"], r["note"]) for r in listed] == [("finished", None)]
+    assert listed[0]["test_accuracy"] == describe(resolve_model_file(run_copy))["test_accuracy"]
+    assert isinstance(listed[0]["test_accuracy"], float)
+    shutil.copy(foreign_models / "uniform.keras", run_copy / "model-best.keras")
+
+    listed = json.loads(run("runs", str(run_copy.parent), "--json").output)
+    assert [(r["status"], r["test_accuracy"], r["note"]) for r in listed] == [
+        ("finished", None, REPLACED_NOTE)]
+    assert run("runs", str(run_copy.parent)).output.endswith(f"run: {REPLACED_NOTE}\n")
+    assert describe(resolve_model_file(run_copy))["test_accuracy"] is None
+    result = run("report", str(run_copy), "--data-dir", str(tiny_data_dir))
+    assert result.exit_code == 0, result.output
+    page = (run_copy / "report.html").read_text()
+    assert f"{REPLACED_NOTE}; the numbers above are of the model there now." in page
+    assert "10.00%" in page  # the test accuracy shown is the uniform model's: every answer 0
+
+
 def test_a_verified_export_answers_and_outputs_name_it(tiny_run, tiny_data_dir):
     result = run("evaluate", str(tiny_run / "model-best.keras"), "--json", "--data-dir",
                  str(tiny_data_dir))

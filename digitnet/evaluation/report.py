@@ -47,7 +47,7 @@ def write_report(run: str | Path | None, data_dir: str | None = None) -> Path:
         raise DigitnetError(f"{run_dir}: broken run ({described['problem']})")
     evaluation = test_evaluation(run_dir, data_dir)
     path = run_dir / layout.REPORT_FILE
-    layout.write_text(path, render_page(run_dir, evaluation))
+    layout.write_text(path, render_page(run_dir, described, evaluation))
     return path
 
 
@@ -122,9 +122,8 @@ def foreign_data(evaluation: dict, run_dir: Path) -> str | None:
 # ---- the page ------------------------------------------------------------------------------------
 
 
-def render_page(run_dir: Path, evaluation: dict) -> str:
-    """The whole HTML page of a run and its test evaluation."""
-    run = describe_run(run_dir)
+def render_page(run_dir: Path, run: dict, evaluation: dict) -> str:
+    """The whole HTML page of a run (`run`: its `describe_run`) and its test evaluation."""
     metrics = read_json_or_empty(run_dir / layout.METRICS_FILE)
     sections = [
         summary_section(run, evaluation),
@@ -180,6 +179,9 @@ def metrics_section(metrics: dict, run: dict) -> str:
     if not metrics or run["status"] != FINISHED:
         note = ("Training has not finished, so there is no metrics.json yet; the numbers above "
                 "come from evaluating the best model so far.")
+        return f"<section><h2>Metrics</h2><p>{escape(note)}</p></section>"
+    if run["note"]:  # model-best.keras replaced: metrics.json measured another model
+        note = f"{run['note']}; the numbers above are of the model there now."
         return f"<section><h2>Metrics</h2><p>{escape(note)}</p></section>"
     rows = [[split, number(metrics.get(f"{split}_loss"), ".4f"),
              number(metrics.get(f"{split}_accuracy"), ".2%")] for split in ("train", "val", "test")]

@@ -76,7 +76,7 @@ METRICS_FIELDS = {
     **{f"{split}_{name}": NUMBER for split in ("train", "val", "test")
        for name in ("loss", "accuracy")},
     "best_epoch": INTEGER, "epochs": INTEGER, "stopped_early": FLAG, "train_seconds": NUMBER,
-    "checkpoint_seconds": NUMBER,
+    "checkpoint_seconds": NUMBER, "keras_sha256": TEXT,
 }
 TYPE_NAMES = {int: "an integer", float: "a number", str: "text", bool: "true or false",
               NONE: "null"}
@@ -320,6 +320,21 @@ def resolve_model(path: str | Path | None) -> ResolvedModel:
                             f"{', '.join(MODEL_SUFFIXES)} model file")
     run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
     return ResolvedModel(path, run_dir)
+
+
+def model_replaced(run_dir: Path, metrics: dict, keras_sha256: str | None = None) -> bool:
+    """Whether the run's model-best.keras is no longer the model its metrics.json measured (a
+    file copied over it). `keras_sha256`: the file's, when the caller has hashed it already.
+    Runs of older versions, whose metrics.json records no sha256, are taken as they are."""
+    recorded = metrics.get("keras_sha256")
+    if not isinstance(recorded, str):
+        return False
+    if keras_sha256 is None:
+        try:
+            keras_sha256 = file_sha256(Path(run_dir) / BEST_MODEL)
+        except OSError:
+            return True
+    return keras_sha256 != recorded
 
 
 def fields_problem(mapping, fields: dict) -> str | None:

@@ -26,6 +26,8 @@ COLUMNS = {"run": "RUN", "status": "STATUS", "config": "CONFIG", "epochs": "EPOC
            "test_accuracy": "TEST ACC", "train_seconds": "TRAIN S", "date": "DATE"}
 NUMBER_FORMATS = {"test_accuracy": ".4f", "train_seconds": ".1f"}
 DATE_SHOWN = "%Y-%m-%d %H:%M"  # a run's start as tables and the report show it
+REPLACED_NOTE = (f"{layout.BEST_MODEL} was replaced after training; its test accuracy is "
+                 f"unknown until `digitnet evaluate` measures it")
 
 
 def list_runs(root: str | Path | None = None) -> list[dict]:
@@ -69,7 +71,8 @@ def describe_run(run_dir: Path) -> dict:
     """The run's name, status, config name, epochs, test accuracy, training time and start.
 
     `status` is running, interrupted, failed, finished, or broken (`problem` says why); test
-    accuracy and training time are given for finished runs only.
+    accuracy and training time are given for finished runs only, and the test accuracy only
+    while model-best.keras is the model training measured (`note` says when it is not).
     """
     run_dir = Path(run_dir)
     config, config_problem = read_mapping(run_dir / layout.CONFIG_FILE, parse_yaml)  # no aliases
@@ -88,15 +91,17 @@ def describe_run(run_dir: Path) -> dict:
     problem = "; ".join(p for p in problems if p) if status != RUNNING else ""
     status = BROKEN if problem else status or FINISHED
     finished = status == FINISHED
+    replaced = finished and layout.model_replaced(run_dir, metrics)
     state = read_state(run_dir) or {}
     return {
         "run": run_dir.name, "path": str(run_dir), "status": status, "problem": problem or None,
         "config": config.get("name"),
         "epochs": metrics.get("epochs") if finished else state.get("epoch"),
         "planned_epochs": nested(config, "training", "epochs") or state.get("epochs"),
-        "test_accuracy": metrics.get("test_accuracy") if finished else None,
+        "test_accuracy": metrics.get("test_accuracy") if finished and not replaced else None,
         "train_seconds": metrics.get("train_seconds") if finished else None,
         "started": manifest.get("started"),
+        "note": REPLACED_NOTE if replaced else None,
     }
 
 
@@ -175,7 +180,8 @@ def format_runs(runs: list[dict], root: str | Path | None = None) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip()
              for row in rows]
-    lines += [f"{run['run']}: {run['problem']}" for run in runs if run["problem"]]
+    lines += [f"{run['run']}: {run['problem'] or run['note']}" for run in runs
+              if run["problem"] or run["note"]]
     return "\n".join(lines)
 
 

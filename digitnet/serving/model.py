@@ -50,6 +50,8 @@ def describe(model_file: ModelFile) -> dict:
     if run_dir is not None:
         config, _ = read_mapping(run_dir / layout.CONFIG_FILE, parse_yaml)  # no aliases
         metrics, _ = read_mapping(run_dir / layout.METRICS_FILE, json.loads)
+        if layout.model_replaced(run_dir, metrics, model_file.keras_sha256):
+            metrics = {}  # its numbers are of the model that was there before
     return {
         "run": run_dir.name if run_dir is not None else None,
         "config": config.get("name"),

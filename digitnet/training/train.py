@@ -482,7 +482,10 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint,
                "calibration": calibration, "best_epoch": checkpoint.best_epoch,
                "epochs": checkpoint.epochs_run, "stopped_early": checkpoint.stopped_early,
                "train_seconds": round(training_seconds, 3),
-               "checkpoint_seconds": round(checkpoint.seconds, 3)}
+               "checkpoint_seconds": round(checkpoint.seconds, 3),
+               # the model these numbers measured: `runs`, `report` and `serve` show them only
+               # while model-best.keras is still that model
+               "keras_sha256": layout.file_sha256(run_dir / layout.BEST_MODEL)}
     layout.write_json(run_dir / layout.METRICS_FILE, metrics)
     if not math.isfinite(metrics["test_loss"]):
         raise DigitnetError("training diverged: test loss is not finite (lower the learning rate)")
