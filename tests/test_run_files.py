@@ -219,19 +219,23 @@ def test_resume_of_a_hand_edited_run_is_a_one_line_error(run_copy, file, edit, m
 # ---- row 15: an evaluation on other data --------------------------------------------------------
 
 
-def test_an_evaluation_on_other_data_records_it_and_is_not_reported(run_copy, tiny_data_dir,
-                                                                    tmp_path, monkeypatch):
+def test_an_evaluation_on_other_data_is_shown_but_never_replaces_the_runs_own(
+        run_copy, tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("DIGITNET_DATA_DIR", raising=False)
     images, labels = synthetic_digits(10, 9)
     other = tmp_path / "tiny.npz"
     np.savez(other, x_train=images, y_train=labels, x_test=images, y_test=labels)
+    not_saved = (f"{other}: not the data {run_copy} was trained on (its sha256 is not in "
+                 f"manifest.json); {run_copy} keeps its evaluation of its own images")
     result = run("evaluate", str(run_copy), "--data-dir", str(other), "--json")
     assert result.exit_code == 0, result.output
-    saved = json.loads((run_copy / "evaluation-test.json").read_text())
+    report = json.loads(result.output)
     from digitnet.runs.layout import file_sha256
 
-    assert saved["data"] == {"source": str(other), "files": {str(other): file_sha256(other)},
-                             "count": 10}
+    assert report["data"] == {"source": str(other), "files": {str(other): file_sha256(other)},
+                              "count": 10}
+    assert report["not_saved"] == not_saved and "saved_to" not in report
+    assert not (run_copy / "evaluation-test.json").exists() and not (run_copy / "plots").exists()
 
     refused = run("report", str(run_copy), "--data-dir", str(other))
     assert refused.exit_code == 1
@@ -240,12 +244,17 @@ def test_an_evaluation_on_other_data_records_it_and_is_not_reported(run_copy, ti
         f"manifest.json); a report scores the run's own test images")
     assert not (run_copy / "report.html").exists()
 
-    result = run("report", str(run_copy))  # the run's own data: evaluated again, then reported
+    result = run("report", str(run_copy))  # the run's own data: evaluated, saved, reported
     assert result.output == (f"Evaluating {run_copy} on the test images for its report\n"
                              f"Report written to {run_copy / 'report.html'}\n")
-    saved = json.loads((run_copy / "evaluation-test.json").read_text())
-    assert saved["data"]["count"] == 20 and saved["data"]["source"] == str(tiny_data_dir)
-    again = run("report", str(run_copy))  # now current: not evaluated again
+    own = (run_copy / "evaluation-test.json").read_bytes()
+    assert json.loads(own)["data"]["count"] == 20
+
+    result = run("evaluate", str(run_copy), "--data-dir", str(other))
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith(f"\nNot saved: {not_saved}\n")
+    assert (run_copy / "evaluation-test.json").read_bytes() == own
+    again = run("report", str(run_copy))  # still current: not evaluated again
     assert again.output == f"Report written to {run_copy / 'report.html'}\n"
 
 

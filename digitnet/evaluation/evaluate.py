@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,9 +154,14 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
     report = {**model.describe(), "split": split, "data": scored.data,
               **score(probabilities, labels),
               "calibration": calibration_report(probabilities, labels, run_temperature(run_dir))}
-    # only the run's own model is the run's evaluation: a bare .keras file has nowhere to keep
-    # plots, and an export (.onnx, int8 .tflite, SavedModel) is scored without replacing it
+    # only the run's own model on the run's own data is the run's evaluation: a bare .keras file
+    # has nowhere to keep plots, an export (.onnx, int8 .tflite, SavedModel) is scored without
+    # replacing it, and other images must not replace the evaluation of the run's own
     if run_dir is not None and model.named in own_models(run_dir):
+        not_own = foreign_data(report, run_dir)
+        if not_own:
+            report["not_saved"] = f"{not_own}; {run_dir} keeps its evaluation of its own images"
+            return report
         from digitnet.evaluation.plots import confident_mistakes, write_evaluation_plots
 
         report["mistakes"] = confident_mistakes(probabilities, labels)
@@ -163,6 +169,32 @@ def evaluate(model_or_run: str | Path | None, split: str = "test",
         report["saved_to"] = str(layout.evaluation_file(run_dir, split))
         layout.write_json(report["saved_to"], report)
     return report
+
+
+def foreign_data(evaluation: dict, run_dir: Path) -> str | None:
+    """Why `evaluation` was not made on the data the run was trained on, or None.
+
+    The data files' sha256 must be among those in the run's manifest.json: the run's own
+    images, wherever they are now.
+    """
+    from digitnet.runs.listing import read_mapping
+
+    data = evaluation.get("data")
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not files:
+        split = evaluation.get("split")
+        return f"{layout.evaluation_file(run_dir, split if split in SPLITS else 'test')}: " \
+               f"does not record its data"
+    manifest, _ = read_mapping(run_dir / layout.MANIFEST_FILE, json.loads)
+    trained = manifest.get("data_files")
+    # hand-edited files may hold anything: only strings are sha256s
+    known = {v for v in trained.values() if isinstance(v, str)} if isinstance(trained, dict) \
+        else set()
+    for path, digest in files.items():
+        if not isinstance(digest, str) or digest not in known:
+            return (f"{path}: not the data {run_dir} was trained on (its sha256 is not in "
+                    f"{layout.MANIFEST_FILE})")
+    return None
 
 
 def calibration_lines(calibration: dict | None) -> list[str]:
@@ -197,6 +229,8 @@ def format_report(report: dict) -> str:
               for d, row in enumerate(report["confusion_matrix"])]
     if "saved_to" in report:
         lines += ["", f"Saved to {report['saved_to']}"]
+    if "not_saved" in report:
+        lines += ["", f"Not saved: {report['not_saved']}"]
     if report.get("plots"):
         lines += [f"Plots in {Path(next(iter(report['plots'].values()))).parent}"]
     return "\n".join(lines)

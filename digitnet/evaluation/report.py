@@ -16,6 +16,7 @@ from pathlib import Path
 
 from digitnet.config import NUM_CLASSES
 from digitnet.errors import DigitnetError
+from digitnet.evaluation.evaluate import foreign_data
 from digitnet.evaluation.plots import plot_path
 from digitnet.runs import layout
 from digitnet.runs.listing import BROKEN, DATE_SHOWN, FINISHED, describe_run, parse_started
@@ -96,27 +97,6 @@ def is_current(saved: Path, run_dir: Path) -> bool:
     plots = (plot_path(run_dir, name, SPLIT) for name in SPLIT_PLOTS)
     return (report.get("split") == SPLIT and not foreign_data(report, run_dir)
             and "mistakes" in report and all(path.is_file() for path in plots))
-
-
-def foreign_data(evaluation: dict, run_dir: Path) -> str | None:
-    """Why `evaluation` was not made on the data the run was trained on, or None.
-
-    The data files' sha256 must be among those in the run's manifest.json: the run's own test
-    images, wherever they are now.
-    """
-    data = evaluation.get("data")
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, dict) or not files:
-        return f"{layout.evaluation_file(run_dir, SPLIT)}: does not record its data"
-    trained = read_json_or_empty(run_dir / layout.MANIFEST_FILE).get("data_files")
-    # hand-edited files may hold anything: only strings are sha256s
-    known = {v for v in trained.values() if isinstance(v, str)} if isinstance(trained, dict) \
-        else set()
-    for path, digest in files.items():
-        if not isinstance(digest, str) or digest not in known:
-            return (f"{path}: not the data {run_dir} was trained on (its sha256 is not in "
-                    f"{layout.MANIFEST_FILE})")
-    return None
 
 
 # ---- the page ------------------------------------------------------------------------------------
