@@ -299,9 +299,27 @@ def test_corrupt_and_foreign_onnx_files_are_one_line_errors(tmp_path):
     foreign = tmp_path / "foreign.onnx"
     onnx_lib.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), foreign)
     with pytest.raises(DigitnetError, match=(
-            rf"^{foreign}: expected a model from \(N, 28, 28, 1\) images to \(N, 10\) "
-            r"probabilities, received input \(N, 32, 32, 3\) and output \(N, 32, 32, 3\)$")):
+            rf"^{foreign}: expected a model taking one input of 28x28x1 images, received "
+            r"input \(N, 32, 32, 3\)$")):
         load_classifier(foreign)
+
+
+def test_a_saved_model_taking_two_inputs_is_a_one_line_error(tmp_path):
+    import tensorflow as tf
+
+    class TwoInputs(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32),
+                                      tf.TensorSpec([None, 28, 28, 1], tf.float32)])
+        def serve(self, first, second):
+            return {"probabilities": tf.nn.softmax(tf.reshape(first + second, (-1, 784)))}
+
+    module = TwoInputs()
+    folder = tmp_path / "two-inputs"
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+    with pytest.raises(DigitnetError, match=(
+            rf"^{folder}: expected a model taking one input of 28x28x1 images, received 2 "
+            r"inputs: \(N, 28, 28, 1\), \(N, 28, 28, 1\)$")):
+        load_classifier(folder)
 
 
 def test_an_onnx_model_taking_doubles_is_a_one_line_error(tmp_path):

@@ -132,18 +132,6 @@ def dequantize(values: np.ndarray, scale: tuple[float, int]) -> np.ndarray:
     return ((values.astype(np.float32) - scale[1]) * np.float32(scale[0])).astype(np.float32)
 
 
-def check_shapes(path: Path, input_shape: list, output_shape: list) -> None:
-    """Refuse a model that does not take (N, 28, 28, 1) images and give (N, 10) probabilities."""
-    if tuple(input_shape)[1:] != IMAGE_SHAPE or tuple(output_shape)[1:] != (NUM_CLASSES,):
-        raise DigitnetError(f"{path}: expected a model from (N, 28, 28, 1) images to (N, 10) "
-                            f"probabilities, received input {shape_text(input_shape)} and output "
-                            f"{shape_text(output_shape)}")
-
-
-def shape_text(shape: list) -> str:
-    return "(" + ", ".join("N" if not isinstance(n, int) else str(n) for n in shape) + ")"
-
-
 class OnnxClassifier:
     """An ONNX file run by onnxruntime: no TensorFlow import (needs the `onnx` extra)."""
 
@@ -158,10 +146,17 @@ class OnnxClassifier:
                                                         providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own types for a bad file
             raise DigitnetError(f"{path}: cannot load ONNX model ({first_line(error)})") from None
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        check_shapes(path, inputs[0].shape, outputs[0].shape)
         self.path = path
-        self.input = self.input_name = inputs[0].name
+        self.input = self.input_name = self.session.get_inputs()[0].name
+
+    def io_shapes(self) -> tuple[list, list]:
+        """The shapes of the model's inputs and outputs (batch first, None where open: ONNX
+        names an open dimension, or leaves it out)."""
+        def shape(arg):
+            return tuple(n if isinstance(n, int) else None for n in arg.shape)
+
+        return ([shape(arg) for arg in self.session.get_inputs()],
+                [shape(arg) for arg in self.session.get_outputs()])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
@@ -186,11 +181,16 @@ class SavedModelClassifier:
         except Exception as error:  # TensorFlow raises many types for a bad folder
             raise DigitnetError(f"{path}: cannot load SavedModel ({type(error).__name__}: "
                                 f"{first_line(error)})") from None
-        (self.input, spec), = self.signature.structured_input_signature[1].items()
-        (self.output, result), = self.signature.structured_outputs.items()
-        check_shapes(path, spec.shape.as_list(), result.shape.as_list())
+        self.inputs = self.signature.structured_input_signature[1]  # name -> TensorSpec
+        self.outputs = self.signature.structured_outputs
+        self.input = self.input_name = next(iter(self.inputs), None)
+        self.output = next(iter(self.outputs), None)
         self.path = path
-        self.input_name = self.input
+
+    def io_shapes(self) -> tuple[list, list]:
+        """The shapes of the signature's inputs and outputs (batch first, None where open)."""
+        return ([tuple(spec.shape.as_list()) for spec in self.inputs.values()],
+                [tuple(spec.shape.as_list()) for spec in self.outputs.values()])
 
     def predict(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
@@ -242,8 +242,8 @@ def check_classifier(classifier, path: Path) -> None:
 
     Checks the declared shapes first (for a message naming them), then one probe image.
     """
-    shapes = classifier.io_shapes() if hasattr(classifier, "io_shapes") else None
-    if shapes is not None:  # ONNX and SavedModel check their shapes as they load
+    shapes = classifier.io_shapes()
+    if shapes is not None:  # None: a Keras model never called, whose probe alone can tell
         inputs, outputs = shapes
         if len(inputs) != 1 or tuple(inputs[0][1:]) != IMAGE_SHAPE:
             raise DigitnetError(f"{path}: expected a model taking one input of 28x28x1 images, "
