@@ -24,7 +24,7 @@ from digitnet.config import BACKENDS, MAX_EPOCHS, MAX_SEED, NUM_CLASSES
 from digitnet.errors import DigitnetError, InputError, one_line, os_reason
 from digitnet.evaluation import SPLITS
 from digitnet.export import FORMAT_NAMES
-from digitnet.inference import DEFAULT_MIN_CONFIDENCE
+from digitnet.inference import DEFAULT_MAX_ENTROPY, DEFAULT_MIN_CONFIDENCE
 from digitnet.training.devices import DEVICES
 from digitnet.training.interrupt import TrainingInterrupted
 
@@ -393,12 +393,15 @@ def evaluate(run, split, data_dir, as_json):
 @click.option("--top-k", type=click.IntRange(1, NUM_CLASSES), default=3, show_default=True,
               help="How many of the most probable digits to show.")
 @click.option("--min-confidence", type=FiniteFloatRange(0, 1), default=DEFAULT_MIN_CONFIDENCE,
-              show_default=True, help="Below this probability the answer is 'unknown'.")
+              show_default=True, help="Below this top probability the answer is 'unknown'.")
+@click.option("--max-entropy", type=FiniteFloatRange(0), default=DEFAULT_MAX_ENTROPY,
+              show_default=True, help="Above this entropy of the ten probabilities (nats) the "
+                                      "answer is 'unknown' too; 2.31 or more: never.")
 @click.option("--save-preprocessed", type=click.Path(file_okay=False),
               help="Write the 28x28 image the model saw for each input into this folder.")
 @json_option
 @user_errors
-def predict(images, model, top_k, min_confidence, save_preprocessed, as_json):
+def predict(images, model, top_k, min_confidence, max_entropy, save_preprocessed, as_json):
     """Predict the digit in each image.
 
     IMAGES are image files (PNG, JPEG, BMP, GIF, WebP, TIFF; any size and mode), folders
@@ -415,7 +418,8 @@ def predict(images, model, top_k, min_confidence, save_preprocessed, as_json):
     quiet_backend()
     failed = 0
     for count, prediction in enumerate(
-            predict_images(images, model, top_k, min_confidence, save_preprocessed)):
+            predict_images(images, model, top_k, min_confidence, save_preprocessed,
+                           max_entropy)):
         failed += prediction.error is not None
         if count == 0 and not as_json:  # JSON names the model on every line
             click.echo(f"Model: {prediction.model}")
@@ -537,10 +541,13 @@ class ByteSize(click.ParamType):
 @click.option("--min-confidence", type=FiniteFloatRange(0, 1), default=None,
               help="Below this probability the answer is 'unknown' "
                    f"[default: {DEFAULT_MIN_CONFIDENCE}, as predict].")
+@click.option("--max-entropy", type=FiniteFloatRange(0), default=None,
+              help="Above this entropy of the ten probabilities (nats) the answer is 'unknown' "
+                   f"too [default: {DEFAULT_MAX_ENTROPY}, as predict].")
 @click.option("--batching/--no-batching", default=True, show_default=True,
               help="Answer concurrent requests with one model call (off: one call each).")
 @user_errors
-def serve(model, host, port, workers, max_body, min_confidence, batching):
+def serve(model, host, port, workers, max_body, min_confidence, max_entropy, batching):
     """Serve a draw-a-digit page and an HTTP API for a run's model.
 
     MODEL is a run directory, a .keras or a .tflite file [default: runs/latest]; a run is
@@ -553,12 +560,13 @@ def serve(model, host, port, workers, max_body, min_confidence, batching):
       digitnet serve runs/latest --port 8000
       curl -s --data-binary @digit.png http://127.0.0.1:8000/predict
     """
-    from digitnet.inference.predict import DEFAULT_MIN_CONFIDENCE
     from digitnet.serving.server import serve as run_server
     from digitnet.serving.settings import ServeSettings
 
     threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
-    settings = ServeSettings(max_body=max_body, min_confidence=threshold, batching=batching)
+    entropy = DEFAULT_MAX_ENTROPY if max_entropy is None else max_entropy
+    settings = ServeSettings(max_body=max_body, min_confidence=threshold, max_entropy=entropy,
+                             batching=batching)
     run_server(model, host, port, workers, settings, announce=lambda line: click.echo(line))
 
 

@@ -350,21 +350,28 @@ def test_row11_predict_killed_outright_leaves_no_worker_behind(tiny_run, tmp_pat
 # ---- row 12: nan and infinities for float options -----------------------------------------------
 
 
-@pytest.mark.parametrize("value, message", [
-    ("nan", "nan is not a finite number."),
-    ("-NaN", "-NaN is not a finite number."),
-    ("inf", "inf is not in the range 0<=x<=1."),
+@pytest.mark.parametrize("option, value, message", [
+    ("--min-confidence", "nan", "nan is not a finite number."),
+    ("--min-confidence", "-NaN", "-NaN is not a finite number."),
+    ("--min-confidence", "inf", "inf is not in the range 0<=x<=1."),
+    ("--max-entropy", "nan", "nan is not a finite number."),
+    ("--max-entropy", "inf", "inf is not a finite number."),
+    ("--max-entropy", "-0.5", "-0.5 is not in the range x>=0."),
 ])
-def test_row12_min_confidence_must_be_a_finite_number(tiny_run, tmp_path, value, message):
+def test_row12_thresholds_must_be_finite_numbers_in_range(tiny_run, tmp_path, option, value,
+                                                          message):
     image = digit_png(tmp_path / "seven.png")
-    result = run("predict", str(image), "--model", str(tiny_run), "--min-confidence", value)
-    assert_one_error(result, f"Invalid value for '--min-confidence': {message} Try 'digitnet "
+    result = run("predict", str(image), "--model", str(tiny_run), option, value)
+    assert_one_error(result, f"Invalid value for '{option}': {message} Try 'digitnet "
                              f"predict --help'.", 2)
 
 
 def test_row12_serve_refuses_nan_before_it_starts():
     result = run("serve", "--min-confidence", "nan")
     assert_one_error(result, "Invalid value for '--min-confidence': nan is not a finite number. "
+                             "Try 'digitnet serve --help'.", 2)
+    result = run("serve", "--max-entropy", "-0.5")
+    assert_one_error(result, "Invalid value for '--max-entropy': -0.5 is not in the range x>=0. "
                              "Try 'digitnet serve --help'.", 2)
 
 

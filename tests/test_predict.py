@@ -33,7 +33,7 @@ def test_predict_one_image_prints_digit_probability_and_top_k(tiny_run, tmp_path
 
     image = digit_png(tmp_path / "seven.png")
     result = run("predict", str(image), "--model", str(tiny_run), "--top-k", "2",
-                 "--min-confidence", "0")
+                 "--min-confidence", "0", "--max-entropy", "2.31")
     assert result.exit_code == 0, result.output
     header, row = result.output.splitlines()
     assert header == f"Model: {tiny_run / 'model-best.tflite'}"  # the file that answered
@@ -134,6 +134,58 @@ def test_below_min_confidence_is_unknown_with_probabilities(tiny_run, tmp_path):
     [line] = json_lines(result.output)
     assert line["digit"] == "unknown"
     assert len(line["top_k"]) == 3 and line["probability"] > 0
+
+
+def test_entropy_is_in_nats():
+    from digitnet.inference.predict import entropy
+
+    rows = np.zeros((4, 10), np.float32)
+    rows[0, 3] = 1.0  # one digit has it all
+    rows[1] = 0.1  # all ten equal
+    rows[2, :2] = 0.5  # a tie of two
+    rows[3] = 0.105  # an int8 model's rounding: summing to 1.05, still all ten equal
+    np.testing.assert_allclose(entropy(rows), [0.0, np.log(10), np.log(2), np.log(10)],
+                               rtol=1e-6)
+    assert entropy(rows).max() < 2.31  # so --max-entropy 2.31 never refuses
+
+
+def test_unknown_below_min_confidence_or_above_max_entropy():
+    from digitnet.inference import DEFAULT_MAX_ENTROPY, DEFAULT_MIN_CONFIDENCE
+    from digitnet.inference.predict import unknown
+
+    tie = np.zeros((1, 10))
+    tie[0, :2] = 0.5  # top 0.5, entropy ln 2 = 0.693
+    assert unknown(tie, 0.5, 0.7).tolist() == [False]
+    assert unknown(tie, 0.51, 0.7).tolist() == [True]  # the top probability decides
+    assert unknown(tie, 0.5, 0.69).tolist() == [True]  # the entropy decides
+    spread = np.full((1, 10), 0.4 / 9)
+    spread[0, 0] = 0.6  # top 0.6 but the rest spread over nine digits: entropy 1.55 nats
+    assert unknown(spread, DEFAULT_MIN_CONFIDENCE).tolist() == [True]
+    assert unknown(spread, DEFAULT_MIN_CONFIDENCE, 1.6).tolist() == [False]
+    assert (DEFAULT_MIN_CONFIDENCE, DEFAULT_MAX_ENTROPY) == (0.4, 1.3)
+    assert unknown(np.zeros((0, 10)), 0.5).shape == (0,)
+
+
+def test_max_entropy_decides_unknown_as_documented(tiny_run, tmp_path):
+    """The image's own entropy, just above or just below --max-entropy, with the top probability
+    allowed (--min-confidence 0): a digit, then unknown with the same probabilities."""
+    from digitnet.images.preprocess import preprocess_file
+    from digitnet.inference.classifier import load_classifier
+    from digitnet.inference.predict import entropy
+
+    image = digit_png(tmp_path / "seven.png")
+    probabilities = load_classifier(tiny_run).predict(preprocess_file(image)[None, ..., None])
+    nats = float(entropy(probabilities)[0])
+    assert nats > 0.01
+    answers = {}
+    for limit in (nats + 0.01, nats - 0.01):
+        result = run("predict", str(image), "--model", str(tiny_run), "--json",
+                     "--min-confidence", "0", "--max-entropy", f"{limit:.6f}")
+        [answers[limit]] = json_lines(result.output)
+    above, below = answers.values()
+    assert above["digit"] == int(probabilities.argmax())
+    assert below["digit"] == "unknown"
+    assert below["top_k"] == above["top_k"] and below["probability"] == above["probability"]
 
 
 def test_blank_page_is_unknown_whatever_the_threshold(tiny_run, tmp_path):

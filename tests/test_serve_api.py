@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from digitnet.cli import cli
 from digitnet.images.batch import preprocessed_pixels
 from digitnet.images.preprocess import preprocess_file
-from digitnet.inference.predict import DEFAULT_MIN_CONFIDENCE, predict
+from digitnet.inference.predict import DEFAULT_MAX_ENTROPY, DEFAULT_MIN_CONFIDENCE, predict
 from digitnet.serving.app import create_app
 from digitnet.serving.batcher import MicroBatcher
 from digitnet.serving.model import ServedModel, load_served_model
@@ -333,6 +333,21 @@ def test_serve_command_errors_are_one_line(runs_dir, tmp_path):
 
 def test_default_min_confidence_is_predicts():
     assert ServeSettings().min_confidence == DEFAULT_MIN_CONFIDENCE
+    assert ServeSettings().max_entropy == DEFAULT_MAX_ENTROPY
+
+
+def test_max_entropy_setting_decides_unknown_as_predict_does(served, tiny_run, tmp_path):
+    path = tmp_path / "drawn.png"
+    drawing(3).save(path)
+    for settings in (ServeSettings(min_confidence=0, max_entropy=0),
+                     ServeSettings(min_confidence=0, max_entropy=2.31)):
+        with TestClient(create_app(None, settings, model=served)) as client:
+            answer = client.post("/predict", content=path.read_bytes()).json()
+        [expected] = [p.to_json() for p in predict([str(path)], tiny_run, min_confidence=0,
+                                                   max_entropy=settings.max_entropy)]
+        assert answer["digit"] == expected["digit"]
+        assert answer["digit"] == ("unknown" if settings.max_entropy == 0
+                                   else int(np.argmax(answer["probabilities"])))
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -342,6 +357,8 @@ def test_default_min_confidence_is_predicts():
     ({"min_confidence": 1.5}, "min_confidence: expected a probability in [0, 1], received 1.5"),
     ({"min_confidence": float("nan")},
      "min_confidence: expected a probability in [0, 1], received nan"),
+    ({"max_entropy": -0.1}, "max_entropy: expected a number of nats >= 0, received -0.1"),
+    ({"max_entropy": float("nan")}, "max_entropy: expected a number of nats >= 0, received nan"),
     ({"batching": "yes"}, "batching: expected true or false, received 'yes'"),
     ({"max_wait_ms": -1}, "max_wait_ms: expected a number >= 0, received -1"),
     ({"body_timeout": float("inf")}, "body_timeout: expected a number > 0, received inf"),

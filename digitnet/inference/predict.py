@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from digitnet.errors import DigitnetError, os_reason, printable
-from digitnet.inference import DEFAULT_MIN_CONFIDENCE
+from digitnet.inference import DEFAULT_MAX_ENTROPY, DEFAULT_MIN_CONFIDENCE
 
 if TYPE_CHECKING:
     from digitnet.images.batch import Preprocessed
@@ -58,16 +58,39 @@ def expand_inputs(inputs: Iterable[str], stdin=None) -> Iterator[str]:
             yield item
 
 
+def entropy(probabilities: np.ndarray) -> np.ndarray:
+    """The entropy in nats of each row of (N, 10) probabilities: 0 when one digit has them all,
+    ln 10 (2.303) when all ten are equal. Computed in float64 on each row scaled to sum to 1
+    (an int8 model's rounded outputs may not), so it is never above ln 10; a zero adds nothing."""
+    rows = np.clip(np.asarray(probabilities, np.float64), 0.0, None)
+    totals = rows.sum(axis=1, keepdims=True)
+    rows = np.divide(rows, totals, out=np.zeros_like(rows), where=totals > 0)
+    logs = np.log(rows, out=np.zeros_like(rows), where=rows > 0)
+    return -(rows * logs).sum(axis=1)
+
+
+def unknown(probabilities: np.ndarray, min_confidence: float,
+            max_entropy: float = DEFAULT_MAX_ENTROPY) -> np.ndarray:
+    """Which rows of (N, 10) probabilities are answered "unknown": the top probability is below
+    `min_confidence`, or their entropy is above `max_entropy` nats (the probabilities are spread
+    over several digits, as they are for most things that are not digits). The same rule for
+    predict, serve and every model format, since it needs nothing but the probabilities."""
+    probabilities = np.asarray(probabilities)
+    if len(probabilities) == 0:
+        return np.zeros(0, bool)
+    return (probabilities.max(axis=1) < min_confidence) | (entropy(probabilities) > max_entropy)
+
+
 def answers(paths: list[str], probabilities: np.ndarray, top_k: int, min_confidence: float,
-            has_ink: list[bool]) -> list[Prediction]:
-    """The prediction for each image of a batch (N, 10): its best digit, or unknown below
-    `min_confidence` or when preprocessing found no ink at all (a blank page has no digit,
-    whatever the threshold). Sorted and rounded for all rows at once, which keeps the main
+            has_ink: list[bool], max_entropy: float = DEFAULT_MAX_ENTROPY) -> list[Prediction]:
+    """The prediction for each image of a batch (N, 10): its best digit, or unknown by the rule
+    of `unknown` or when preprocessing found no ink at all (a blank page has no digit,
+    whatever the thresholds). Sorted and rounded for all rows at once, which keeps the main
     process from slowing the preprocessing workers."""
     if not paths:
         return []
     best = np.argmax(probabilities, axis=1)
-    confident = (probabilities[np.arange(len(paths)), best] >= min_confidence).tolist()
+    confident = (~unknown(probabilities, min_confidence, max_entropy)).tolist()
     orders = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k].tolist()
     rows = probabilities.tolist()  # Python floats, exactly the float32 values
     return [Prediction(file=path, digit=b if ink and sure else None,
@@ -91,7 +114,8 @@ def save_inputs(paths: list[str], arrays: list[np.ndarray], folder: Path) -> Non
 
 
 def predict_batch(classifier, items: list[Preprocessed], top_k: int, min_confidence: float,
-                  save_dir: Path | None) -> list[Prediction]:
+                  save_dir: Path | None, max_entropy: float = DEFAULT_MAX_ENTROPY
+                  ) -> list[Prediction]:
     """Predict one batch of preprocessed images, keeping their order."""
     good = [item for item in items if item.error is None]
     paths, images = [item.path for item in good], [item.image for item in good]
@@ -99,7 +123,7 @@ def predict_batch(classifier, items: list[Preprocessed], top_k: int, min_confide
     if save_dir is not None and good:
         save_inputs(paths, images, save_dir)
     found = answers(paths, probabilities, top_k, min_confidence,
-                    [bool(image.any()) for image in images])
+                    [bool(image.any()) for image in images], max_entropy)
     by_path = {prediction.file: prediction for prediction in found}
     results = [by_path.get(item.path) or Prediction(file=item.path, error=str(item.error))
                for item in items]
@@ -125,15 +149,18 @@ def make_folder(folder: str | Path) -> Path:
 
 def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int = 3,
             min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-            save_dir: str | Path | None = None) -> Iterator[Prediction]:
+            save_dir: str | Path | None = None,
+            max_entropy: float = DEFAULT_MAX_ENTROPY) -> Iterator[Prediction]:
     """Predict the digit in each image, batch by batch, in input order.
 
     Args:
       inputs: image files, folders (searched recursively) and '-' for paths on stdin.
       model: a run directory, a .keras or .tflite file, or None for runs/latest.
       top_k: how many of the most probable digits to report (1-10).
-      min_confidence: below this probability the digit is reported as unknown.
+      min_confidence: below this top probability the digit is reported as unknown.
       save_dir: where to write the 28x28 images the model saw, or None.
+      max_entropy: above this entropy of the ten probabilities (nats) the digit is reported as
+        unknown too (see `unknown`); 2.31 (above ln 10) or more never refuses.
 
     Yields:
       One Prediction per image, naming the model file that answered; an unreadable image
@@ -156,10 +183,12 @@ def predict(inputs: Iterable[str], model: str | Path | None = None, top_k: int =
         batch.append(item)
         seen += 1
         if len(batch) == BATCH_SIZE:
-            yield from predict_batch(classifier, batch, top_k, min_confidence, save_path)
+            yield from predict_batch(classifier, batch, top_k, min_confidence, save_path,
+                                     max_entropy)
             batch = []
     if batch:
-        yield from predict_batch(classifier, batch, top_k, min_confidence, save_path)
+        yield from predict_batch(classifier, batch, top_k, min_confidence, save_path,
+                                     max_entropy)
     if seen == 0:
         raise DigitnetError(f"no images found in {' '.join(inputs)} (expected image files, "
                             f"folders holding {'/'.join(sorted(IMAGE_EXTENSIONS))} files, "

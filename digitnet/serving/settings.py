@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from digitnet.config import _require
-from digitnet.inference.predict import DEFAULT_MIN_CONFIDENCE
+from digitnet.inference.predict import DEFAULT_MAX_ENTROPY, DEFAULT_MIN_CONFIDENCE
 
 MEGABYTE = 1_000_000
 
@@ -17,6 +17,7 @@ class ServeSettings:
 
     max_body: int = 10 * MEGABYTE  # bytes in one request body; more gets 413 before it is read
     min_confidence: float = DEFAULT_MIN_CONFIDENCE  # below this the digit is "unknown"
+    max_entropy: float = DEFAULT_MAX_ENTROPY  # ... and above this entropy (nats) too
     batching: bool = True  # concurrent requests share one model call
     max_batch: int = 64  # images in one shared model call, at most
     max_wait_ms: float = 2.0  # how long a request may wait for others to join its model call
@@ -34,6 +35,8 @@ class ServeSettings:
         _require("min_confidence", is_number(self.min_confidence)
                  and 0 <= self.min_confidence <= 1, "a probability in [0, 1]",
                  self.min_confidence)
+        _require("max_entropy", is_number(self.max_entropy) and self.max_entropy >= 0,
+                 "a number of nats >= 0", self.max_entropy)
         _require("batching", isinstance(self.batching, bool), "true or false", self.batching)
         _require("max_wait_ms", is_number(self.max_wait_ms) and self.max_wait_ms >= 0,
                  "a number >= 0", self.max_wait_ms)

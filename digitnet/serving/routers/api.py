@@ -52,7 +52,7 @@ async def predict(request: Request, predictor: Predictor, settings: Settings,
         raise RequestError(422, str(arrays[0]))
     probabilities = await predictor.predict(np.stack(good))
     found = iter(answer_objects(uploads, arrays, probabilities, top_k, settings.min_confidence,
-                                include_input))
+                                settings.max_entropy, include_input))
     objects = [{"file": upload.name, "error": str(array)} if isinstance(array, DigitnetError)
                else next(found) for upload, array in zip(uploads, arrays)]
     is_form = request.headers.get("content-type", "").startswith("multipart/form-data")
@@ -72,11 +72,12 @@ def preprocess_uploads(uploads: list[Upload]) -> list:
 
 
 def answer_objects(uploads: list[Upload], arrays: list, probabilities: np.ndarray, top_k: int,
-                   min_confidence: float, include_input: bool) -> list[dict]:
+                   min_confidence: float, max_entropy: float,
+                   include_input: bool) -> list[dict]:
     """predict --json's object for each readable upload, with `probabilities` (and `input`)."""
     pairs = [(u, a) for u, a in zip(uploads, arrays) if not isinstance(a, DigitnetError)]
     found = answers([u.name for u, _ in pairs], probabilities, top_k, min_confidence,
-                    [bool(a.any()) for _, a in pairs])
+                    [bool(a.any()) for _, a in pairs], max_entropy)
     objects = []
     for prediction, row, (_, array) in zip(found, probabilities.tolist(), pairs):
         item = prediction.to_json()
