@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -90,9 +91,36 @@ class Server:
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def wait_until_started(self, processes: int, timeout: float = 120) -> float:
+        """Wait until the server's `processes` processes are all idle: each worker has loaded its
+        model and waits for connections (a worker still starting would take the CPU, and none
+        of the connections, of the load that follows). Seconds since launching the server."""
+        deadline = time.perf_counter() + timeout
+        before: dict[int, int] = {}
+        while time.perf_counter() < deadline:
+            now = {pid: ticks for pid, ticks in process_states(self.process.pid)}
+            idle = [pid for pid, ticks in now.items() if ticks is not None
+                    and before.get(pid) == ticks]
+            if len(idle) >= processes:
+                return time.perf_counter() - self.started
+            before = now
+            time.sleep(0.2)
+        raise SystemExit(f"digitnet serve: {processes} processes not started in {timeout:g} s")
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)
+
+
+def process_states(pid: int) -> list[tuple[int, int | None]]:
+    """(pid, CPU ticks used) for the process and its descendants; ticks None while running."""
+    states = []
+    for each in [pid, *children(pid)]:
+        with contextlib.suppress(FileNotFoundError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            sleeping = fields[0] == "S"
+            states.append((each, int(fields[11]) + int(fields[12]) if sleeping else None))
+    return states
 
 
 def children(pid: int) -> list[int]:
@@ -170,7 +198,7 @@ async def load(port: int, bodies: list[bytes], clients: int, requests: int,
             "p99_ms": round(float(np.percentile(ms, 99)), 2)}
 
 
-def measure(model: str, options: list[str], inputs: dict, args) -> dict:
+def measure(model: str, options: list[str], workers: int, inputs: dict, args) -> dict:
     server = Server(model, options)
     try:
         result = {"options": " ".join(options) or "(defaults)",
@@ -178,6 +206,7 @@ def measure(model: str, options: list[str], inputs: dict, args) -> dict:
                       first_answer(server, inputs["28x28"][0])), 3),
                   # the CPU the server used until then: what the start costs on an idle machine
                   "first_answer_cpu_s": round(server.cpu_seconds(), 3)}
+        result["all_started_s"] = round(server.wait_until_started(workers), 3)
         result.update(server.rss_mb())
         for kind, bodies in inputs.items():
             server_cpu, client_cpu = server.cpu_seconds(), own_cpu_seconds()
@@ -241,7 +270,7 @@ def main() -> None:
     for workers in args.workers:
         for batching in ("--batching", "--no-batching"):
             options = [batching] + (["--workers", str(workers)] if workers > 1 else [])
-            results.append(measure(args.model, options, inputs, args))
+            results.append(measure(args.model, options, workers, inputs, args))
     load_after = os.getloadavg()
     print_table(results, args.clients)
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "

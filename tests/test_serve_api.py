@@ -397,9 +397,39 @@ def test_no_more_uploads_are_preprocessed_at_once_than_there_are_cpus(served, mo
                 running[0] -= 1
 
     monkeypatch.setattr(api, "preprocess_uploads", counted)
-    body = png_bytes(drawing(1))
+    body = png_bytes(drawing(1, 400))  # above INLINE_PIXELS: preprocessed in a thread
     with TestClient(create_app(None, model=served)) as client, ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(lambda _: client.post("/predict", content=body).status_code,
                                  range(12)))
     assert statuses == [200] * 12
     assert 1 <= most[0] <= available_cpus()
+
+
+def test_small_pngs_are_preprocessed_on_the_event_loop_and_others_in_a_thread(served,
+                                                                            monkeypatch):
+    """A canvas-size PNG costs less to preprocess than a hand-off to a thread and back; larger
+    images, and formats whose size the server does not read from the header, go to a thread."""
+    from digitnet.serving.routers import api
+
+    on_loop = []
+    preprocess = api.preprocess_uploads
+
+    def recorded(uploads):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # a worker thread has no event loop
+            on_loop.append(False)
+        return preprocess(uploads)
+
+    monkeypatch.setattr(api, "preprocess_uploads", recorded)
+    canvas = png_bytes(drawing(1, 280))  # the page's canvas: 78,400 pixels
+    buffer = io.BytesIO()
+    drawing(1, 280).save(buffer, format="JPEG")
+    with TestClient(create_app(None, model=served)) as client:
+        for body in (canvas, png_bytes(drawing(1, 400)), buffer.getvalue()):
+            assert client.post("/predict", content=body).status_code == 200
+        two = [("file", (f"{i}.png", canvas, "image/png")) for i in range(2)]  # 156,800 in all
+        assert client.post("/predict", files=two).status_code == 200
+    assert on_loop == [True, False, False, False]
+    assert 280 * 280 <= api.INLINE_PIXELS < 2 * 280 * 280

@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -132,6 +133,38 @@ def test_workers_share_the_port_and_stop_cleanly(tiny_run):
     code, err = server.stop(signal.SIGTERM)
     assert [status for status, _ in results] == [200] * 6
     assert code == 0 and "Traceback" not in err, err
+
+
+def test_workers_are_this_process_and_others_that_end_with_it(tiny_run):
+    """--workers 2 is two processes in all (the first answers too; no supervisor holding a third
+    copy of the model), and a worker whose first process is killed outright does not live on."""
+    server = Server(tiny_run, "--workers", "2")
+    deadline = time.monotonic() + 60
+    while not (others := descendants(server.process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(others) == 1, others
+    assert post(server.port, digit_png())[0] == 200
+    server.process.kill()  # SIGKILL: it cannot stop its worker
+    deadline = time.monotonic() + 30
+    while alive(others[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(others[0])
+    server.stop(None)
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found + [grandchild for child in found for grandchild in descendants(child)]
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_port_in_use_is_a_one_line_error(server, tiny_run):

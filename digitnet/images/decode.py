@@ -149,6 +149,14 @@ def read_plain_png(name: str) -> np.ndarray | None:
     return plain_png_pixels(data)
 
 
+def png_pixels(data: bytes) -> int | None:
+    """The number of pixels a PNG's header claims (width x height), or None for other data."""
+    if len(data) < PLAIN_PNG_HEAD or not data.startswith(PNG_SIGNATURE) \
+            or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
+
+
 def plain_png_pixels(data: bytes, colours: tuple[int, ...] = GREY) -> np.ndarray | None:
     """read_plain_png for a file's bytes in memory: the pixels, or None for any other file.
 

@@ -1,4 +1,5 @@
-"""Running the app on uvicorn: one process, or several workers sharing the listening socket.
+"""Running the app on uvicorn: one process, or several sharing the listening socket (the first
+one answers too: a supervisor that only waited would hold a copy of the model for nothing).
 
 Signals: SIGTERM or Ctrl-C stops accepting, finishes the requests in flight and exits 0
 (uvicorn alone would re-raise the signal after its graceful shutdown, ending with status 130
@@ -10,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 
+import cv2
 import uvicorn
 
 from digitnet.errors import InputError, os_reason
@@ -26,6 +30,7 @@ from digitnet.serving.settings import ServeSettings
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 30  # in-flight requests get this long to finish after a stop signal
 KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this
+PARENT_CHECK_SECONDS = 1.0  # how often a worker checks that the first process still runs
 
 
 class GracefulServer(uvicorn.Server):
@@ -51,7 +56,8 @@ def serve(model: str | None, host: str, port: int, workers: int, settings: Serve
     Args:
       model: run directory, .keras or .tflite file, or None for runs/latest.
       host, port: where to listen (port 0: any free port; the URL announced says which).
-      workers: processes answering requests, each with its own copy of the model.
+      workers: processes answering requests, each with its own copy of the model: this one
+        and workers - 1 more.
       settings: limits and defaults.
       announce: called with one line (the URL) once the server listens; None logs it.
 
@@ -64,10 +70,15 @@ def serve(model: str | None, host: str, port: int, workers: int, settings: Serve
     announce = announce or logging.getLogger(__name__).info
     announce(f"Serving {served.info['model']} ({served.info['backend']}) at "
              f"http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
-    if workers == 1:
-        run_one(sock, create_app(None, settings, model=served))
-    else:
-        run_workers(sock, str(served.source), settings, workers)
+    app = create_app(None, settings, model=served)
+    others = [start_worker(sock, str(served.source), settings) for _ in range(workers - 1)]
+    try:
+        run(Supervisor(config(app), others), sock)
+    finally:
+        for process in others:
+            stop_worker(process)
+        for process in others:
+            process.wait()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -91,42 +102,70 @@ def config(app) -> uvicorn.Config:
                           timeout_graceful_shutdown=GRACE_SECONDS, server_header=False)
 
 
-def run_one(sock: socket.socket, app) -> None:
-    GracefulServer(config(app)).run(sockets=[sock])
+def run(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Serve on the socket until a stop signal, in this process's one thread of work."""
+    # Requests run side by side in processes (--workers), not in OpenCV's threads: a thread
+    # pool per image operation spent more CPU handing work out than the operations took.
+    cv2.setNumThreads(1)
+    server.run(sockets=[sock])
 
 
-def run_workers(sock: socket.socket, model_file: str, settings: ServeSettings,
-                workers: int) -> None:
-    """Start `workers` processes on the one socket; a stop signal is passed on to each."""
-    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    payload = json.dumps({"model": model_file, "settings": settings.__dict__})
-    processes = [context.Process(target=worker_main, args=(sock, payload), daemon=False)
-                 for _ in range(workers)]
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
-    try:
-        for process in processes:
-            process.start()
-        while not stop.wait(0.5):
-            if not any(process.is_alive() for process in processes):
-                break
-    finally:
-        for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGTERM)
-        for process in processes:
-            process.join()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+class Supervisor(GracefulServer):
+    """The first process's server: it answers requests too, and passes a stop signal on to the
+    other worker processes, so that all stop accepting at once and finish what they hold."""
+
+    def __init__(self, config: uvicorn.Config, workers: list):
+        super().__init__(config)
+        self.workers = workers  # the other processes (subprocess.Popen), started
+
+    def handle_exit(self, sig, frame) -> None:
+        for process in self.workers:
+            stop_worker(process)
+        super().handle_exit(sig, frame)
 
 
-def worker_main(sock: socket.socket, payload: str) -> None:
-    """A worker process: its own copy of the model, the shared socket, stopped by its parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+def start_worker(sock: socket.socket, model_file: str, settings: ServeSettings):
+    """Another process answering on the same socket with its own copy of the model.
+
+    A fresh interpreter (not a fork of one that may hold threads, and without the resource
+    tracker process multiprocessing's spawn would add), given the socket as an inherited file
+    descriptor. It ignores Ctrl-C (the first process passes the stop on) and ends with the
+    first process, should that one be killed outright.
+    """
+    payload = json.dumps({"fd": sock.fileno(), "first": os.getpid(), "model": model_file,
+                          "settings": settings.__dict__})
+    return subprocess.Popen([sys.executable, "-c", WORKER_MAIN, payload],
+                            pass_fds=(sock.fileno(),))
+
+
+WORKER_MAIN = ("import sys; from digitnet.serving.server import worker_main; "
+               "worker_main(sys.argv[1])")
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    """SIGTERM to a worker that is still running: it finishes its requests, then exits."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+
+
+def end_with_parent(parent: int) -> None:
+    """Exit once the first process is gone: this one then has another parent (a killed first
+    process that nobody has reaped yet still answers os.kill, but is no longer our parent)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
+
+
+def worker_main(payload: str) -> None:
+    """A worker process: its own copy of the model, the shared socket, stopped by the first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the first process too
     options = json.loads(payload)
+    threading.Thread(target=end_with_parent, args=(options["first"],), daemon=True).start()
+    sock = socket.socket(fileno=options["fd"])
     served: ServedModel = load_served_model(options["model"])
     app = create_app(None, ServeSettings(**options["settings"]), model=served)
     server = GracefulServer(config(app))
     server.capture_signals = contextlib.nullcontext  # keep SIGINT ignored ...
     signal.signal(signal.SIGTERM, server.handle_exit)  # ... and SIGTERM graceful
-    server.run(sockets=[sock])
+    run(server, sock)
