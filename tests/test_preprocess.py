@@ -601,3 +601,51 @@ def test_colour_pngs_in_memory_take_a_quicker_path_to_the_same_input():
         assert expected.any(), name
         np.testing.assert_array_equal(preprocess_bytes(data, name), expected, name)
     assert imagefile.plain_png_layers(png_bytes(digit.convert("P"))) is None  # a palette
+
+
+def test_grey_pixels_take_a_quicker_path_to_pillows_luminance():
+    """A canvas drawn in greys needs no arithmetic (luma = level); any coloured pixel, even one
+    bit off, takes the full formula; both are Pillow's luminance."""
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        height, width = (int(n) for n in rng.integers(1, 40, 2))
+        level = rng.integers(0, 256, (height, width), dtype=np.uint8)
+        layers = [level, level, level] + [rng.integers(0, 256, (height, width), np.uint8)] * (
+            trial % 2)
+        pixels = np.stack(layers, axis=-1)
+        if trial % 3 == 0:  # one channel of one pixel a bit off: not grey
+            pixels[rng.integers(height), rng.integers(width), rng.integers(3)] ^= np.uint8(
+                1 << int(rng.integers(8)))
+        elif trial % 3 == 1:
+            pixels = rng.integers(0, 256, pixels.shape, dtype=np.uint8)
+        grey = bool((pixels[..., 0] == pixels[..., 1]).all()
+                    and (pixels[..., 1] == pixels[..., 2]).all())
+        assert imagefile.is_grey(pixels) == grey
+        rgb = Image.fromarray(np.ascontiguousarray(pixels[..., 2::-1]))  # BGR(A) -> RGB
+        np.testing.assert_array_equal(imagefile.pillow_luminance(pixels),
+                                      np.asarray(rgb.convert("L")))
+
+
+def test_otsus_histogram_is_numpys_bincount():
+    rng = np.random.default_rng(6)
+    for trial in range(100):
+        values = rng.random((int(rng.integers(1, 90)), int(rng.integers(1, 90))))
+        values = values.astype(np.float32)
+        if trial % 2:
+            values[values < 0.7] = 0  # mostly paper, as a canvas's ink is
+            values[values > 0.95] = 1.0
+        values = values[::1 + trial % 3, trial % 2:]  # a view, as segment passes
+        expected = np.bincount(np.minimum(values * 256, 255).astype(np.intp).ravel(),
+                               minlength=256)
+        counts = ink.level_counts(values)
+        np.testing.assert_array_equal(counts, expected)
+        assert counts.dtype == expected.dtype
+
+
+def test_picking_one_label_equals_the_table():
+    labels = np.random.default_rng(7).integers(0, 6, (50, 60)).astype(np.int32)
+    for chosen in ([3], [0], [1, 4], np.array([2])):
+        table = np.zeros(6, bool)
+        table[chosen] = True
+        table[0] = False
+        np.testing.assert_array_equal(ink.pick(labels, 6, chosen), table[labels])

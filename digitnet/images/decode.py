@@ -195,9 +195,24 @@ def plain_png_layers(data: bytes) -> tuple[np.ndarray, np.ndarray | None] | None
 
 
 def pillow_luminance(bgr: np.ndarray) -> np.ndarray:
-    """Pillow's ITU-R 601-2 luma of 8-bit BGR(A) pixels, its fixed-point rounding included."""
+    """Pillow's ITU-R 601-2 luma of 8-bit BGR(A) pixels, its fixed-point rounding included.
+
+    Its weights sum to 1 (65536), so a grey pixel's luma is its own level: a drawing in black
+    and greys on white (a canvas) needs no arithmetic, only its red channel.
+    """
+    if is_grey(bgr):
+        return np.ascontiguousarray(bgr[..., 2])
     blue, green, red = (bgr[..., channel].astype(np.uint32) for channel in range(3))
     return ((red * 19595 + green * 38470 + blue * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def is_grey(bgr: np.ndarray) -> bool:
+    """Whether every pixel of 8-bit BGR(A) pixels has blue == green == red."""
+    if bgr.shape[2] == 4 and bgr.flags.c_contiguous:  # each pixel one uint32: B | G<<8 | R<<16
+        pixels = bgr.view("<u4")  # little-endian, whatever the machine's order
+        return not np.any((pixels ^ (pixels >> 8)) & 0xFFFF)  # B^G and G^R, both 0
+    return (np.array_equal(bgr[..., 0], bgr[..., 1])
+            and np.array_equal(bgr[..., 1], bgr[..., 2]))
 
 
 def plain_png_chunks(data: memoryview, colours: tuple[int, ...] = GREY) -> bool:
