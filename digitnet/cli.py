@@ -539,7 +539,7 @@ class ByteSize(click.ParamType):
 @click.option("--max-body", type=ByteSize(), default="10MB", show_default=True,
               help="Largest request body; a larger one gets 413 before it is read.")
 @click.option("--min-confidence", type=FiniteFloatRange(0, 1), default=None,
-              help="Below this probability the answer is 'unknown' "
+              help="Below this top probability the answer is 'unknown' "
                    f"[default: {DEFAULT_MIN_CONFIDENCE}, as predict].")
 @click.option("--max-entropy", type=FiniteFloatRange(0), default=None,
               help="Above this entropy of the ten probabilities (nats) the answer is 'unknown' "
