@@ -67,7 +67,7 @@ def test_runs_lists_newest_first_with_statuses(runs_folder, tiny_run):
                    "problem": None, "config": "default", "epochs": 2, "planned_epochs": 2,
                    "test_accuracy": metrics["test_accuracy"],
                    "train_seconds": metrics["train_seconds"],
-                   "started": "2026-03-01T09:00:00+0000"}
+                   "started": "2026-03-01T09:00:00+0000", "note": None}
     problems = {r["run"]: r["problem"] for r in runs if r["problem"]}
     assert problems == {"no-config": "config.yaml missing",
                         "corrupt": "metrics.json unreadable or corrupt"}
