@@ -134,6 +134,156 @@ def realistic_digits(images: np.ndarray, labels: np.ndarray, count: int, seed: i
     return out
 
 
+# ---- harder, held-out styles: how real writers and canvases differ from MNIST ----------------
+
+VARIED_STYLES = ("sheet", "marker", "thin_pen", "slanted", "near_edge", "mouse_canvas")
+
+
+def sheared(digit: np.ndarray, degrees: float) -> np.ndarray:
+    """A 28x28 digit slanted by `degrees` (positive leans right), on a wider field."""
+    image = Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC)
+    wide = Image.new("L", (160, 112), 0)
+    wide.paste(image, (24, 0))
+    tan = np.tan(np.radians(degrees))
+    wide = wide.transform(wide.size, Image.Transform.AFFINE, (1, tan, -tan * 56, 0, 1, 0),
+                          Image.Resampling.BILINEAR)
+    columns = np.asarray(wide).max(axis=0).nonzero()[0]
+    return np.asarray(wide)[:, columns.min(): columns.max() + 1] if columns.size else digit
+
+
+def pen_mask(digit: np.ndarray, side: int, width: float, core: float = 0.6) -> np.ndarray:
+    """A digit (any size, uint8) redrawn `side` pixels tall: its strokes thinned to where MNIST's
+    ink is above `core`, then widened by `width` pixels (a broader pen)."""
+    height, breadth = digit.shape
+    size = (max(1, round(breadth * side / height)), side)
+    big = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BICUBIC), np.float64)
+    path = big > core * 255  # thinner than MNIST's stroke: the pen's path
+    radius = max(0, int(round(width / 2)))
+    image = Image.fromarray((path * 255).astype(np.uint8))
+    if radius:
+        image = image.filter(ImageFilter.MaxFilter(2 * radius + 1))
+    return np.asarray(image.filter(ImageFilter.GaussianBlur(0.6)), np.float64) / 255
+
+
+def frame(mask: np.ndarray, rng, margin: tuple[float, float]) -> np.ndarray:
+    """The mask on a sheet with a margin of `margin` (a fraction of its size) around it, drawn
+    independently on each side."""
+    height, width = mask.shape
+    side = max(height, width)
+    top, bottom, left, right = (int(rng.uniform(*margin) * side) for _ in range(4))
+    canvas = np.zeros((height + top + bottom, width + left + right))
+    canvas[top: top + height, left: left + width] = mask
+    return canvas
+
+
+def sheet_cell(digit: np.ndarray, rng, neighbour: np.ndarray) -> Image.Image:
+    """One cell cut from a sheet many people filled in: a ballpoint digit of any slant and size
+    in a printed box, the box's lines and a neighbour's stroke at the crop's edge, scanned or
+    photographed."""
+    side = int(rng.integers(40, 120))
+    mask = pen_mask(sheared(digit, rng.uniform(-20, 20)), side, rng.uniform(1, 4))
+    cell = frame(mask, rng, (0.1, 0.5))
+    height, width = cell.shape
+    if rng.random() < 0.7:  # the printed box, partly inside the crop
+        thick = max(1, int(rng.integers(1, 4)))
+        level = rng.uniform(0.4, 1.0)
+        for edge in rng.permutation(4)[: int(rng.integers(1, 5))]:
+            at = int(rng.integers(0, 4))
+            if edge == 0:
+                cell[at: at + thick] = np.maximum(cell[at: at + thick], level)
+            elif edge == 1:
+                cell[height - at - thick: height - at] = np.maximum(
+                    cell[height - at - thick: height - at], level)
+            elif edge == 2:
+                cell[:, at: at + thick] = np.maximum(cell[:, at: at + thick], level)
+            else:
+                cell[:, width - at - thick: width - at] = np.maximum(
+                    cell[:, width - at - thick: width - at], level)
+    if rng.random() < 0.4:  # a neighbouring digit's stroke reaching into the crop
+        other = pen_mask(neighbour, side, rng.uniform(1, 4))
+        part = other[:, : max(2, int(other.shape[1] * rng.uniform(0.05, 0.15)))]
+        rows = min(part.shape[0], height)
+        top = int(rng.integers(0, height - rows + 1))
+        if rng.random() < 0.5:
+            cell[top: top + rows, -part.shape[1]:] = np.maximum(
+                cell[top: top + rows, -part.shape[1]:], part[:rows])
+        else:
+            cell[top: top + rows, : part.shape[1]] = np.maximum(
+                cell[top: top + rows, : part.shape[1]], part[:rows, ::-1])
+    if rng.random() < 0.5:
+        return scanned(rng, ink_on_paper(rng, cell))
+    return camera(rng, ink_on_paper(rng, cell))
+
+
+def scanned(rng, image: np.ndarray) -> Image.Image:
+    """A flatbed scan: even light, a little blur and noise, grey, maybe small."""
+    scan = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).convert("L")
+    if rng.random() < 0.5:
+        factor = rng.uniform(0.3, 0.7)
+        scan = scan.resize((max(8, round(scan.width * factor)), max(8, round(scan.height
+                                                                          * factor))),
+                           Image.Resampling.BILINEAR)
+    scan = scan.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+    pixels = np.asarray(scan, np.float64) + rng.normal(0, rng.uniform(0.5, 4), scan.size[::-1])
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def varied_digit(digit: np.ndarray, rng, style: str, neighbour: np.ndarray) -> Image.Image:
+    """An MNIST digit in one of VARIED_STYLES."""
+    if style == "sheet":
+        return sheet_cell(digit, rng, neighbour)
+    if style == "marker":  # a felt marker: strokes a tenth to a fifth of the digit's height
+        side = int(rng.integers(60, 160))
+        mask = pen_mask(digit, side, side * rng.uniform(0.04, 0.1))
+        return camera(rng, ink_on_paper(rng, frame(mask, rng, (0.1, 0.8))))
+    if style == "thin_pen":  # a fine pen, large on the page: hairline strokes
+        side = int(rng.integers(100, 220))
+        mask = pen_mask(digit, side, rng.uniform(0, 2), core=0.92)
+        return camera(rng, ink_on_paper(rng, frame(mask, rng, (0.1, 0.8))))
+    if style == "slanted":  # a strong slant either way, more than MNIST's writers
+        side = int(rng.integers(60, 160))
+        mask = pen_mask(sheared(digit, rng.choice([-1, 1]) * rng.uniform(18, 32)), side,
+                        side * rng.uniform(0, 0.05))
+        return camera(rng, ink_on_paper(rng, frame(mask, rng, (0.1, 0.8))))
+    if style == "near_edge":  # off-centre crop: the digit close to one or two edges of the frame
+        side = int(rng.integers(60, 160))
+        mask = pen_mask(digit, side, side * rng.uniform(0, 0.06))
+        cell = frame(mask, rng, (0.5, 1.5))
+        height, width = mask.shape
+        top = int(rng.integers(0, cell.shape[0] - height + 1))
+        left = int(rng.integers(0, cell.shape[1] - width + 1))
+        corner = rng.integers(0, 2, 2)
+        top = 1 + int(rng.integers(0, 4)) if corner[0] else cell.shape[0] - height - 1 - int(
+            rng.integers(0, 4))
+        cell = np.zeros_like(cell)
+        cell[top: top + height, left: left + width] = mask
+        return camera(rng, ink_on_paper(rng, cell))
+    # a mouse or finger on a 280x280 canvas: one round brush, any size and place
+    side = int(rng.integers(90, 240))
+    mask = pen_mask(digit, side, side * rng.uniform(0.02, 0.08))
+    canvas = np.zeros((280, 280))
+    height, width = mask.shape[0], min(mask.shape[1], 280)
+    height = min(height, 280)
+    top, left = int(rng.integers(0, 281 - height)), int(rng.integers(0, 281 - width))
+    canvas[top: top + height, left: left + width] = (mask[:height, :width] > 0.5)
+    pixels = 255 * canvas if rng.random() < 0.5 else 255 * (1 - canvas)
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def varied_digits(images: np.ndarray, labels: np.ndarray, count: int, seed: int = 0):
+    """`count` (image, label, style) from MNIST test digits, the styles of VARIED_STYLES in turn.
+
+    Held out from the 64 real images and from training: the styles the hidden set's errors come
+    from (sheets many writers filled in, felt markers, fine pens, slanted writing, digits near
+    the frame's edge, thick canvas strokes)."""
+    rng = np.random.default_rng([seed, 14])
+    picks = rng.choice(len(images), count + 1, replace=False)
+    return [(varied_digit(images[index], rng, VARIED_STYLES[n % len(VARIED_STYLES)],
+                          images[picks[n + 1]]), int(labels[index]),
+             VARIED_STYLES[n % len(VARIED_STYLES)])
+            for n, index in enumerate(picks[:count])]
+
+
 # ---- things that are not digits ------------------------------------------------------------------
 
 

@@ -1,0 +1,110 @@
+"""Accuracy on real and realistic handwriting, per style, for several models and generated seeds.
+
+    DIGITNET_DATA_DIR=../shared/data/mnist .venv/bin/python bench/handwriting.py \
+        --model runs/default --model runs/cnn --seeds 0 1 2
+
+Every image is predicted by `digitnet.inference.predict.predict`, as `digitnet predict` does:
+
+- real: the labelled photos, scans and canvas drawings of --realdigits, per style and source;
+- rendered: bench/real_images.py's rendered MNIST test digits (photos and canvas drawings);
+- varied: MNIST test digits in the held-out styles of `bench.synthetic.varied_digits` (cells of
+  sheets many people filled in, felt marker, fine pen, strong slant, near the frame's edge,
+  thick canvas strokes), one set per --seeds value.
+
+Prints one table per set (rows: models; columns: styles) and writes
+bench/results/handwriting-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.real_images import (  # noqa: E402
+    DEFAULT_REALDIGITS,
+    accuracy,
+    answers,
+    read_labels,
+    real_set,
+)
+from bench.synthetic import realistic_digits, varied_digits  # noqa: E402
+from digitnet.data import load_mnist, resolve_source  # noqa: E402
+
+
+def sources(folder: Path) -> list[tuple]:
+    """The real images grouped by where they came from (a writer or two each)."""
+    return [(str(folder / row["file"]), int(row["label"]), row["source_repo"].split("/")[0])
+            for row in read_labels(folder)]
+
+
+def generated(workdir: Path, data_dir: str | None, count: int, seeds: list[int]) -> dict:
+    """{set name: [(path, label, style)]} of the rendered and varied digits, written as PNGs."""
+    mnist = load_mnist(resolve_source(data_dir))
+    sets = {}
+    makers = [("rendered", seeds[0], realistic_digits)]
+    makers += [(f"varied-{seed}", seed, varied_digits) for seed in seeds]
+    for name, seed, make in makers:
+        sets[name] = []
+        for index, (image, label, style) in enumerate(make(mnist.x_test, mnist.y_test, count,
+                                                           seed)):
+            path = workdir / f"{name}_{index:04d}.png"
+            image.save(path)
+            sets[name].append((str(path), label, style))
+    return sets
+
+
+def table(name: str, results: dict) -> str:
+    """Rows: models; columns: all, then each group."""
+    groups = sorted({g for r in results.values() for g in r[name]["per_group"]})
+    lines = [f"| {name} | all | " + " | ".join(groups) + " |",
+             "| --- " * (len(groups) + 2) + "|"]
+    for model, result in results.items():
+        part = result[name]
+        cells = [f"{part['per_group'][g]['accuracy']:.1%}" if g in part["per_group"] else ""
+                 for g in groups]
+        lines.append(f"| `{model}` | **{part['accuracy']:.1%}** ({part['images']}) | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", required=True,
+                        help="run directory or model file; repeatable")
+    parser.add_argument("--realdigits", type=Path, default=DEFAULT_REALDIGITS)
+    parser.add_argument("--data-dir", help="MNIST (for the generated digits); default as train")
+    parser.add_argument("--count", type=int, default=300, help="generated digits per set")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {"real": real_set(args.realdigits), "real-by-source": sources(args.realdigits),
+                **generated(Path(tmp), args.data_dir, args.count, args.seeds)}
+        for model in args.model:
+            rows = answers(model, [item for items in sets.values() for item in items])
+            results[model], start = {}, 0
+            for name, items in sets.items():
+                part = rows[start: start + len(items)]
+                results[model][name] = accuracy(part)
+                results[model][name]["wrong"] = [
+                    {"path": Path(path).name, "label": row["label"], "digit": row["digit"],
+                     "probability": round(row["probability"], 4)}
+                    for (path, _, _), row in zip(items, part) if row["digit"] != row["label"]]
+                start += len(items)
+    for name in sets:
+        print(table(name, results) + "\n")
+    out = REPO / "bench" / "results" / f"handwriting-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
