@@ -157,12 +157,14 @@ class AugmentConfig:
     shear_degrees: float = 0.0  # random shear in +-degrees
     thickness: float = 0.0  # probability of thickening or thinning the strokes by one step
     jitter_pixels: int = 0  # random shift by whole pixels in +-jitter_pixels: a copy, no resampling
+    elastic_pixels: float = 0.0  # elastic distortion (Simard 2003): largest displacement in px
 
     def __post_init__(self) -> None:
         self.check()
 
     def check(self) -> None:
-        for name in ("rotation_degrees", "shift_pixels", "scale", "shear_degrees"):
+        for name in ("rotation_degrees", "shift_pixels", "scale", "shear_degrees",
+                     "elastic_pixels"):
             value = getattr(self, name)
             _require(f"training.augment.{name}", value >= 0, "a number >= 0", value)
         _require("training.augment.scale", self.scale < 1, "a number in [0, 1)", self.scale)

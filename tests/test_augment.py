@@ -79,3 +79,41 @@ def test_jitter_leaves_the_other_transforms_as_they_were():
     for before, after in zip(padded, out):  # the same warp, then a whole-pixel shift
         assert any(np.array_equal(after, before[1 - dy: 29 - dy, 1 - dx: 29 - dx])
                    for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+def test_bilinear_sampling_is_the_projective_transform_at_any_points():
+    """The elastic warp's sampler gives ImageProjectiveTransformV3's pixels for an affine warp."""
+    from digitnet.training import augment
+
+    rng = np.random.default_rng(1)
+    images = rng.random((5, 28, 28, 1), dtype=np.float32)
+    draws = [rng.uniform(-0.4, 0.4, 5).astype(np.float32) for _ in range(5)]
+    transforms = augment.inverse_transforms(tf, draws[0], draws[1], 1 + draws[2],
+                                            5 * draws[3], 5 * draws[4])
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=[28, 28], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT").numpy()
+    zero = np.zeros((5, 28, 28), np.float32)
+    ours = augment.bilinear(tf, tf.constant(images),
+                            *augment.source_points(transforms, zero, zero)).numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_elastic_distortion_bends_strokes_smoothly_within_its_reach():
+    from digitnet.training import augment
+
+    basis = augment.elastic_basis()
+    np.testing.assert_allclose(basis.sum(axis=1), 1, atol=1e-6)  # an even field is a shift
+    noise = np.random.default_rng(2).uniform(-1, 1, (50, 4, 4, 2)).astype(np.float32)
+    shift_x, shift_y = (f.numpy() for f in augment.elastic_field(tf, tf.constant(noise), 3.0))
+    assert np.abs(shift_x).max() <= 3.0 and np.abs(shift_y).max() <= 3.0
+    assert np.abs(shift_x).max() > 1.0  # it does move pixels
+    assert np.abs(np.diff(shift_x, axis=2)).max() < 1.0  # neighbours move nearly alike
+    out = run(AugmentConfig(elastic_pixels=2.0))
+    assert not np.allclose(out, IMAGES) and out.min() >= 0 and out.max() <= 1
+    np.testing.assert_array_equal(out, run(AugmentConfig(elastic_pixels=2.0)))
+    assert not np.array_equal(out, run(AugmentConfig(elastic_pixels=2.0), seed=(0, 9)))
+    # a warp with elastic off is the projective transform's, as before elastic existed
+    affine = AugmentConfig(rotation_degrees=15)
+    assert not np.array_equal(run(affine), run(AugmentConfig(rotation_degrees=15,
+                                                              elastic_pixels=2.0)))

@@ -178,6 +178,14 @@ def test_jax_augmentation_draws_the_same_warps_as_tensorflow():
         interpolation="BILINEAR", fill_mode="CONSTANT")
     ours = jax_backend.warp(jnp.asarray(images), jnp.asarray(transforms.numpy()))
     np.testing.assert_allclose(np.asarray(ours), expected.numpy(), atol=1e-5)
+    noise = rng.uniform(-1, 1, (6, augment.ELASTIC_GRID, augment.ELASTIC_GRID, 2)).astype(
+        np.float32)
+    field = augment.elastic_field(tf, tf.constant(noise), 2.5)
+    bent = augment.bilinear(tf, tf.constant(images), *augment.source_points(transforms, *field))
+    ours = jax_backend.warp(jnp.asarray(images), jnp.asarray(transforms.numpy()),
+                            augment.elastic_field(jnp, jnp.asarray(noise), 2.5))
+    np.testing.assert_allclose(np.asarray(ours), bent.numpy(), atol=1e-5)
+    assert not np.allclose(bent.numpy(), expected.numpy(), atol=1e-2)
     draw = np.linspace(0, 1, 6, dtype=np.float32)
     expected = augment.vary_thickness(tf, images, 0.6, tf.constant([1, 2], tf.int64))
     thick = tf.nn.max_pool2d(images, 2, 1, "SAME").numpy()
@@ -209,6 +217,10 @@ def test_jax_jitter_shifts_each_row_by_its_slices_offset():
         np.testing.assert_array_equal(ours[index], padded[index, top:top + 28, left:left + 28])
     run = jax_backend.augmenter(AugmentConfig(jitter_pixels=1), 10, slice(None))
     assert not np.allclose(np.asarray(run(jnp.asarray(images), jax.random.key(0))), images)
+    run = jax_backend.augmenter(AugmentConfig(elastic_pixels=2.0), 10, slice(None))
+    bent = np.asarray(run(jnp.asarray(images), jax.random.key(0)))
+    assert not np.allclose(bent, images)
+    np.testing.assert_array_equal(bent, np.asarray(run(jnp.asarray(images), jax.random.key(0))))
 
 
 def test_jax_batches_slice_each_global_batch_by_process(monkeypatch):

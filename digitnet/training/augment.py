@@ -1,9 +1,9 @@
-"""Training-time augmentation: small random affine warps, whole-pixel shifts and stroke-thickness
-changes.
+"""Training-time augmentation: small random affine warps, elastic distortions, whole-pixel shifts
+and stroke-thickness changes.
 
-Real handwriting is rotated, slanted, shifted, scaled and written with pens of other widths than
-MNIST's. Every random draw comes from stateless ops seeded by (seed, global step), so a resumed
-run augments each batch exactly as an uninterrupted run would.
+Real handwriting is rotated, slanted, shifted, scaled, wobbly and written with pens of other
+widths than MNIST's. Every random draw comes from stateless ops seeded by (seed, global step), so
+a resumed run augments each batch exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import numpy as np
 from digitnet.config import AugmentConfig
 
 CENTRE = 13.5  # the middle of a 28-pixel side, in pixel coordinates
+ELASTIC_GRID = 4  # the elastic field's random displacements: a 4x4 grid of them, 9 px apart
+ELASTIC_SPREAD = 0.75  # each one's Gaussian weight reaches this many grid steps (sigma)
 
 
 def uniform(tf, seed, count, limit):
@@ -40,8 +42,9 @@ def inverse_transforms(tf, angle, shear, zoom, shift_x, shift_y):
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
-def warp(tf, images, augment: AugmentConfig, seeds):
-    """Random rotation, shear, zoom and shift of a batch (N, 28, 28, 1)."""
+def warp(tf, images, augment: AugmentConfig, seeds, elastic_seed):
+    """Random rotation, shear, zoom and shift of a batch (N, 28, 28, 1), and the elastic
+    distortion when augment.elastic_pixels is on."""
     count = tf.shape(images)[0]
     transforms = inverse_transforms(
         tf,
@@ -50,9 +53,71 @@ def warp(tf, images, augment: AugmentConfig, seeds):
         1.0 + uniform(tf, seeds[2], count, augment.scale),
         uniform(tf, seeds[3], count, augment.shift_pixels),
         uniform(tf, seeds[4], count, augment.shift_pixels))
+    if augment.elastic_pixels > 0:
+        return elastic_warp(tf, images, transforms, augment.elastic_pixels, elastic_seed)
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=[28, 28], fill_value=0.0,
         interpolation="BILINEAR", fill_mode="CONSTANT")
+
+
+def elastic_basis() -> np.ndarray:
+    """(28, ELASTIC_GRID) weights spreading a grid of random displacements smoothly over a
+    28-pixel side: Simard et al.'s (2003) Gaussian-smoothed random field, from a few numbers.
+
+    Each row sums to 1, so a field of displacements all equal to d moves every pixel by d.
+    """
+    step = 28 / ELASTIC_GRID
+    knots = step * (np.arange(ELASTIC_GRID) + 0.5) - 0.5
+    weights = np.exp(-0.5 * ((np.arange(28)[:, None] - knots[None, :])
+                             / (ELASTIC_SPREAD * step)) ** 2)
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def elastic_field(xp, noise, pixels: float):
+    """Displacements (N, 28, 28) along x and y from noise (N, ELASTIC_GRID, ELASTIC_GRID, 2) in
+    [-1, 1]; `xp` is tf or jax.numpy, the same arithmetic in both."""
+    basis = elastic_basis()
+    field = xp.einsum("ia,nabc,jb->nijc", basis, noise, basis) * pixels
+    return field[..., 0], field[..., 1]
+
+
+def source_points(transforms, shift_x, shift_y):
+    """Where each output pixel reads its input: the affine inverse `transforms` (N, 8) applied
+    to the pixel grid, plus per-pixel shifts (N, 28, 28)."""
+    rows = np.arange(28, dtype=np.float32).reshape(1, 28, 1)
+    cols = rows.reshape(1, 1, 28)
+    t = [transforms[:, k][:, None, None] for k in range(6)]
+    return (t[0] * cols + t[1] * rows + t[2] + shift_x,
+            t[3] * cols + t[4] * rows + t[5] + shift_y)
+
+
+def bilinear(tf, images, source_x, source_y):
+    """Sample (N, 28, 28, 1) images at (N, 28, 28) points, bilinearly, zero outside: what
+    ImageProjectiveTransformV3 does with BILINEAR and a constant fill of 0, at any points."""
+    count = tf.shape(images)[0]
+    flat = tf.reshape(images, [count, 784])
+    left, top = tf.floor(source_x), tf.floor(source_y)
+    across, down = source_x - left, source_y - top
+    left, top = tf.cast(left, tf.int32), tf.cast(top, tf.int32)
+
+    def corner(row, col):
+        inside = (row >= 0) & (row <= 27) & (col >= 0) & (col <= 27)
+        index = tf.clip_by_value(row, 0, 27) * 28 + tf.clip_by_value(col, 0, 27)
+        values = tf.gather(flat, tf.reshape(index, [count, 784]), batch_dims=1)
+        return tf.where(inside, tf.reshape(values, tf.shape(row)), 0.0)
+
+    out = ((1 - across) * (1 - down) * corner(top, left) + across * (1 - down)
+           * corner(top, left + 1) + (1 - across) * down * corner(top + 1, left)
+           + across * down * corner(top + 1, left + 1))
+    return out[..., None]
+
+
+def elastic_warp(tf, images, transforms, pixels: float, seed):
+    """`warp`'s affine transforms and an elastic field of up to `pixels`, in one resampling."""
+    count = tf.shape(images)[0]
+    noise = tf.random.stateless_uniform([count, ELASTIC_GRID, ELASTIC_GRID, 2], seed, -1.0, 1.0)
+    shift_x, shift_y = elastic_field(tf, noise, pixels)
+    return bilinear(tf, images, *source_points(transforms, shift_x, shift_y))
 
 
 def vary_thickness(tf, images, probability: float, seed):
@@ -106,8 +171,8 @@ def augment_batch(images, augment: AugmentConfig, seed):
 
     seeds = tf.random.experimental.stateless_split(seed, 6)
     if any((augment.rotation_degrees, augment.shear_degrees, augment.scale,
-            augment.shift_pixels)):
-        images = warp(tf, images, augment, seeds)
+            augment.shift_pixels, augment.elastic_pixels)):  # the elastic field: its own seed
+        images = warp(tf, images, augment, seeds, tf.random.experimental.stateless_fold_in(seed, 8))
     if augment.thickness > 0:
         images = vary_thickness(tf, images, augment.thickness, seeds[5])
     if augment.jitter_pixels > 0:  # its own seed: the others stay as they were before it existed

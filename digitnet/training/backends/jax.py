@@ -200,7 +200,12 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
 
 def augmenter(augment: AugmentConfig, batch: int, local: slice):
     """A jitted fn(images, key) applying digitnet.training.augment's warps in JAX."""
-    from digitnet.training.augment import inverse_transforms, jitter_rows
+    from digitnet.training.augment import (
+        ELASTIC_GRID,
+        elastic_field,
+        inverse_transforms,
+        jitter_rows,
+    )
 
     shifts = (2 * augment.jitter_pixels + 1) ** 2
     rows = jitter_rows(batch, augment.jitter_pixels)[local] if augment.jitter_pixels else None
@@ -214,9 +219,15 @@ def augmenter(augment: AugmentConfig, batch: int, local: slice):
         draws = [jax.random.uniform(k, (batch,), minval=-limit, maxval=limit)[local]
                  for k, limit in zip(keys, limits)]
         angle, shear, zoom, shift_x, shift_y = draws
-        if any(limits):
-            images = warp(images, inverse_transforms(jnp, angle, shear, 1.0 + zoom, shift_x,
-                                                     shift_y))
+        if any(limits) or augment.elastic_pixels:
+            transforms = inverse_transforms(jnp, angle, shear, 1.0 + zoom, shift_x, shift_y)
+            field = (0.0, 0.0)
+            if augment.elastic_pixels:  # its own key, as in TensorFlow
+                noise = jax.random.uniform(jax.random.fold_in(key, 8),
+                                           (batch, ELASTIC_GRID, ELASTIC_GRID, 2),
+                                           minval=-1.0, maxval=1.0)[local]
+                field = elastic_field(jnp, noise, augment.elastic_pixels)
+            images = warp(images, transforms, field)
         if augment.thickness > 0:
             draw = jax.random.uniform(keys[5], (batch,))[local][:, None, None, None]
             images = vary_thickness(images, augment.thickness, draw)
@@ -228,17 +239,16 @@ def augmenter(augment: AugmentConfig, batch: int, local: slice):
     return run
 
 
-def warp(images, transforms):
-    """Bilinear projective warp of (N, 28, 28, 1) images by 8-parameter inverse transforms."""
-    rows, cols = jnp.meshgrid(jnp.arange(28.0), jnp.arange(28.0), indexing="ij")
+def warp(images, transforms, field=(0.0, 0.0)):
+    """Bilinear warp of (N, 28, 28, 1) images by 8-parameter inverse affine transforms, plus a
+    per-pixel displacement field (x, y), each (N, 28, 28) (augment.elastic_field's)."""
+    from digitnet.training.augment import source_points
 
-    def one(image, t):
-        source_x = t[0] * cols + t[1] * rows + t[2]
-        source_y = t[3] * cols + t[4] * rows + t[5]
+    def one(image, source_x, source_y):
         return jax.scipy.ndimage.map_coordinates(image[..., 0], [source_y, source_x], order=1,
                                                  mode="constant", cval=0.0)[..., None]
 
-    return jax.vmap(one)(images, transforms)
+    return jax.vmap(one)(images, *source_points(transforms, *field))
 
 
 def jitter(images, pixels: int, offsets, rows):
