@@ -201,6 +201,51 @@ def test_ruled_and_squared_paper_lines_are_ignored(grid, reference):
     assert similarity(to_mnist(image), reference) > 0.9
 
 
+@pytest.mark.parametrize("touching", [False, True], ids=["apart", "touching"])
+def test_a_printed_box_around_the_digit_is_ignored(touching, reference):
+    """A cell cut from a form or a sheet many people filled in: the box's lines, slightly
+    tilted, along the crop's edges; the digit may touch or cross one of them."""
+    image = draw_digit(size=(300, 300), box=(60, 60 if not touching else 40, 240, 240))
+    draw = ImageDraw.Draw(image)
+    draw.line([(8, 22), (295, 30)], fill=0, width=4)  # the top line, tilted 1.6 degrees
+    draw.line([(12, 10), (16, 292)], fill=0, width=4)  # the left line
+    draw.line([(5, 280), (299, 276)], fill=0, width=4)  # the bottom line, cut by the crop
+    array = to_mnist(image)
+    assert similarity(array, reference) > 0.9
+    assert similarity(to_mnist(image.rotate(90, fillcolor=255)),
+                      to_mnist(draw_digit(box=(60, 60 if not touching else 40, 240, 240)
+                                          ).rotate(90, fillcolor=255))) > 0.9
+
+
+@pytest.mark.parametrize("strokes", [SEVEN, [[(0.1, 0.25), (0.5, 0.05), (0.9, 0.25),
+                                               (0.05, 0.95), (0.95, 0.95)]]],
+                         ids=["seven", "two"])
+def test_a_digits_own_bar_at_the_crop_edge_is_kept(strokes):
+    """A tightly cropped 7's bar (or a 2's base) is long, straight and near the edge, but does
+    not run past the rest of the digit at both ends; a 1 has nothing beside it: they stay."""
+    image = draw_digit(size=(200, 200), box=(6, 6, 194, 194), strokes=strokes, width=10)
+    mask = np.asarray(image) < 128
+    np.testing.assert_array_equal(ink.remove_frame_lines(mask), mask)
+    one = draw_digit(size=(60, 200), box=(25, 5, 35, 195), strokes=[[(0.5, 0), (0.5, 1)]])
+    mask = np.asarray(one) < 128
+    np.testing.assert_array_equal(ink.remove_frame_lines(mask), mask)
+
+
+@pytest.mark.parametrize("lean", [-0.9, 0.8], ids=["right", "left"])
+def test_a_steep_slant_is_brought_back_to_mnists_range(lean):
+    """Writing slanted further than MNIST's writers slant is sheared back to the edge of their
+    range (preprocess.SLANT_RANGE); a slant within it is left alone."""
+    strokes = [[(x - lean * (y - 0.5) * 2, y) for x, y in stroke] for stroke in FOUR]
+    steep = np.asarray(draw_digit(box=(100, 50, 200, 250), strokes=strokes)) < 128
+    measured = preprocess.slant(steep)[0]
+    assert not preprocess.SLANT_RANGE[0] <= measured <= preprocess.SLANT_RANGE[1]
+    fixed = preprocess.slant(preprocess.limit_slant(steep))[0]
+    assert fixed == pytest.approx(min(max(measured, preprocess.SLANT_RANGE[0]),
+                                      preprocess.SLANT_RANGE[1]), abs=0.03)
+    upright = np.asarray(draw_digit()) < 128
+    assert preprocess.limit_slant(upright) is upright
+
+
 def test_mnist_like_input_passes_nearly_unchanged():
     """A 28x28 white-on-black digit, 20 px tall, centred by mass, anti-aliased: MNIST's own."""
     digit = draw_digit(size=(112, 112), box=(28, 16, 84, 96), width=10, ink=255, paper=0)

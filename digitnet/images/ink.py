@@ -19,6 +19,10 @@ from digitnet.images.resample import resize, shrink, unit_range
 BACKGROUND_SIDE = 64  # the paper's lighting is smooth: estimate it on a thumbnail this size
 MIN_CONTRAST = 0.12  # weaker ink than this (fraction of paper brightness) is no ink at all
 LINE_SPAN = 0.9  # a ruled line crosses at least this fraction of the image
+FRAME_BAND = 0.25  # a printed box's line lies in the outer quarter of the image (or crop) ...
+FRAME_SPAN = 0.6  # ... spans at least this fraction of the image's side ...
+FRAME_TILT = 10.0  # ... within this many degrees of horizontal or vertical ...
+FRAME_OVERHANG = 0.08  # ... and runs past the digit at both ends by this fraction of its length
 BIN_CENTRES = (np.arange(256) + 0.5) / 256  # of the 256 bins of otsu_threshold
 SORT_ALL_BELOW = 4096  # fewer values than this are partially sorted without looking for runs
 
@@ -185,7 +189,7 @@ def segment(ink: np.ndarray) -> Pieces | None:
         return None
     otsu = otsu_threshold(interior)
     threshold = max(otsu, noise_floor(interior, otsu), MIN_CONTRAST)
-    weak = remove_lines(ink > threshold / 2)
+    weak = remove_frame_lines(remove_lines(ink > threshold / 2))
     count, labels, stats = label_components(weak)
     strong = np.zeros(count, bool)
     strong[labels[ink > threshold]] = True
@@ -333,3 +337,123 @@ def runs_at_least(mask: np.ndarray, length: float) -> np.ndarray:
     edges[rows[long], starts[long]] = 1
     edges[rows[long], ends[long]] = -1
     return np.cumsum(edges, axis=1, dtype=np.int8)[:, :width] > 0
+
+
+def remove_frame_lines(mask: np.ndarray) -> np.ndarray:
+    """Erase the lines of a printed box around the digit (a cell cut from a form or a sheet
+    many people filled in) and tilted ruled lines, bridging strokes that crossed them.
+
+    Such a line is straight, within FRAME_TILT degrees of horizontal or vertical, long (FRAME_SPAN
+    of the image in its outer FRAME_BAND, where a box's lines are; LINE_SPAN anywhere, as a ruled
+    line photographed at a slant), and runs past the digit at both of its ends. A digit's own
+    bar does not: a 7's or a 5's starts or ends where its other strokes do, and a tightly
+    cropped 1 leaves no digit beside it. (remove_lines erases level lines more cheaply.)
+    """
+    height, width = mask.shape
+    if min(height, width) < 16 or not spans_a_band(mask):
+        return mask  # no ink runs across most of the image: the common case
+    lines = frame_candidates(mask)
+    if not lines:
+        return mask
+    bands = np.zeros((height, width), np.uint8)
+    for line in lines:
+        cv2.line(bands, line.start, line.end, 1, line.thickness)
+    rest = mask & ~bands.view(bool)
+    count, labels, stats = label_components(rest)
+    if count < 2:
+        return mask
+    main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    left, top, breadth, tall = stats[main, :4].tolist()
+    if max(breadth, tall) < 0.2 * min(height, width):
+        return mask  # nothing digit-sized beside the lines: the lines are the digit
+    erase = np.zeros((height, width), np.uint8)
+    thickest = 1
+    for line in lines:
+        low, high = (left, left + breadth) if line.horizontal else (top, top + tall)
+        first, last = line.extent
+        reach = max(2.0, FRAME_OVERHANG * (last - first))
+        if low - first >= reach and last - high >= reach:
+            cv2.line(erase, line.start, line.end, 1, line.thickness)
+            thickest = max(thickest, line.thickness)
+    if not erase.any():
+        return mask
+    line = erase.view(bool)
+    kept = mask & ~line
+    # where a stroke crossed a line, ink on both sides closes the gap, along and across
+    size = 2 * thickest + 1
+    closed = np.zeros_like(line)
+    for kernel in (np.ones((size, 1), np.uint8), np.ones((1, size), np.uint8)):
+        closed |= cv2.morphologyEx(kept.view(np.uint8), cv2.MORPH_CLOSE, kernel,
+                                   borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
+    return kept | (closed & line & mask)
+
+
+class FrameLine(NamedTuple):
+    """A straight run of ink: its ends (x, y), whether it is horizontal, its extent along its
+    axis (first, last) and the thickness that covers it."""
+
+    start: tuple[int, int]
+    end: tuple[int, int]
+    horizontal: bool
+    extent: tuple[int, int]
+    thickness: int
+
+
+def spans_a_band(mask: np.ndarray) -> bool:
+    """Whether the ink in one of the image's outer bands covers FRAME_SPAN of its side, or the
+    whole image's LINE_SPAN: where frame_candidates could find a line."""
+    height, width = mask.shape
+    rows, cols = max(1, int(FRAME_BAND * height)), max(1, int(FRAME_BAND * width))
+    for band, span, axis in ((mask[:rows], FRAME_SPAN * width, 0),
+                             (mask[-rows:], FRAME_SPAN * width, 0),
+                             (mask[:, :cols], FRAME_SPAN * height, 1),
+                             (mask[:, -cols:], FRAME_SPAN * height, 1),
+                             (mask, LINE_SPAN * width, 0), (mask, LINE_SPAN * height, 1)):
+        if np.count_nonzero(band.any(axis=axis)) >= span:
+            return True
+    return False
+
+
+def frame_candidates(mask: np.ndarray) -> list[FrameLine]:
+    """Long straight segments near horizontal or vertical: in the image's outer bands, or
+    across nearly all of it."""
+    height, width = mask.shape
+    short = min(height, width)
+    found = cv2.HoughLinesP(np.ascontiguousarray(mask).view(np.uint8), 1, np.pi / 180,
+                            threshold=max(8, int(0.3 * short)),
+                            minLineLength=max(8, int(FRAME_SPAN * short)),
+                            maxLineGap=max(2, short // 40))
+    lines = []
+    for x1, y1, x2, y2 in ([] if found is None else found.reshape(-1, 4).tolist()):
+        angle = math.degrees(math.atan2(abs(y2 - y1), abs(x2 - x1)))
+        horizontal = angle <= FRAME_TILT
+        if not horizontal and angle < 90 - FRAME_TILT:
+            continue
+        along, side, across, depth = ((abs(x2 - x1), width, (y1 + y2) / 2, height) if horizontal
+                                      else (abs(y2 - y1), height, (x1 + x2) / 2, width))
+        inner = FRAME_BAND * depth < across < (1 - FRAME_BAND) * depth
+        if along < (LINE_SPAN if inner else FRAME_SPAN) * side:
+            continue
+        extent = (min(x1, x2), max(x1, x2)) if horizontal else (min(y1, y2), max(y1, y2))
+        lines.append(FrameLine((x1, y1), (x2, y2), horizontal, extent,
+                               line_thickness(mask, (x1, y1), (x2, y2), horizontal)))
+    return lines
+
+
+def line_thickness(mask: np.ndarray, start, end, horizontal: bool) -> int:
+    """A pen width covering a straight line of ink: the median run of ink across it, measured at
+    a dozen points along it, and a margin for its anti-aliased rim."""
+    runs = []
+    for t in np.linspace(0.1, 0.9, 12):
+        x = int(round(start[0] + t * (end[0] - start[0])))
+        y = int(round(start[1] + t * (end[1] - start[1])))
+        across = mask[:, x] if horizontal else mask[y]
+        at = y if horizontal else x
+        if not across[at]:
+            continue
+        gaps = np.flatnonzero(~across)
+        before, after = gaps[gaps < at], gaps[gaps > at]
+        low = before[-1] + 1 if before.size else 0
+        high = after[0] if after.size else across.size
+        runs.append(high - low)
+    return int(np.median(runs) * 1.5) + 2 if runs else 3
