@@ -217,6 +217,24 @@ def test_a_printed_box_around_the_digit_is_ignored(touching, reference):
                                           ).rotate(90, fillcolor=255))) > 0.9
 
 
+def test_a_neighbours_stroke_cut_by_the_crop_is_ignored(reference):
+    """A crop from a sheet of digits: the end of the next digit's stroke at the crop's edge."""
+    image = draw_digit(size=(300, 300), box=(70, 50, 250, 250))
+    ImageDraw.Draw(image).line([(0, 120), (30, 150), (0, 190)], fill=0, width=12)
+    assert similarity(to_mnist(image), reference) > 0.9
+    found = []
+    for box in ((70, 50, 250, 250), (-60, 50, 120, 250)):  # then the digit itself is cut
+        picture = draw_digit(size=(300, 300), box=box)
+        ImageDraw.Draw(picture).line([(0, 120), (30, 150), (0, 190)], fill=0, width=12)
+        labels, stats, _ = ink.segment(ink.flatten_background(
+            np.asarray(picture, np.float32) / 255))
+        sizes = stats[:, cv2.CC_STAT_AREA].astype(float)
+        sizes[0] = 0
+        found.append(len(selection.neighbours_strokes(stats, labels.shape, sizes,
+                                                      int(sizes.argmax()))))
+    assert found == [1, 0]  # a cut digit's pieces at the edge may be its own: none dropped
+
+
 @pytest.mark.parametrize("strokes", [SEVEN, [[(0.1, 0.25), (0.5, 0.05), (0.9, 0.25),
                                                (0.05, 0.95), (0.95, 0.95)]]],
                          ids=["seven", "two"])

@@ -15,6 +15,8 @@ from digitnet.images.ink import Pieces, edge_strip, pick
 MIN_DIGIT = 0.025  # a digit's long side is at least this fraction of the image's: not a speck
 PAGE_DIGIT = 0.1  # ... and at least this when something runs along the image's edge
 MIN_PIECE = 0.04  # a component smaller than this fraction of the largest is a speck
+NEIGHBOUR = 0.3  # a piece cut by the image's edge, smaller than this fraction of the digit,
+# is a neighbouring digit's stroke reaching into the crop (when the digit itself is not cut)
 
 
 def select_digit(pieces: Pieces) -> np.ndarray | None:
@@ -35,7 +37,21 @@ def select_digit(pieces: Pieces) -> np.ndarray | None:
         on_page, main = sizes, largest(sizes, stats)  # then the digit itself runs along the edge
     if not big_enough(stats, main, labels.shape, MIN_DIGIT):
         return None
+    on_page[neighbours_strokes(stats, labels.shape, on_page, main)] = 0
     return pick(labels, len(stats), gather_pieces(stats, on_page, main))
+
+
+def neighbours_strokes(stats: np.ndarray, shape: tuple[int, int], sizes: np.ndarray,
+                       main: int) -> np.ndarray:
+    """Labels of small pieces cut by the image's edge while the digit is not: the ends of a
+    neighbouring digit's strokes in a crop from a sheet or a photo of several digits."""
+    height, width = shape
+    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    right, bottom = left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
+    cut = (left == 0) | (top == 0) | (right == width) | (bottom == height)
+    if cut[main]:
+        return np.zeros(0, np.intp)
+    return (cut & (sizes > 0) & (sizes < NEIGHBOUR * sizes[main])).nonzero()[0]
 
 
 def box(stats: np.ndarray, label: int) -> tuple[int, int, int, int]:
