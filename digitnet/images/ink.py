@@ -20,7 +20,7 @@ BACKGROUND_SIDE = 64  # the paper's lighting is smooth: estimate it on a thumbna
 MIN_CONTRAST = 0.12  # weaker ink than this (fraction of paper brightness) is no ink at all
 LINE_SPAN = 0.9  # a ruled line crosses at least this fraction of the image
 FRAME_BAND = 0.25  # a printed box's line lies in the outer quarter of the image (or crop) ...
-FRAME_SPAN = 0.6  # ... spans at least this fraction of the image's side ...
+FRAME_SPAN = 0.75  # ... spans at least this fraction of the image's side (an MNIST digit: 0.71) ...
 FRAME_TILT = 10.0  # ... within this many degrees of horizontal or vertical ...
 FRAME_OVERHANG = 0.08  # ... and runs past the digit at both ends by this fraction of its length
 BIN_CENTRES = (np.arange(256) + 0.5) / 256  # of the 256 bins of otsu_threshold
@@ -403,6 +403,10 @@ def spans_a_band(mask: np.ndarray) -> bool:
     """Whether the ink in one of the image's outer bands covers FRAME_SPAN of its side, or the
     whole image's LINE_SPAN: where frame_candidates could find a line."""
     height, width = mask.shape
+    ink = np.ascontiguousarray(mask).view(np.uint8)
+    if (np.count_nonzero(cv2.reduce(ink, 0, cv2.REDUCE_MAX)) < FRAME_SPAN * width
+            and np.count_nonzero(cv2.reduce(ink, 1, cv2.REDUCE_MAX)) < FRAME_SPAN * height):
+        return False  # no band can span more than the whole image does: most digits
     rows, cols = max(1, int(FRAME_BAND * height)), max(1, int(FRAME_BAND * width))
     for band, span, axis in ((mask[:rows], FRAME_SPAN * width, 0),
                              (mask[-rows:], FRAME_SPAN * width, 0),

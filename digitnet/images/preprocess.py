@@ -193,13 +193,11 @@ def digit_shape(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def slant(shape: np.ndarray) -> tuple[float, float]:
     """The digit's slant, as MNIST deskewing measures it: the ink's row-column covariance over
     its row variance (columns per row; below 0 the top leans right), and its mean row."""
-    rows, cols = np.nonzero(shape)
-    rows, cols = rows.astype(np.float64), cols.astype(np.float64)
-    mean_row = rows.mean()
-    spread = np.square(rows - mean_row).mean()
-    if spread == 0:
+    moments = cv2.moments(shape.view(np.uint8), binaryImage=True)
+    mean_row = moments["m01"] / moments["m00"]
+    if moments["mu02"] == 0:
         return 0.0, mean_row
-    return float(((rows - mean_row) * (cols - cols.mean())).mean() / spread), mean_row
+    return moments["mu11"] / moments["mu02"], mean_row
 
 
 def limit_slant(shape: np.ndarray) -> np.ndarray:
