@@ -19,23 +19,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.real_images import (  # noqa: E402
-    DEFAULT_REALDIGITS,
-    accuracy,
-    answers,
-    read_labels,
-    real_set,
-)
+from bench.real_images import DEFAULT_REALDIGITS, read_labels, real_set  # noqa: E402
 from bench.synthetic import realistic_digits, varied_digits  # noqa: E402
 from digitnet.data import load_mnist, resolve_source  # noqa: E402
+from digitnet.inference.predict import predict  # noqa: E402
+
+
+def answers(model: str, items: list[tuple]) -> list[dict]:
+    """One {label, group, digit, probability} per image: the top digit, never "unknown" (None
+    only when no ink was found)."""
+    results = predict([path for path, _, _ in items], model, top_k=1, min_confidence=0.0,
+                      max_entropy=math.inf)
+    return [{"label": label, "group": group, "digit": result.digit,
+             "probability": result.probability}
+            for (_, label, group), result in zip(items, results)]
+
+
+def accuracy(rows: list[dict]) -> dict:
+    """Accuracy overall and per group."""
+    groups: dict = defaultdict(list)
+    for row in rows:
+        groups[row["group"]].append(row["digit"] == row["label"])
+    hits = [hit for group in groups.values() for hit in group]
+    return {"accuracy": float(np.mean(hits)), "images": len(hits),
+            "per_group": {group: {"accuracy": float(np.mean(h)), "images": len(h)}
+                          for group, h in sorted(groups.items())}}
 
 
 def sources(folder: Path) -> list[tuple]:
