@@ -403,9 +403,8 @@ def spans_a_band(mask: np.ndarray) -> bool:
     """Whether the ink in one of the image's outer bands covers FRAME_SPAN of its side, or the
     whole image's LINE_SPAN: where frame_candidates could find a line."""
     height, width = mask.shape
-    ink = np.ascontiguousarray(mask).view(np.uint8)
-    if (np.count_nonzero(cv2.reduce(ink, 0, cv2.REDUCE_MAX)) < FRAME_SPAN * width
-            and np.count_nonzero(cv2.reduce(ink, 1, cv2.REDUCE_MAX)) < FRAME_SPAN * height):
+    if (np.count_nonzero(mask.any(axis=0)) < FRAME_SPAN * width
+            and np.count_nonzero(mask.any(axis=1)) < FRAME_SPAN * height):
         return False  # no band can span more than the whole image does: most digits
     rows, cols = max(1, int(FRAME_BAND * height)), max(1, int(FRAME_BAND * width))
     for band, span, axis in ((mask[:rows], FRAME_SPAN * width, 0),

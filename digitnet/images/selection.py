@@ -37,7 +37,8 @@ def select_digit(pieces: Pieces) -> np.ndarray | None:
         on_page, main = sizes, largest(sizes, stats)  # then the digit itself runs along the edge
     if not big_enough(stats, main, labels.shape, MIN_DIGIT):
         return None
-    on_page[neighbours_strokes(stats, labels.shape, on_page, main)] = 0
+    if np.count_nonzero(on_page) > 1:  # more than the digit's one piece
+        on_page[neighbours_strokes(stats, labels.shape, on_page, main)] = 0
     return pick(labels, len(stats), gather_pieces(stats, on_page, main))
 
 
