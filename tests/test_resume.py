@@ -48,6 +48,7 @@ def no_litert_export():
     """Skip the LiteRT export at the end of each run here (tested elsewhere; 0.4 s a run)."""
     patch = pytest.MonkeyPatch()
     patch.setattr("digitnet.training.train.export_litert", lambda model, path, source=None: path)
+    patch.setattr("digitnet.training.train.prepare_export", lambda: None)
     yield
     patch.undo()
 

@@ -96,4 +96,5 @@ if __name__ == "__main__":
         import digitnet.training.train
 
         digitnet.training.train.export_litert = lambda model, path, source=None: path
+        digitnet.training.train.prepare_export = lambda: None
     main()

@@ -40,6 +40,7 @@ def export_litert(model, path: Path) -> Path:
 
 
 if __name__ == "__main__":  # python -m digitnet.export.litert MODEL.keras OUT.tflite
+    import os
     import sys
 
     from digitnet.backend import import_tensorflow_quietly
@@ -47,4 +48,13 @@ if __name__ == "__main__":  # python -m digitnet.export.litert MODEL.keras OUT.t
     import_tensorflow_quietly()
     import keras
 
-    export_litert(keras.saving.load_model(sys.argv[1], compile=False), Path(sys.argv[2]))
+    # "-": the two paths come on standard input once they exist (the JAX backend starts this
+    # process early, so that TensorFlow is imported by then); none: nothing to do
+    paths = sys.argv[1:] if sys.argv[1:] != ["-"] else sys.stdin.read().splitlines()
+    if paths:
+        export_litert(keras.saving.load_model(paths[0], compile=False), Path(paths[1]))
+    # The file is written and renamed into place: leave without TensorFlow's teardown, which
+    # the training process would wait for
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -20,6 +20,7 @@ from digitnet.errors import DigitnetError, first_line
 from digitnet.runs import layout
 from digitnet.runs.layout import Snapshot, checkpoint_file, prune_checkpoints
 from digitnet.training.interrupt import InterruptGuard
+from digitnet.training.optim import current_learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def history_row(self, epoch: int, logs: dict) -> dict:
         optimizer = self.model.optimizer
-        rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        rate = current_learning_rate(optimizer)
         row = {"epoch": epoch + 1, "learning_rate": rate,
                "seconds": round(time.perf_counter() - self.epoch_started, 3)}
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):

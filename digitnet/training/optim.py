@@ -43,3 +43,10 @@ def fuse_adam(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
     from digitnet.training import backends
 
     return backends.current().fuse_adam(optimizer)
+
+
+def current_learning_rate(optimizer) -> float:
+    """The rate of the optimizer's next step, as a float (for history.csv and TensorBoard)."""
+    from digitnet.training import backends
+
+    return backends.current().learning_rate(optimizer)

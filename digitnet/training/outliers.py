@@ -27,7 +27,7 @@ FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path("/Li
 LETTERS = "ACEFHKMNPRUVWXYacdefhkmnrtuvwxy"
 KINDS = ("letter", "scribble", "shape", "blob")
 BANK_SIZE = 3000  # distinct non-digits; each batch draws from them at random
-BANK_VERSION = 1  # part of the cache file's name: change it when the drawings change
+# train.OUTLIER_BANK_VERSION names the bank's cache file: change it when the drawings change.
 
 
 def installed_fonts() -> list[Path]:

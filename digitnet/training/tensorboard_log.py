@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from digitnet.training.event_file import EventFile
+from digitnet.training.optim import current_learning_rate
 
 # Which scalar goes to which writer and under which tag; Keras' TensorBoard callback uses the same
 # layout (train/ and validation/, tags epoch_*), so TensorBoard overlays train and validation.
@@ -42,7 +43,7 @@ class EpochScalars(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         values = dict(logs or {})
-        values["learning_rate"] = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        values["learning_rate"] = current_learning_rate(self.model.optimizer)
         for name, tags in SCALARS.items():
             self.write(name, epoch + 1, {tag: values[key] for tag, key in tags.items()
                                          if key in values})

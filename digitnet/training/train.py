@@ -121,17 +121,23 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
                                                steps_per_epoch(len(x), training), outliers)
 
 
+# Part of the outlier bank's cache file name: change it when training/outliers.py's drawings change.
+OUTLIER_BANK_VERSION = 1
+
+
 def outlier_images(seed: int) -> np.ndarray:
     """The generated non-digits for outlier exposure, made once per seed and kept in the cache
-    folder (making them takes some seconds)."""
+    folder (making them takes some seconds; the drawing code, with OpenCV, is imported only to
+    make them: 20 MB a run does not need otherwise)."""
     from digitnet.data import cache_dir
-    from digitnet.training.outliers import BANK_VERSION, outlier_bank
 
-    path = cache_dir() / f"outliers-v{BANK_VERSION}-seed{seed}.npy"
+    path = cache_dir() / f"outliers-v{OUTLIER_BANK_VERSION}-seed{seed}.npy"
     with contextlib.suppress(OSError, ValueError, EOFError):
         bank = np.load(path)
         if bank.dtype == np.uint8 and bank.ndim == 3 and bank.shape[1:] == (28, 28):
             return bank
+    from digitnet.training.outliers import outlier_bank
+
     bank = outlier_bank(seed=seed)
     with contextlib.suppress(OSError, DigitnetError):  # unwritable: it costs the time next run
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -453,6 +459,12 @@ def calibrate_best(best, run_dir: Path, splits: Splits) -> dict:
     return calibration
 
 
+def prepare_export() -> None:
+    """Start what `export_litert` will need, so that it gets ready while the model is tested
+    (JAX: the TensorFlow process that converts)."""
+    backends.current().prepare_export()
+
+
 def export_litert(model, path: Path, source: Path | None = None) -> Path:
     """Write `path` (.tflite) for `model`, saved as `source` (default: beside it as .keras), the
     backend's way; with `source`, record it beside the export (`layout.write_export_record`)."""
@@ -474,11 +486,13 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint,
     """
     import keras
 
+    prepare_export()
     best = trained if trained is not None else keras.saving.load_model(run_dir / layout.BEST_MODEL)
     calibration = calibrate_best(best, run_dir, splits)
+    measured = measure(best, splits)  # before the export: a JAX run's converter starts meanwhile
     export_litert(best, run_dir / layout.BEST_LITERT, source=run_dir / layout.BEST_MODEL)
     training_seconds = checkpoint.training_seconds(seconds)  # file writes are not training
-    metrics = {**measure(best, splits), "temperature": calibration["temperature"],
+    metrics = {**measured, "temperature": calibration["temperature"],
                "calibration": calibration, "best_epoch": checkpoint.best_epoch,
                "epochs": checkpoint.epochs_run, "stopped_early": checkpoint.stopped_early,
                "train_seconds": round(training_seconds, 3),

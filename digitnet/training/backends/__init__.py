@@ -9,7 +9,9 @@ One module per backend (tensorflow.py, jax.py) with the same small interface:
     jit_compile(training) -> bool           what to pass to model.compile
     distribution(devices)                   a context manager: data-parallel over `devices`
     fuse_adam(optimizer) -> optimizer       TensorFlow's one-pass Adam kernel, or as is
+    learning_rate(optimizer) -> float       the rate of the next step, for the logs
     training_batches(x, y, training, first_epoch, steps)   the input pipeline and augmentation
+    prepare_export()                        start what export_litert will need (JAX: its process)
     export_litert(model, keras_path, tflite_path)   the LiteRT file of a saved model
     join_cluster(cluster)                   join a multi-process job (JAX; refused on TensorFlow)
 

@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import jax
@@ -157,6 +158,24 @@ def lost_process_error(error: Exception) -> LostProcess:
                        f"last completed epoch, and every process can resume it.")
 
 
+def learning_rate(optimizer) -> float:
+    """The rate of the optimizer's next step, from one compiled evaluation of its schedule.
+
+    Keras evaluates a schedule eagerly, and on JAX each evaluation compiled the schedule's
+    lax.cond anew (0.1-0.2 s, twice an epoch: history and TensorBoard). Compiled once, the
+    value can differ from the eager one in the last bit.
+    """
+    schedule = optimizer._learning_rate  # Keras' attribute; .learning_rate evaluates it eagerly
+    if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    if schedule not in COMPILED_SCHEDULES:
+        COMPILED_SCHEDULES[schedule] = jax.jit(schedule.__call__)
+    return float(COMPILED_SCHEDULES[schedule](optimizer.iterations.value))
+
+
+COMPILED_SCHEDULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def fuse_adam(optimizer):
     """Keras' own Adam: under jit, XLA fuses its element-wise ops already."""
     return optimizer
@@ -179,7 +198,7 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
     local = slice(process * total // processes, (process + 1) * total // processes)
     targets = np.eye(NUM_CLASSES, dtype=np.float32)[y]
     uniform = np.full((extra, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
-    augment = augmenter(training.augment, total, local) if training.augment.enabled else None
+    prepare = preparer(training, total, local)
     step = first_epoch * steps
     for epoch in itertools.count(first_epoch):
         order = np.random.default_rng([training.seed, epoch]).permutation(len(x))
@@ -190,16 +209,33 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
                     0, len(outliers), extra)
                 images = np.concatenate([images, outliers[pick]])
                 labels = np.concatenate([labels, uniform])
-            images = (images[local].astype(np.float32) / PIXEL_MAX)[..., None]
-            if augment is not None:
-                images = np.asarray(augment(images, jax.random.fold_in(
-                    jax.random.key(training.seed), step)))
+            yield prepare(images[local], np.int32(step)), labels[local]
             step += 1
-            yield images, labels[local]
+
+
+def preparer(training: TrainingConfig, batch: int, local: slice):
+    """A jitted fn(uint8 images, global step) -> the model's float32 input, augmented.
+
+    One compiled call per batch: the uint8 images travel (a quarter of float32's bytes), the
+    step's random key is made inside (made eagerly, JAX's key ops took 0.5 ms a batch), and the
+    result stays a JAX array, which the train step takes without a copy back to numpy.
+    """
+    augment = augmenter(training.augment, batch, local) if training.augment.enabled else None
+    # numpy's uint8 -> float32 values, looked up: XLA's division by 255 differs in the last bit
+    scale = np.arange(256, dtype=np.uint8).astype(np.float32) / PIXEL_MAX
+
+    @jax.jit
+    def prepare(images, step):
+        images = jnp.asarray(scale)[images][..., None]
+        if augment is None:
+            return images
+        return augment(images, jax.random.fold_in(jax.random.key(training.seed), step))
+
+    return prepare
 
 
 def augmenter(augment: AugmentConfig, batch: int, local: slice):
-    """A jitted fn(images, key) applying digitnet.training.augment's warps in JAX."""
+    """fn(images, key) (to run under jax.jit) applying digitnet.training.augment's warps in JAX."""
     from digitnet.training.augment import (
         ELASTIC_GRID,
         elastic_field,
@@ -213,7 +249,6 @@ def augmenter(augment: AugmentConfig, batch: int, local: slice):
     limits = (math.radians(augment.rotation_degrees), math.radians(augment.shear_degrees),
               augment.scale, augment.shift_pixels, augment.shift_pixels)
 
-    @jax.jit
     def run(images, key):
         keys = jax.random.split(key, 6)
         draws = [jax.random.uniform(k, (batch,), minval=-limit, maxval=limit)[local]
@@ -273,12 +308,32 @@ def vary_thickness(images, probability: float, draw):
     return jnp.where(draw < probability / 2, thick, jnp.where(draw < probability, thin, images))
 
 
+def prepare_export() -> None:
+    """Start the LiteRT converter's process now: it imports TensorFlow (seconds) while this one
+    calibrates and tests the model, and converts when `export_litert` hands it the files."""
+    global CONVERTER
+    if CONVERTER is None or CONVERTER.poll() is not None:
+        CONVERTER = start_converter()
+
+
+CONVERTER: subprocess.Popen | None = None  # a converter started by prepare_export, not yet used
+
+
+def start_converter() -> subprocess.Popen:
+    """`python -m digitnet.export.litert -` under TensorFlow: it reads the .keras and .tflite
+    paths from its standard input (and exits doing nothing when that closes first)."""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "digitnet.export.litert", "-"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 def export_litert(model, keras_path: Path, tflite_path: Path) -> None:
     """Convert the saved .keras file under TensorFlow, in a child process (Keras converts to
     LiteRT only on the TensorFlow backend, and it is fixed per process)."""
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-m", "digitnet.export.litert", str(keras_path),
-                           str(tflite_path)], env=env, capture_output=True, text=True)
-    if done.returncode:
-        lines = (done.stderr.strip() or f"exit status {done.returncode}").splitlines()
+    global CONVERTER
+    converter, CONVERTER = CONVERTER or start_converter(), None
+    _, stderr = converter.communicate(f"{keras_path}\n{tflite_path}\n")
+    if converter.returncode:
+        lines = (stderr.strip() or f"exit status {converter.returncode}").splitlines()
         raise DigitnetError(f"{tflite_path}: LiteRT export failed ({lines[-1][:200]})")

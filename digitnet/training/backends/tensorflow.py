@@ -60,6 +60,11 @@ def distribution(devices: tuple):
     return tf.distribute.MirroredStrategy(list(devices), cross_device_ops=ops).scope()
 
 
+def learning_rate(optimizer) -> float:
+    """The rate of the optimizer's next step (its schedule evaluated eagerly)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
 def fuse_adam(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
     """Make `optimizer` update each variable with TensorFlow's one-pass Adam kernel.
 
@@ -102,7 +107,7 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
     from digitnet.training.augment import augment_batch
 
     batch = training.batch_size
-    images = tf.constant(x)
+    images = rows_of(x)
     labels = tf.one_hot(tf.constant(y), NUM_CLASSES)
 
     def epoch_order(epoch):
@@ -112,16 +117,16 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
         return tf.data.Dataset.from_tensor_slices(batches)
 
     extra = round(training.outliers * batch) if outliers is not None else 0
-    others = tf.constant(outliers) if extra else None
+    others = rows_of(outliers) if extra else None
 
     def gather(step, idx):
-        batch_images, batch_labels = tf.gather(images, idx), tf.gather(labels, idx)
+        batch_images, batch_labels = images(idx), tf.gather(labels, idx)
         seed = tf.stack([tf.constant(training.seed, tf.int64), step])
         if extra:  # outlier exposure: non-digits whose target is "any digit, equally"
             pick = tf.random.stateless_uniform(
-                [extra], tf.random.experimental.stateless_fold_in(seed, 1), 0, len(others),
+                [extra], tf.random.experimental.stateless_fold_in(seed, 1), 0, len(outliers),
                 tf.int32)
-            batch_images = tf.concat([batch_images, tf.gather(others, pick)], 0)
+            batch_images = tf.concat([batch_images, others(pick)], 0)
             uniform = tf.fill([extra, NUM_CLASSES], 1 / NUM_CLASSES)  # no digit at all
             batch_labels = tf.concat([batch_labels, uniform], 0)
         batch_images = (tf.cast(batch_images, tf.float32) / PIXEL_MAX)[..., None]
@@ -137,6 +142,29 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
             .map(gather)
             .prefetch(2)
             .with_options(options))
+
+
+def rows_of(array):
+    """fn(indices) -> the tensor of `array`'s rows at `indices`, gathered by numpy.
+
+    The array stays numpy's alone. As a tensor (tf.constant) it was held three more times:
+    tf.constant kept two copies, and tf.data copies every tensor its functions use when it
+    rewrites the pipeline's graph, which op determinism makes it do (130 MB in all for the 43 MB
+    of training images, measured). numpy's gather of a batch costs about what TensorFlow's did.
+    """
+    def take(indices):
+        return array[indices]
+
+    def rows(indices):
+        taken = tf.numpy_function(take, [indices], tf.as_dtype(array.dtype), stateful=False)
+        taken.set_shape(indices.shape.concatenate(array.shape[1:]))
+        return taken
+
+    return rows
+
+
+def prepare_export() -> None:
+    """Nothing to start: the export runs in this process."""
 
 
 def export_litert(model, keras_path: Path, tflite_path: Path) -> None:
