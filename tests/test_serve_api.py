@@ -433,3 +433,35 @@ def test_small_pngs_are_preprocessed_on_the_event_loop_and_others_in_a_thread(se
         assert client.post("/predict", files=two).status_code == 200
     assert on_loop == [True, False, False, False]
     assert 280 * 280 <= api.INLINE_PIXELS < 2 * 280 * 280
+
+
+class Where:
+    """A classifier that records whether each call ran on the event loop's thread."""
+
+    def __init__(self, classifier, calls: list):
+        self.classifier, self.calls = classifier, calls
+
+    def predict(self, images):
+        try:
+            asyncio.get_running_loop()
+            self.calls.append("event loop")
+        except RuntimeError:
+            self.calls.append("thread")
+        return self.classifier.predict(images)
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_a_quick_model_is_called_on_the_event_loop_and_a_slow_one_in_a_thread(served,
+                                                                               batching):
+    """A LiteRT call (tens of microseconds) costs less than a hand-off to a thread and back;
+    Keras's take milliseconds and would hold up the reading of other requests."""
+    body = png_bytes(drawing(2))
+    for backend, place in (("litert", "event loop"), ("onnx", "event loop"),
+                           ("keras", "thread"), ("saved-model", "thread")):
+        calls = []
+        model = ServedModel(Where(served.classifier, calls), {**served.info, "backend": backend},
+                            served.source)
+        with TestClient(create_app(None, ServeSettings(batching=batching),
+                                   model=model)) as client:
+            assert client.post("/predict", content=body).status_code == 200
+        assert calls == [place], backend

@@ -51,8 +51,8 @@ def create_app(model_path: str | Path | None, settings: ServeSettings | None = N
     async def lifespan(app: FastAPI):
         served = model or load_served_model(model_path)
         predictor = (MicroBatcher(served.predict, settings.max_batch,
-                                  settings.max_wait_ms / 1000)
-                     if settings.batching else DirectPredictor(served.predict))
+                                  settings.max_wait_ms / 1000, inline=served.quick)
+                     if settings.batching else DirectPredictor(served.predict, served.quick))
         app.state.model, app.state.predictor, app.state.settings = served, predictor, settings
         # Preprocessing is mostly Python and numpy holding the GIL: a thread per CPU at most,
         # as more only take turns (32 requests in 32 threads spent half the server's CPU

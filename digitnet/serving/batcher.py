@@ -2,8 +2,9 @@
 
 As TF Serving's and Triton's dynamic batchers do: the first image waits at most `max_wait`
 seconds for others, and not at all when no other request is on its way (being read or
-preprocessed), so a lone request pays nothing. The model runs in one thread at a time, off the
-event loop, so that requests go on being read while it works.
+preprocessed), so a lone request pays nothing. The model runs one call at a time: on the event
+loop when its calls are quick (LiteRT: a thread hand-off would cost more than the call), else
+in a thread, so that requests go on being read while it works.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 class MicroBatcher:
     """Collects (28, 28) images from concurrent requests and predicts them together."""
 
-    def __init__(self, predict, max_batch: int, max_wait: float):
+    def __init__(self, predict, max_batch: int, max_wait: float, inline: bool = False):
         self.predict_batch = predict  # (N, 28, 28) float32 -> (N, 10)
+        self.inline = inline  # call the model on the event loop, not in a thread
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.pending: list[tuple[np.ndarray, asyncio.Future]] = []
@@ -84,8 +86,8 @@ class MicroBatcher:
         if not live:
             return  # every client went away
         try:
-            probabilities = await asyncio.to_thread(
-                self.predict_batch, np.concatenate([images for images, _ in live]))
+            probabilities = await call(self.predict_batch, self.inline,
+                                       np.concatenate([images for images, _ in live]))
         except Exception as error:  # a failing model fails these requests, not the server
             for _, future in live:
                 if not future.done():
@@ -101,8 +103,9 @@ class MicroBatcher:
 class DirectPredictor:
     """No batching: each request makes its own model call, one at a time (for comparison)."""
 
-    def __init__(self, predict):
+    def __init__(self, predict, inline: bool = False):
         self.predict_batch = predict
+        self.inline = inline
         self.lock = asyncio.Lock()
 
     def start(self) -> None:
@@ -117,4 +120,11 @@ class DirectPredictor:
 
     async def predict(self, images: np.ndarray) -> np.ndarray:
         async with self.lock:  # the interpreter is not thread-safe
-            return await asyncio.to_thread(self.predict_batch, images)
+            return await call(self.predict_batch, self.inline, images)
+
+
+async def call(predict, inline: bool, images: np.ndarray) -> np.ndarray:
+    """The model's probabilities for the images: on the event loop, or in a thread."""
+    if inline:
+        return predict(images)
+    return await asyncio.to_thread(predict, images)

@@ -15,6 +15,8 @@ from digitnet.inference.modelfile import ModelFile
 from digitnet.runs import layout
 from digitnet.runs.listing import read_mapping
 
+QUICK_BACKENDS = ("litert", "onnx")  # model formats whose calls need no thread of their own
+
 
 @dataclass
 class ServedModel:
@@ -27,6 +29,12 @@ class ServedModel:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, 10) for (N, 28, 28) float32 images in [0, 1]."""
         return self.classifier.predict(images[..., None])
+
+    @property
+    def quick(self) -> bool:
+        """Whether a call takes well under a millisecond (LiteRT, ONNX Runtime: tens of
+        microseconds per image), so that it may run on the event loop without a thread."""
+        return self.info["backend"] in QUICK_BACKENDS
 
 
 def load_served_model(model: str | Path | None) -> ServedModel:
