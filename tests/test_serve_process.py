@@ -1,8 +1,10 @@
 """`digitnet serve` as a real process on a socket: the URL, signals, slow clients, big bodies."""
 
+import contextlib
 import http.client
 import io
 import json
+import os
 import signal
 import socket
 import threading
@@ -150,6 +152,41 @@ def test_workers_are_this_process_and_others_that_end_with_it(tiny_run):
         time.sleep(0.1)
     assert not alive(others[0])
     server.stop(None)
+
+
+def test_workers_each_take_a_share_of_a_burst_of_connections(tiny_run):
+    """Sharing one listening socket, one process often accepted all of a burst (and kept them:
+    keep-alive) while the other idled; a socket each on the port, the kernel spreads them."""
+    server = Server(tiny_run, "--workers", "2")
+    deadline = time.monotonic() + 60
+    shares = {}
+    while time.monotonic() < deadline:  # until the worker has started and bound its socket
+        processes = [server.process.pid, *descendants(server.process.pid)]
+        before = {pid: sockets(pid) for pid in processes}
+        clients = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                   for _ in range(20)]
+        for client in clients:
+            client.connect()
+        time.sleep(0.2)  # accepted
+        shares = {pid: sockets(pid) - before[pid] for pid in processes}
+        for client in clients:
+            client.close()
+        if len(shares) == 2 and min(shares.values()) > 0:
+            break
+        time.sleep(0.5)
+    code, err = server.stop(signal.SIGTERM)
+    assert len(shares) == 2 and min(shares.values()) > 0, shares
+    assert sum(shares.values()) == 20 and code == 0, (shares, err)
+
+
+def sockets(pid: int) -> int:
+    """How many sockets the process holds open."""
+    folder = Path(f"/proc/{pid}/fd")
+    found = 0
+    for fd in folder.iterdir():
+        with contextlib.suppress(OSError):
+            found += os.readlink(fd).startswith("socket:")
+    return found
 
 
 def descendants(pid: int) -> list[int]:

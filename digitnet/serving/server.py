@@ -22,7 +22,7 @@ import time
 import cv2
 import uvicorn
 
-from digitnet.errors import InputError, os_reason
+from digitnet.errors import DigitnetError, InputError, os_reason
 from digitnet.serving.app import create_app
 from digitnet.serving.model import ServedModel, load_served_model
 from digitnet.serving.settings import ServeSettings
@@ -30,6 +30,9 @@ from digitnet.serving.settings import ServeSettings
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 30  # in-flight requests get this long to finish after a stop signal
 KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this
+# Linux spreads connections over sockets sharing a port (SO_REUSEPORT); elsewhere the workers
+# share the first process's socket.
+SPREAD = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 PARENT_CHECK_SECONDS = 1.0  # how often a worker checks that the first process still runs
 
 
@@ -65,7 +68,11 @@ def serve(model: str | None, host: str, port: int, workers: int, settings: Serve
       DigitnetError: the model cannot be loaded, or the address cannot be bound.
     """
     served = load_served_model(model)  # a bad model is a one-line error before anything binds
-    sock = bind(host, port)
+    sock = bind(host, port)  # a port that anything listens on is refused here
+    if workers > 1 and SPREAD:  # the same port, as the first of a group of sockets
+        port = sock.getsockname()[1]
+        sock.close()
+        sock = bind(host, port, spread=True)
     shown = f"[{host}]" if ":" in host else host
     announce = announce or logging.getLogger(__name__).info
     announce(f"Serving {served.info['model']} ({served.info['backend']}) at "
@@ -81,10 +88,19 @@ def serve(model: str | None, host: str, port: int, workers: int, settings: Serve
             process.wait()
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, spread: bool = False) -> socket.socket:
+    """A socket listening on host:port.
+
+    With `spread`, one of a group on the same port, one per worker process, over which the
+    kernel spreads new connections evenly (SO_REUSEPORT). Processes sharing one listening
+    socket instead take new connections as they wake: one often took all 32 of a burst,
+    leaving the other idle, and a keep-alive connection stays where it was accepted.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if spread:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as error:
@@ -125,17 +141,20 @@ class Supervisor(GracefulServer):
 
 
 def start_worker(sock: socket.socket, model_file: str, settings: ServeSettings):
-    """Another process answering on the same socket with its own copy of the model.
+    """Another process answering on the same port with its own copy of the model.
 
     A fresh interpreter (not a fork of one that may hold threads, and without the resource
-    tracker process multiprocessing's spawn would add), given the socket as an inherited file
-    descriptor. It ignores Ctrl-C (the first process passes the stop on) and ends with the
-    first process, should that one be killed outright.
+    tracker process multiprocessing's spawn would add). It binds its own socket of the group
+    when `sock` is one (see bind), else it is given `sock` as an inherited file descriptor.
+    It ignores Ctrl-C (the first process passes the stop on) and ends with the first process,
+    should that one be killed outright.
     """
-    payload = json.dumps({"fd": sock.fileno(), "first": os.getpid(), "model": model_file,
+    shared = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) if SPREAD else 0
+    where = ({"address": sock.getsockname()[:2]} if shared else {"fd": sock.fileno()})
+    payload = json.dumps({**where, "first": os.getpid(), "model": model_file,
                           "settings": settings.__dict__})
     return subprocess.Popen([sys.executable, "-c", WORKER_MAIN, payload],
-                            pass_fds=(sock.fileno(),))
+                            pass_fds=() if shared else (sock.fileno(),))
 
 
 WORKER_MAIN = ("import sys; from digitnet.serving.server import worker_main; "
@@ -162,8 +181,14 @@ def worker_main(payload: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the first process too
     options = json.loads(payload)
     threading.Thread(target=end_with_parent, args=(options["first"],), daemon=True).start()
-    sock = socket.socket(fileno=options["fd"])
-    served: ServedModel = load_served_model(options["model"])
+    try:
+        if "address" in options:  # its own socket of the group on the first process's port
+            sock = bind(*options["address"], spread=True)
+        else:
+            sock = socket.socket(fileno=options["fd"])
+        served: ServedModel = load_served_model(options["model"])
+    except DigitnetError as error:  # the first process checked both: only a race gets here
+        sys.exit(f"Error: {error}")
     app = create_app(None, ServeSettings(**options["settings"]), model=served)
     server = GracefulServer(config(app))
     server.capture_signals = contextlib.nullcontext  # keep SIGINT ignored ...
