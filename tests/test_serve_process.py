@@ -225,3 +225,22 @@ def test_a_port_in_use_is_a_one_line_error(server, tiny_run):
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: address 127.0.0.1:{server.port}: cannot listen "
                                     f"there (") and result.output.count("\n") == 1
+
+
+def test_a_server_freezes_what_start_up_made_before_it_answers():
+    """Full collections then skip the modules, routes and model (they paused every request)."""
+    import gc
+
+    from digitnet.serving.server import run
+
+    class Recorder:
+        def run(self, sockets):
+            self.frozen = gc.get_freeze_count()
+
+    recorder = Recorder()
+    gc.unfreeze()
+    try:
+        run(recorder, socket.socket())
+    finally:
+        gc.unfreeze()
+    assert recorder.frozen > 10_000  # this test process's modules, at least

@@ -9,6 +9,7 @@ or -15).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -123,6 +124,10 @@ def run(server: uvicorn.Server, sock: socket.socket) -> None:
     # Requests run side by side in processes (--workers), not in OpenCV's threads: a thread
     # pool per image operation spent more CPU handing work out than the operations took.
     cv2.setNumThreads(1)
+    # What start-up made (modules, FastAPI's routes, the model) lives as long as the process:
+    # frozen, a full collection no longer walks its 70,000 objects (about 80 ms, every request
+    # in flight waiting: it set the 99th percentile latency)
+    gc.freeze()
     server.run(sockets=[sock])
 
 
