@@ -46,7 +46,8 @@ def set_args(*overrides):
     return [part for text in overrides for part in ("--set", text)]
 
 
-def test_train_then_evaluate_with_no_arguments(runs_dir, tiny_data_dir):
+def test_train_then_evaluate_with_no_arguments(runs_dir, tiny_data_dir, monkeypatch):
+    monkeypatch.delenv("DIGITNET_DATA_DIR", raising=False)  # evaluate reads the run's own data
     result = run("train", "--data-dir", str(tiny_data_dir), *set_args(*TINY_OVERRIDES),
                  "--epochs", "1", "--seed", "3")
     assert result.exit_code == 0, result.output
@@ -61,7 +62,8 @@ def test_train_then_evaluate_with_no_arguments(runs_dir, tiny_data_dir):
     assert (run_dir / "evaluation-test.json").is_file()
 
 
-def test_evaluate_json_and_val_split(tiny_run):
+def test_evaluate_json_and_val_split(tiny_run, monkeypatch):
+    monkeypatch.delenv("DIGITNET_DATA_DIR", raising=False)  # the run's own data: it is saved
     result = run("evaluate", str(tiny_run), "--split", "val", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
