@@ -17,7 +17,6 @@ bench/results/handwriting-<time>.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -31,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.real_images import DEFAULT_REALDIGITS, read_labels, real_set  # noqa: E402
+from bench.real_images import model_and_data_parser, read_labels, real_set  # noqa: E402
 from bench.synthetic import realistic_digits, varied_digits  # noqa: E402
 from digitnet.data import load_mnist, resolve_source  # noqa: E402
 from digitnet.inference.predict import predict  # noqa: E402
@@ -95,11 +94,7 @@ def table(name: str, results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", required=True,
-                        help="run directory or model file; repeatable")
-    parser.add_argument("--realdigits", type=Path, default=DEFAULT_REALDIGITS)
-    parser.add_argument("--data-dir", help="MNIST (for the generated digits); default as train")
+    parser = model_and_data_parser(__doc__)
     parser.add_argument("--count", type=int, default=300, help="generated digits per set")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()

@@ -342,14 +342,20 @@ def print_model(model: str, result: dict) -> None:
           f"refused:\n" + side_by_side_table(result))
 
 
-def main() -> None:
-    from digitnet.inference.classifier import load_classifier
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def model_and_data_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every real-image bench takes: the models, the real images, MNIST."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--model", action="append", required=True,
                         help="run directory or model file; repeatable")
     parser.add_argument("--realdigits", type=Path, default=DEFAULT_REALDIGITS)
-    parser.add_argument("--data-dir", help="MNIST (for the rendered digits); default as train")
+    parser.add_argument("--data-dir", help="MNIST (for the generated digits); default as train")
+    return parser
+
+
+def main() -> None:
+    from digitnet.inference.classifier import load_classifier
+
+    parser = model_and_data_parser(__doc__)
     parser.add_argument("--rendered", type=int, default=RENDERED, help="rendered digits")
     parser.add_argument("--seed", type=int, default=0, help="the generated sets reported")
     parser.add_argument("--choose-seeds", type=int, nargs="+", default=[1, 2],
