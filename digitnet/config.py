@@ -46,6 +46,17 @@ class OverrideError(InputError, ConfigError):
     """An override that is not 'section.key=value'."""
 
 
+def is_integer(value) -> bool:
+    """An int (True is an int to Python: not an integer here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """An int or float that is finite (True is an int to Python: not a number here)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 def _require(key: str, ok: bool, expected: str, value: Any) -> None:
     """Raise ConfigError naming `key` unless `ok`."""
     if not ok:
@@ -282,13 +293,12 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     if kind is bool:
         _require(key, isinstance(value, bool), "true or false", value)
     elif kind is int:
-        _require(key, isinstance(value, int) and not isinstance(value, bool), "an integer", value)
+        _require(key, is_integer(value), "an integer", value)
     elif kind is float:
         if isinstance(value, str):  # YAML 1.1 reads 3e-3 as a string
             with contextlib.suppress(ValueError):
                 value = float(value)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        _require(key, ok and math.isfinite(value), "a number", value)
+        _require(key, is_number(value), "a number", value)
         value = float(value)
     elif kind is str:
         _require(key, isinstance(value, str), "a string", value)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from digitnet.config import _require
+from digitnet.config import _require, is_integer, is_number
 from digitnet.inference.predict import DEFAULT_MAX_ENTROPY, DEFAULT_MIN_CONFIDENCE
 
 MEGABYTE = 1_000_000
@@ -42,16 +41,6 @@ class ServeSettings:
                  "a number >= 0", self.max_wait_ms)
         _require("body_timeout", is_number(self.body_timeout) and self.body_timeout > 0,
                  "a number > 0", self.body_timeout)
-
-
-def is_integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    """An int or float that is finite (True is an int to Python: not a number here)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
 
 
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": MEGABYTE, "gb": 1000 * MEGABYTE,
