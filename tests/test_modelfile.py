@@ -196,6 +196,7 @@ def test_an_edited_export_is_not_used(run_copy):
     ("truncated", "not a .keras zip archive"),
     ("weights damaged", "model.weights.h5 in the .keras archive fails its CRC check"),
     ("weights replaced", "model.weights.h5 in the .keras archive is not HDF5"),
+    ("weights in an unknown compression", "not a .keras zip archive"),
 ])
 def test_a_corrupt_best_model_is_refused_and_its_run_broken(run_copy, tiny_data_dir, content,
                                                             problem):
@@ -230,6 +231,14 @@ def damaged_archive(archive: bytes, how: str) -> bytes:
         damaged = bytearray(archive)
         damaged[middle:middle + 16] = bytes(b ^ 0xFF for b in damaged[middle:middle + 16])
         return bytes(damaged)
+    if how == "weights in an unknown compression":  # method 97 (AES): zipfile cannot read it
+        changed = bytearray(archive)
+        struct.pack_into("<H", changed, info.header_offset + 8, 97)
+        central = archive.index(b"PK\x01\x02")  # the central directory's first entry
+        while not archive[central + 46:].startswith(b"model.weights.h5"):
+            central = archive.index(b"PK\x01\x02", central + 4)
+        struct.pack_into("<H", changed, central + 10, 97)
+        return bytes(changed)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as target:
         for name, (_, data) in members.items():

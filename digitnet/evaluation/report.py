@@ -16,7 +16,7 @@ from pathlib import Path
 
 from digitnet.config import NUM_CLASSES
 from digitnet.errors import DigitnetError
-from digitnet.evaluation.evaluate import foreign_data
+from digitnet.evaluation.evaluate import evaluate, foreign_data
 from digitnet.evaluation.plots import plot_path
 from digitnet.runs import layout
 from digitnet.runs.listing import BROKEN, DATE_SHOWN, FINISHED, describe_run, parse_started
@@ -75,8 +75,6 @@ def test_evaluation(run_dir: Path, data_dir: str | None) -> dict:
     if is_current(saved, run_dir):
         return layout.read_json(saved)
     log.info("Evaluating %s on the test images for its report", run_dir)
-    from digitnet.evaluation.evaluate import evaluate
-
     evaluation = evaluate(run_dir, SPLIT, data_dir)
     problem = foreign_data(evaluation, run_dir)
     if problem:

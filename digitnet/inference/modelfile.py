@@ -113,9 +113,12 @@ def keras_archive_problem(path: Path) -> str | None:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             damaged = archive.testzip()
-            weights = archive.read(KERAS_WEIGHTS)[:len(HDF5_SIGNATURE)] \
-                if damaged is None and KERAS_WEIGHTS in names else HDF5_SIGNATURE
-    except (zipfile.BadZipFile, EOFError, zlib.error):
+            weights = HDF5_SIGNATURE
+            if damaged is None and KERAS_WEIGHTS in names:
+                with archive.open(KERAS_WEIGHTS) as member:
+                    weights = member.read(len(HDF5_SIGNATURE))
+    # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks
+    except (zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, NotImplementedError):
         return "not a .keras zip archive"
     except OSError as error:
         return f"unreadable: {os_reason(error)}"

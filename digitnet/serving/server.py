@@ -154,7 +154,7 @@ def start_worker(sock: socket.socket, model_file: str, settings: ServeSettings):
     It ignores Ctrl-C (the first process passes the stop on) and ends with the first process,
     should that one be killed outright.
     """
-    shared = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) if SPREAD else 0
+    shared = SPREAD  # serve() made `sock` one of a group whenever it starts other workers
     where = ({"address": sock.getsockname()[:2]} if shared else {"fd": sock.fileno()})
     payload = json.dumps({**where, "first": os.getpid(), "model": model_file,
                           "settings": settings.__dict__})
