@@ -2,6 +2,7 @@
 
 import ast
 import re
+import subprocess
 
 import pytest
 
@@ -63,3 +64,14 @@ def test_nothing_imports_the_cli_and_module_imports_form_no_cycle():
 
     for name in graph:
         visit(name, [])
+
+
+@pytest.mark.parametrize("package", sorted({path.parent for path in LIBRARY}),
+                         ids=lambda path: str(path.relative_to(REPO)))
+def test_no_source_folder_is_git_ignored(package):
+    # ruff (make lint) skips ignored paths and git would not add a new file in one: a `runs/`
+    # pattern once matched digitnet/runs/ as well as the runs folder at the top
+    new_file = (package / "new_module.py").relative_to(REPO)
+    checked = subprocess.run(["git", "-C", str(REPO), "check-ignore", "--no-index", "-q",
+                              str(new_file)])
+    assert checked.returncode == 1, f"{new_file} would be ignored by git and by ruff"
