@@ -226,13 +226,37 @@ def test_a_neighbours_stroke_cut_by_the_crop_is_ignored(reference):
     for box in ((70, 50, 250, 250), (-60, 50, 120, 250)):  # then the digit itself is cut
         picture = draw_digit(size=(300, 300), box=box)
         ImageDraw.Draw(picture).line([(0, 120), (30, 150), (0, 190)], fill=0, width=12)
-        labels, stats, _ = ink.segment(ink.flatten_background(
+        labels, stats, *_ = ink.segment(ink.flatten_background(
             np.asarray(picture, np.float32) / 255))
         sizes = stats[:, cv2.CC_STAT_AREA].astype(float)
         sizes[0] = 0
         found.append(len(selection.neighbours_strokes(stats, labels.shape, sizes,
                                                       int(sizes.argmax()))))
     assert found == [1, 0]  # a cut digit's pieces at the edge may be its own: none dropped
+
+
+@pytest.mark.parametrize("shade", [180, 150])
+@pytest.mark.parametrize("width", [4, 8])
+def test_the_shade_beyond_a_photographed_sheet_is_not_the_digit(shade, width, reference):
+    """A sheet photographed at an angle: in a corner the frame shows what lies beyond the
+    paper, a large region a little darker than it (not reaching the frame's edge, so it does
+    not run along it); the pen's digit is far darker and is the one kept."""
+    image = draw_digit(size=(300, 300), box=(40, 30, 200, 190), width=width, ink=40)
+    ImageDraw.Draw(image).polygon([(120, 294), (294, 110), (294, 294)], fill=shade)
+    assert similarity(to_mnist(image), reference) > 0.95
+
+
+def test_a_digits_lighter_piece_is_kept():
+    """The separate pieces of one digit, written with more and less pressure, are all kept:
+    only a piece under half as dark as the digit is left out."""
+    bar = [[(0.62, 0.05), (0.1, 0.68), (0.66, 0.68)]]
+    stem = [[(0.8, 0.05), (0.8, 0.95)]]
+    even = to_mnist(Image.fromarray(np.minimum(np.asarray(draw_digit(strokes=bar)),
+                                               np.asarray(draw_digit(strokes=stem)))))
+    lighter = to_mnist(Image.fromarray(np.minimum(np.asarray(draw_digit(strokes=bar)),
+                                                  np.asarray(draw_digit(strokes=stem, ink=110)))))
+    assert similarity(lighter, even) > 0.95
+    assert similarity(to_mnist(draw_digit(strokes=bar)), even) < 0.8  # the stem matters
 
 
 @pytest.mark.parametrize("strokes", [SEVEN, [[(0.1, 0.25), (0.5, 0.05), (0.9, 0.25),

@@ -194,7 +194,7 @@ def segment(ink: np.ndarray) -> Pieces | None:
     strong = np.zeros(count, bool)
     strong[labels[ink > threshold]] = True
     strong[0] = False  # a strong pixel on an erased line
-    return Pieces(labels, stats, strong)
+    return Pieces(labels, stats, strong, ink)
 
 
 def label_components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
@@ -210,11 +210,13 @@ def label_components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 class Pieces(NamedTuple):
-    """Connected components: labels (0 for none), OpenCV's stats per label, which are ink."""
+    """Connected components: labels (0 for none), OpenCV's stats per label, which are ink, and
+    the ink strength they were found in."""
 
     labels: np.ndarray
     stats: np.ndarray
     strong: np.ndarray
+    ink: np.ndarray
 
 
 def some_rows(values: np.ndarray, limit: int = 65536) -> np.ndarray:

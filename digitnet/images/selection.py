@@ -17,6 +17,8 @@ PAGE_DIGIT = 0.1  # ... and at least this when something runs along the image's 
 MIN_PIECE = 0.04  # a component smaller than this fraction of the largest is a speck
 NEIGHBOUR = 0.3  # a piece cut by the image's edge, smaller than this fraction of the digit,
 # is a neighbouring digit's stroke reaching into the crop (when the digit itself is not cut)
+FAINT = 0.5  # a piece whose mean ink is below this fraction of the strongest digit-sized
+# piece's is not written ink: the shade beyond a photographed sheet's edge, ruled lines, grain
 
 
 def select_digit(pieces: Pieces) -> np.ndarray | None:
@@ -26,7 +28,7 @@ def select_digit(pieces: Pieces) -> np.ndarray | None:
     nor, unless there is nothing else, what lies beyond the page (a table, a dark frame).
     Returns the digit's mask, or None when no component is big enough to be one.
     """
-    labels, stats, strong = pieces
+    labels, stats, strong, ink = pieces
     areas = stats[:, cv2.CC_STAT_AREA]
     sizes = np.where(strong, areas, 0).astype(float)
     sizes[edge_lines(labels, areas, strong)] = 0
@@ -38,8 +40,34 @@ def select_digit(pieces: Pieces) -> np.ndarray | None:
     if not big_enough(stats, main, labels.shape, MIN_DIGIT):
         return None
     if np.count_nonzero(on_page) > 1:  # more than the digit's one piece
+        on_page[faint_pieces(labels, stats, ink, on_page)] = 0
+        main = largest(on_page, stats)
         on_page[neighbours_strokes(stats, labels.shape, on_page, main)] = 0
     return pick(labels, len(stats), gather_pieces(stats, on_page, main))
+
+
+def faint_pieces(labels: np.ndarray, stats: np.ndarray, ink: np.ndarray,
+                 sizes: np.ndarray) -> np.ndarray:
+    """Labels of sizeable pieces whose ink is much fainter (FAINT) than the strongest piece big
+    enough to be a digit: the written digit is the darkest thing on the page, while the shade
+    beyond a photographed sheet's edge, a ruled line or the paper's grain is only a little
+    darker than the paper, however large."""
+    candidates = (sizes >= MIN_PIECE * sizes.max()).nonzero()[0]
+    if len(candidates) < 2:
+        return np.zeros(0, np.intp)
+    levels = {label: mean_ink(labels, stats, ink, label) for label in candidates.tolist()}
+    digit_sized = [levels[label] for label in levels
+                   if big_enough(stats, label, labels.shape, MIN_DIGIT)]
+    strongest = max(digit_sized, default=max(levels.values()))
+    return np.array([label for label, level in levels.items() if level < FAINT * strongest],
+                    np.intp)
+
+
+def mean_ink(labels: np.ndarray, stats: np.ndarray, ink: np.ndarray, label: int) -> float:
+    """A piece's mean ink strength over its pixels (read in its box only)."""
+    top, left, bottom, right = box(stats, label)
+    inside = labels[top:bottom, left:right] == label
+    return float(ink[top:bottom, left:right][inside].mean())
 
 
 def neighbours_strokes(stats: np.ndarray, shape: tuple[int, int], sizes: np.ndarray,
