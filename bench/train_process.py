@@ -9,9 +9,10 @@ in alternating fresh processes so that both see the same load:
         [--baseline main] [--rounds 2] [--backend tensorflow|jax]
 
 For each process: wall seconds from start to exit, train_seconds from its metrics.json, their
-ratio, and peak memory (ru_maxrss of the process and its children, as `/usr/bin/time -v`
-reports it); then baseline / this checkout for each, as medians over the rounds. Other jobs on
-the machine inflate wall times, so read the ratios.
+ratio, peak memory (ru_maxrss of the process and its children, as `/usr/bin/time -v` reports
+it) and CPU seconds (user and system, the process and its children); then baseline / this
+checkout for each, as medians over the rounds. Other jobs on the machine inflate wall times, so
+read the ratios; the load average is printed at the start and the end.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def train_once(code: Path, backend: str, data_dir: str, workdir: Path) -> dict:
     return {"wall_seconds": wall, "train_seconds": metrics["train_seconds"],
             "wall_over_train": wall / metrics["train_seconds"],
             "peak_mb": usage.ru_maxrss / 1024,  # kilobytes on Linux
+            # user + system time of the process and the children it waited for (the converter)
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "test_accuracy": metrics["test_accuracy"]}
 
 
@@ -66,7 +69,8 @@ def median(rows: list[dict], key: str) -> float:
 
 
 def report(results: dict) -> str:
-    keys = ("wall_seconds", "train_seconds", "wall_over_train", "peak_mb", "test_accuracy")
+    keys = ("wall_seconds", "train_seconds", "wall_over_train", "peak_mb", "cpu_seconds",
+            "test_accuracy")
     lines = [f"digitnet train, configs/default.yaml, --backend {results['backend']}: medians of "
              f"{results['rounds']} rounds; load average {results['load_average'][0]:.1f} at the "
              f"start (a loaded machine inflates the seconds: read the ratios)",
@@ -108,7 +112,9 @@ def main() -> None:
                 results[name].append(row)
                 print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()),
                       flush=True)
+    results["load_average_end"] = os.getloadavg()
     print(report(results))
+    print(f"load average at the end {results['load_average_end'][0]:.1f}")
     print(f"Results written to {write_results('train-process', results)}")
 
 

@@ -33,6 +33,7 @@ from digitnet.training.optim import make_schedule
 from digitnet.training.resume import resume_config
 from digitnet.training.train import train_and_evaluate
 from tests.conftest import REPO, TINY_OVERRIDES, runs_root, write_idx_dir
+from tests.train_child import skip_litert
 
 LAYERS = ("model.layers=[{type: flatten}, {type: dense, units: 32}, {type: dropout, rate: 0.5}, "
           "{type: dense, units: 10, activation: softmax}]")
@@ -47,7 +48,7 @@ CHILD = REPO / "tests" / "train_child.py"
 def no_litert_export():
     """Skip the LiteRT export at the end of each run here (tested elsewhere; 0.4 s a run)."""
     patch = pytest.MonkeyPatch()
-    patch.setattr("digitnet.training.train.export_litert", lambda model, path, source=None: path)
+    patch.setattr("digitnet.training.train.start_litert_export", skip_litert)
     patch.setattr("digitnet.training.train.prepare_export", lambda: None)
     yield
     patch.undo()

@@ -44,13 +44,15 @@ if __name__ == "__main__":  # python -m digitnet.export.litert MODEL.keras OUT.t
     import sys
 
     from digitnet.backend import import_tensorflow_quietly
+    from digitnet.export import converter
 
+    converter.die_with_parent()
     import_tensorflow_quietly()
     import keras
 
-    # "-": the two paths come on standard input once they exist (the JAX backend starts this
-    # process early, so that TensorFlow is imported by then); none: nothing to do
-    paths = sys.argv[1:] if sys.argv[1:] != ["-"] else sys.stdin.read().splitlines()
+    # "-": the two paths come on standard input once they exist (the training process starts
+    # this one early, so that TensorFlow is imported by then; digitnet/export/converter.py)
+    paths = sys.argv[1:] if sys.argv[1:] != ["-"] else converter.read_paths()
     if paths:
         export_litert(keras.saving.load_model(paths[0], compile=False), Path(paths[1]))
     # The file is written and renamed into place: leave without TensorFlow's teardown, which

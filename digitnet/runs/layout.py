@@ -96,17 +96,19 @@ def export_record(export: str | Path) -> Path:
     return export.with_name(export.name + ".json")
 
 
-def write_export_record(export: str | Path, source: str | Path, format_name: str) -> None:
-    """Record which .keras file `export` was made from (both sha256s) beside it.
+def write_export_record(export: str | Path, source: str | Path, format_name: str) -> dict:
+    """Record which .keras file `export` was made from (both sha256s) beside it; return the
+    record.
 
     The model-file gate (digitnet/inference/modelfile.py) uses an export in place of its .keras
     file only while both hashes still match, so a replaced .keras is never answered by a stale
     export. The keys are those of the card `digitnet export` writes to the same file, so that a
     re-export of the run's LiteRT model keeps it answering.
     """
-    write_json(export_record(export), {
-        "format": format_name, "sha256": file_sha256(export),
-        "source": {"file": Path(source).name, "sha256": file_sha256(source)}})
+    record = {"format": format_name, "sha256": file_sha256(export),
+              "source": {"file": Path(source).name, "sha256": file_sha256(source)}}
+    write_json(export_record(export), record)
+    return record
 
 
 def evaluation_file(run_dir: str | Path, split: str) -> Path:

@@ -460,21 +460,27 @@ def calibrate_best(best, run_dir: Path, splits: Splits) -> dict:
 
 
 def prepare_export() -> None:
-    """Start what `export_litert` will need, so that it gets ready while the model is tested
-    (JAX: the TensorFlow process that converts)."""
+    """Start what `start_litert_export` will need, unless started already (JAX: the TensorFlow
+    process that converts, which `digitnet train` starts first)."""
     backends.current().prepare_export()
 
 
-def export_litert(model, path: Path, source: Path | None = None) -> Path:
-    """Write `path` (.tflite) for `model`, saved as `source` (default: beside it as .keras), the
-    backend's way; with `source`, record it beside the export (`layout.write_export_record`)."""
+def start_litert_export(model, path: Path, source: Path):
+    """Start writing `path` (.tflite) for `model`, saved as `source`, the backend's way.
+
+    Returns:
+      A function that waits until `path` is written, records `source` beside it and returns
+      the record (`layout.write_export_record`).
+    """
     from digitnet.export import litert
 
-    keras_file = Path(source) if source is not None else Path(path).with_suffix(".keras")
-    backends.current().export_litert(model, keras_file, Path(path))
-    if source is not None:
-        layout.write_export_record(path, source, litert.FORMAT)
-    return path
+    written = backends.current().start_litert_export(model, Path(source), Path(path))
+
+    def wait() -> dict:
+        written()
+        return layout.write_export_record(path, source, litert.FORMAT)
+
+    return wait
 
 
 def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint,
@@ -489,8 +495,15 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint,
     prepare_export()
     best = trained if trained is not None else keras.saving.load_model(run_dir / layout.BEST_MODEL)
     calibration = calibrate_best(best, run_dir, splits)
-    measured = measure(best, splits)  # before the export: a JAX run's converter starts meanwhile
-    export_litert(best, run_dir / layout.BEST_LITERT, source=run_dir / layout.BEST_MODEL)
+    # the converter process (when there is one) converts model-best.keras while this one tests
+    exported = start_litert_export(best, run_dir / layout.BEST_LITERT, run_dir / layout.BEST_MODEL)
+    try:
+        measured = measure(best, splits)
+    except BaseException:
+        with contextlib.suppress(Exception):  # no converter left writing in the run directory
+            exported()
+        raise
+    record = exported()
     training_seconds = checkpoint.training_seconds(seconds)  # file writes are not training
     metrics = {**measured, "temperature": calibration["temperature"],
                "calibration": calibration, "best_epoch": checkpoint.best_epoch,
@@ -499,7 +512,7 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint,
                "checkpoint_seconds": round(checkpoint.seconds, 3),
                # the model these numbers measured: `runs`, `report` and `serve` show them only
                # while model-best.keras is still that model
-               "keras_sha256": layout.file_sha256(run_dir / layout.BEST_MODEL)}
+               "keras_sha256": record["source"]["sha256"]}  # hashed once, for both
     layout.write_json(run_dir / layout.METRICS_FILE, metrics)
     if not math.isfinite(metrics["test_loss"]):
         raise DigitnetError("training diverged: test loss is not finite (lower the learning rate)")

@@ -11,8 +11,9 @@ One module per backend (tensorflow.py, jax.py) with the same small interface:
     fuse_adam(optimizer) -> optimizer       TensorFlow's one-pass Adam kernel, or as is
     learning_rate(optimizer) -> float       the rate of the next step, for the logs
     training_batches(x, y, training, first_epoch, steps)   the input pipeline and augmentation
-    prepare_export()                        start what export_litert will need (JAX: its process)
-    export_litert(model, keras_path, tflite_path)   the LiteRT file of a saved model
+    prepare_export()                        start what the export will need (JAX: its process)
+    start_litert_export(model, keras_path, tflite_path) -> wait()   the LiteRT file of a saved
+                                            model; wait() returns once it is written
     join_cluster(cluster)                   join a multi-process job (JAX; refused on TensorFlow)
 
 Keras picks its backend once, from KERAS_BACKEND, when it is first imported; `use` sets it from

@@ -9,7 +9,6 @@ import functools
 import itertools
 import math
 import os
-import subprocess
 import sys
 import weakref
 from pathlib import Path
@@ -309,31 +308,16 @@ def vary_thickness(images, probability: float, draw):
 
 
 def prepare_export() -> None:
-    """Start the LiteRT converter's process now: it imports TensorFlow (seconds) while this one
-    calibrates and tests the model, and converts when `export_litert` hands it the files."""
-    global CONVERTER
-    if CONVERTER is None or CONVERTER.poll() is not None:
-        CONVERTER = start_converter()
+    """Start the LiteRT converter's process unless `digitnet train` started it first: it
+    imports TensorFlow while this one calibrates the model (digitnet/export/converter.py)."""
+    from digitnet.export import converter
+
+    converter.start()
 
 
-CONVERTER: subprocess.Popen | None = None  # a converter started by prepare_export, not yet used
+def start_litert_export(model, keras_path: Path, tflite_path: Path):
+    """Convert the saved .keras file under TensorFlow, in the converter process (Keras converts
+    to LiteRT only on the TensorFlow backend, and it is fixed per process)."""
+    from digitnet.export import converter
 
-
-def start_converter() -> subprocess.Popen:
-    """`python -m digitnet.export.litert -` under TensorFlow: it reads the .keras and .tflite
-    paths from its standard input (and exits doing nothing when that closes first)."""
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.Popen([sys.executable, "-m", "digitnet.export.litert", "-"], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def export_litert(model, keras_path: Path, tflite_path: Path) -> None:
-    """Convert the saved .keras file under TensorFlow, in a child process (Keras converts to
-    LiteRT only on the TensorFlow backend, and it is fixed per process)."""
-    global CONVERTER
-    converter, CONVERTER = CONVERTER or start_converter(), None
-    _, stderr = converter.communicate(f"{keras_path}\n{tflite_path}\n")
-    if converter.returncode:
-        lines = (stderr.strip() or f"exit status {converter.returncode}").splitlines()
-        raise DigitnetError(f"{tflite_path}: LiteRT export failed ({lines[-1][:200]})")
+    return converter.convert(keras_path, tflite_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -167,11 +168,17 @@ def prepare_export() -> None:
     """Nothing to start: the export runs in this process."""
 
 
-def export_litert(model, keras_path: Path, tflite_path: Path) -> None:
-    """Convert the loaded model in this process."""
+def start_litert_export(model, keras_path: Path, tflite_path: Path) -> Callable[[], None]:
+    """Convert the loaded model here and now; or, when a converter process was started for this
+    one and waits (digitnet/export/converter.py), hand it the saved model instead."""
+    from digitnet.export import converter
+
+    if converter.waiting():
+        return converter.convert(keras_path, tflite_path)
     from digitnet.export.litert import export_litert as export
 
     export(model, tflite_path)
+    return lambda: None
 
 
 def join_cluster(cluster) -> None:

@@ -1,0 +1,128 @@
+"""The LiteRT converter process: TensorFlow in a child process, started before it is needed.
+
+Keras converts to LiteRT only on its TensorFlow backend, fixed per process, so a JAX run converts
+in a TensorFlow process of its own, and importing TensorFlow takes seconds. `digitnet train
+--backend jax` starts it first (`start_early`), so that it imports TensorFlow on the other core
+while the training process imports JAX, loads the data and compiles. It then waits, using no
+CPU, until training hands it the saved .keras file and the .tflite path (`convert`), and
+converts while the training process tests the model.
+
+No converter outlives the process that started it: one never used is ended at exit (`stop`),
+and the kernel ends it when its parent dies (PR_SET_PDEATHSIG, `die_with_parent`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from digitnet.errors import DigitnetError
+
+PARENT_ENV = "DIGITNET_CONVERTER_PARENT"  # the training process's id, in the converter's env
+_waiting: subprocess.Popen | None = None  # started, not yet handed a model
+_started: list[subprocess.Popen] = []  # every converter this process started, for `stop`
+
+
+def start_early(backend: str) -> None:
+    """Start the converter before this process imports `backend`, when the run will need one: on
+    JAX. A TensorFlow run converts in its own process: a second TensorFlow process cost 3-4 s
+    of CPU time to save about 0.5 s of waiting on an idle machine, and waiting was longer when
+    other jobs kept the cores busy (docs/speed.md)."""
+    if backend == "jax":
+        start()
+
+
+def start() -> None:
+    """Start a converter unless one is waiting already."""
+    global _waiting
+    if not waiting():
+        _waiting = launch()
+
+
+def waiting() -> bool:
+    """Whether a started converter is waiting for a model."""
+    return _waiting is not None and _waiting.poll() is None
+
+
+def launch() -> subprocess.Popen:
+    """`python -m digitnet.export.litert -` under TensorFlow, in a process group of its own (a
+    terminal's Ctrl-C goes to the training process, which ends it)."""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
+           PARENT_ENV: str(os.getpid())}
+    process = subprocess.Popen(command(), env=env,
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, process_group=0)
+    if not _started:
+        atexit.register(stop)
+    _started.append(process)
+    return process
+
+
+def command() -> list[str]:
+    """The converter's command line (it reads the two paths from standard input)."""
+    return [sys.executable, "-m", "digitnet.export.litert", "-"]
+
+
+def convert(keras_path: Path, tflite_path: Path) -> Callable[[], None]:
+    """Hand the waiting converter (or a new one) the saved model and the file to write.
+
+    Returns:
+      A function that waits until `tflite_path` is written (atomically, by the converter).
+
+    Raises (the returned function):
+      DigitnetError: the conversion failed; its last line of errors is in the message.
+    """
+    global _waiting
+    process, _waiting = (_waiting if waiting() else launch()), None
+    try:
+        process.stdin.write(f"{keras_path}\n{tflite_path}\n")
+        process.stdin.flush()
+    except BrokenPipeError:  # it ended already: its status and errors say why
+        pass
+
+    def wait() -> None:
+        _, stderr = process.communicate()
+        if process.returncode:
+            lines = (stderr.strip() or f"exit status {process.returncode}").splitlines()
+            raise DigitnetError(f"{tflite_path}: LiteRT export failed ({lines[-1][:200]})")
+
+    return wait
+
+
+def stop() -> None:
+    """End every converter still running (one never handed a model) and reap it."""
+    global _waiting
+    _waiting = None
+    for process in _started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    _started.clear()
+
+
+def read_paths() -> list[str]:
+    """The converter's side: the .keras and .tflite paths from standard input, one a line; none
+    when the training process closes it first (or ends)."""
+    keras_path, tflite_path = sys.stdin.readline().strip(), sys.stdin.readline().strip()
+    return [keras_path, tflite_path] if keras_path and tflite_path else []
+
+
+def die_with_parent() -> None:
+    """The converter's side, Linux: be killed when the training process dies, even by SIGKILL;
+    leave at once if it is gone already."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's `stop` still ends it
+        return
+    if os.getppid() != int(parent):
+        os._exit(0)
