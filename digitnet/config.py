@@ -169,6 +169,7 @@ class AugmentConfig:
     thickness: float = 0.0  # probability of thickening or thinning the strokes by one step
     jitter_pixels: int = 0  # random shift by whole pixels in +-jitter_pixels: a copy, no resampling
     elastic_pixels: float = 0.0  # elastic distortion (Simard 2003): largest displacement in px
+    lines: float = 0.0  # probability of a straight line near the digit: a box edge, a ruled line
 
     def __post_init__(self) -> None:
         self.check()
@@ -179,8 +180,10 @@ class AugmentConfig:
             value = getattr(self, name)
             _require(f"training.augment.{name}", value >= 0, "a number >= 0", value)
         _require("training.augment.scale", self.scale < 1, "a number in [0, 1)", self.scale)
-        _require("training.augment.thickness", 0 <= self.thickness <= 1, "a probability in [0, 1]",
-                 self.thickness)
+        for name in ("thickness", "lines"):
+            value = getattr(self, name)
+            _require(f"training.augment.{name}", 0 <= value <= 1, "a probability in [0, 1]",
+                     value)
         _require("training.augment.jitter_pixels", 0 <= self.jitter_pixels <= 4,
                  "an integer in 0..4", self.jitter_pixels)
 

@@ -1,5 +1,5 @@
-"""Augmentation: off by default, seeded, label-preserving warps, whole-pixel shifts and thickness
-changes."""
+"""Augmentation: off by default, seeded, label-preserving warps, whole-pixel shifts, thickness
+changes and lines near the digit."""
 
 import numpy as np
 import pytest
@@ -117,3 +117,40 @@ def test_elastic_distortion_bends_strokes_smoothly_within_its_reach():
     affine = AugmentConfig(rotation_degrees=15)
     assert not np.array_equal(run(affine), run(AugmentConfig(rotation_degrees=15,
                                                               elastic_pixels=2.0)))
+
+
+def test_lines_add_one_straight_line_near_the_digit_and_keep_it():
+    """training.augment.lines: with probability 1 every image keeps all its own ink and gains
+    one straight line, 14-28 px long, 8-13 px from the centre (at the digit's box or beyond)."""
+    from digitnet.training import augment
+
+    out = run(AugmentConfig(lines=1.0))[..., 0]
+    digits = IMAGES[..., 0]
+    assert np.all(out >= digits)  # the line is drawn over the digit, never erasing it
+    added = (out - digits) > 0.25
+    assert added.any(axis=(1, 2)).all()
+    np.testing.assert_array_equal(out, run(AugmentConfig(lines=1.0))[..., 0])
+    assert not np.array_equal(out, run(AugmentConfig(lines=1.0), seed=(0, 9))[..., 0])
+    np.testing.assert_array_equal(run(AugmentConfig(lines=0.0)), IMAGES)
+    # the line alone, on an empty image: straight, long, off the centre
+    draws = np.random.default_rng(3).random((200, augment.LINE_DRAWS)).astype(np.float32)
+    ink = augment.line_ink(tf, tf.constant(draws), 1.0).numpy()
+    for image in ink:
+        rows, cols = np.nonzero(image > 0.25)
+        extent = max(np.ptp(rows), np.ptp(cols)) + 1
+        assert 12 <= extent <= 28
+        spread = np.linalg.svd(np.stack([rows, cols], 1) - [rows.mean(), cols.mean()],
+                               compute_uv=False)
+        assert spread[1] < 0.25 * spread[0]  # one straight stroke, not a blob
+        centre = np.array([rows.mean(), cols.mean()]) - augment.CENTRE
+        assert np.abs(centre).max() >= 5.0
+    assert not augment.line_ink(tf, tf.constant(draws), 0.0).numpy().any()
+    lines = augment.line_ink(tf, tf.constant(draws), 0.3).numpy().any(axis=(1, 2))
+    assert lines.tolist() == (draws[:, 0] < 0.3).tolist()
+
+
+def test_lines_leave_the_other_transforms_as_they_were():
+    """Adding lines to a recipe changes no other draw: its own seed, as the jitter's."""
+    without = run(AugmentConfig(rotation_degrees=15, thickness=0.5))
+    with_lines = run(AugmentConfig(rotation_degrees=15, thickness=0.5, lines=1.0))
+    assert np.all(with_lines >= without) and not np.array_equal(with_lines, without)

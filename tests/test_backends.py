@@ -223,6 +223,26 @@ def test_jax_jitter_shifts_each_row_by_its_slices_offset():
     np.testing.assert_array_equal(bent, np.asarray(run(jnp.asarray(images), jax.random.key(0))))
 
 
+def test_jax_lines_are_tensorflows_lines():
+    """training.augment.lines on JAX: the same arithmetic as TensorFlow's for the same draws,
+    drawn over the digit from the step's own key."""
+    import jax
+    import jax.numpy as jnp
+    import tensorflow as tf
+
+    from digitnet.training.augment import LINE_DRAWS, line_ink
+    from digitnet.training.backends import jax as jax_backend
+
+    draws = np.random.default_rng(4).random((12, LINE_DRAWS)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(line_ink(jnp, jnp.asarray(draws), 0.5)),
+                               line_ink(tf, tf.constant(draws), 0.5).numpy(), atol=1e-5)
+    images = np.random.default_rng(0).random((10, 28, 28, 1), dtype=np.float32) * 0.2
+    run = jax_backend.augmenter(AugmentConfig(lines=1.0), 10, slice(None))
+    out = np.asarray(run(jnp.asarray(images), jax.random.key(0)))
+    assert np.all(out >= images) and ((out - images) > 0.25).any(axis=(1, 2, 3)).all()
+    np.testing.assert_array_equal(out, np.asarray(run(jnp.asarray(images), jax.random.key(0))))
+
+
 def test_jax_batches_slice_each_global_batch_by_process(monkeypatch):
     """Each process of a job takes its own rows of the same global batch, augmented alike."""
     from digitnet.config import TrainingConfig

@@ -1,9 +1,10 @@
-"""Training-time augmentation: small random affine warps, elastic distortions, whole-pixel shifts
-and stroke-thickness changes.
+"""Training-time augmentation: small random affine warps, elastic distortions, whole-pixel shifts,
+stroke-thickness changes and straight lines near the digit.
 
 Real handwriting is rotated, slanted, shifted, scaled, wobbly and written with pens of other
-widths than MNIST's. Every random draw comes from stateless ops seeded by (seed, global step), so
-a resumed run augments each batch exactly as an uninterrupted run would.
+widths than MNIST's, and a crop of a form or a ruled page keeps pieces of its lines. Every
+random draw comes from stateless ops seeded by (seed, global step), so a resumed run augments
+each batch exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from digitnet.config import AugmentConfig
 CENTRE = 13.5  # the middle of a 28-pixel side, in pixel coordinates
 ELASTIC_GRID = 4  # the elastic field's random displacements: a 4x4 grid of them, 9 px apart
 ELASTIC_SPREAD = 0.75  # each one's Gaussian weight reaches this many grid steps (sigma)
+LINE_DRAWS = 8  # uniform numbers in [0, 1) that make one image's line (line_ink)
+LINE_OFFSET = (8.0, 13.0)  # the line's distance from the centre, px: at the digit's box or beyond
+LINE_LENGTH = (14.0, 28.0)  # px: most of a box's edge, up to a ruled line across the field
+LINE_WIDTH = (0.8, 2.2)  # px
+LINE_LEVEL = (0.5, 1.0)  # its ink, from a faint printed box to a pen stroke
+LINE_TILT = 10.0  # degrees either way from horizontal or vertical
 
 
 def uniform(tf, seed, count, limit):
@@ -129,6 +136,41 @@ def vary_thickness(tf, images, probability: float, seed):
                     tf.where(draw < probability, thin, images))
 
 
+def line_ink(xp, draws, probability: float):
+    """Ink (N, 28, 28) of one straight line per image, or none, from `draws` (N, LINE_DRAWS)
+    uniform in [0, 1); `xp` is tf or jax.numpy, the same arithmetic in both.
+
+    With `probability` an image gets a line as a crop of a form, a ruled page or a box drawn
+    around the digit leaves one after preprocessing: horizontal or vertical (tilted up to
+    LINE_TILT degrees), LINE_OFFSET pixels from the centre on either side, so at the edge of the
+    digit's 20-pixel box or beyond it, LINE_LENGTH long, LINE_WIDTH wide, anti-aliased.
+    """
+    def between(column, limits):
+        return limits[0] + (limits[1] - limits[0]) * draws[:, column]
+
+    tilt = (2 * draws[:, 2] - 1) * math.radians(LINE_TILT)
+    angle = xp.where(draws[:, 1] < 0.5, tilt, tilt + math.pi / 2)
+    along_x, along_y = xp.cos(angle), xp.sin(angle)  # the line's direction; its normal is
+    side = 2 * draws[:, 3] - 1  # (-along_y, along_x)
+    offset = xp.sign(side) * (LINE_OFFSET[0] + (LINE_OFFSET[1] - LINE_OFFSET[0]) * xp.abs(side))
+    slide = (2 * draws[:, 4] - 1) * 6.0  # the segment's middle moves along the line
+    half = between(5, LINE_LENGTH) / 2
+    centre_x = CENTRE - offset * along_y + slide * along_x
+    centre_y = CENTRE + offset * along_x + slide * along_y
+    rows = np.arange(28, dtype=np.float32).reshape(1, 28, 1)
+    cols = rows.reshape(1, 1, 28)
+    dx = cols - centre_x[:, None, None]
+    dy = rows - centre_y[:, None, None]
+    along = xp.minimum(xp.maximum(dx * along_x[:, None, None] + dy * along_y[:, None, None],
+                                  -half[:, None, None]), half[:, None, None])
+    distance = xp.sqrt((dx - along * along_x[:, None, None]) ** 2
+                       + (dy - along * along_y[:, None, None]) ** 2)
+    width = between(6, LINE_WIDTH)[:, None, None]
+    level = between(7, LINE_LEVEL)[:, None, None]
+    ink = xp.minimum(xp.maximum(width / 2 + 0.5 - distance, 0.0), 1.0) * level
+    return xp.where((draws[:, 0] < probability)[:, None, None], ink, 0.0)
+
+
 def jitter(tf, images, pixels: int, seed):
     """Shift each image of a batch (N, 28, 28, 1) by whole pixels, up to `pixels` each way.
 
@@ -175,6 +217,10 @@ def augment_batch(images, augment: AugmentConfig, seed):
         images = warp(tf, images, augment, seeds, tf.random.experimental.stateless_fold_in(seed, 8))
     if augment.thickness > 0:
         images = vary_thickness(tf, images, augment.thickness, seeds[5])
+    if augment.lines > 0:  # its own seed, as the jitter's
+        draws = tf.random.stateless_uniform([tf.shape(images)[0], LINE_DRAWS],
+                                            tf.random.experimental.stateless_fold_in(seed, 9))
+        images = tf.maximum(images, line_ink(tf, draws, augment.lines)[..., None])
     if augment.jitter_pixels > 0:  # its own seed: the others stay as they were before it existed
         images = jitter(tf, images, augment.jitter_pixels,
                         tf.random.experimental.stateless_fold_in(seed, 7))

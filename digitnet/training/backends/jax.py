@@ -237,9 +237,11 @@ def augmenter(augment: AugmentConfig, batch: int, local: slice):
     """fn(images, key) (to run under jax.jit) applying digitnet.training.augment's warps in JAX."""
     from digitnet.training.augment import (
         ELASTIC_GRID,
+        LINE_DRAWS,
         elastic_field,
         inverse_transforms,
         jitter_rows,
+        line_ink,
     )
 
     shifts = (2 * augment.jitter_pixels + 1) ** 2
@@ -265,6 +267,9 @@ def augmenter(augment: AugmentConfig, batch: int, local: slice):
         if augment.thickness > 0:
             draw = jax.random.uniform(keys[5], (batch,))[local][:, None, None, None]
             images = vary_thickness(images, augment.thickness, draw)
+        if augment.lines > 0:  # its own key, as in TensorFlow
+            draws = jax.random.uniform(jax.random.fold_in(key, 9), (batch, LINE_DRAWS))[local]
+            images = jnp.maximum(images, line_ink(jnp, draws, augment.lines)[..., None])
         if rows is not None:  # its own key, as in TensorFlow: the others stay as they were
             offsets = jax.random.permutation(jax.random.fold_in(key, 7), shifts)
             images = jitter(images, augment.jitter_pixels, offsets, rows)
