@@ -5,6 +5,7 @@ trainings run in child processes (tests/devices_child.py) and their run director
 back here, under TensorFlow: a .keras file is backend-neutral.
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -261,6 +262,54 @@ def test_jax_batches_slice_each_global_batch_by_process(monkeypatch):
     for (images, labels), first, second in zip(whole, *parts):
         np.testing.assert_allclose(np.concatenate([first[0], second[0]]), images, atol=1e-6)
         assert np.array_equal(np.concatenate([first[1], second[1]]), labels)
+
+
+def test_jax_batches_made_on_the_device_are_the_defined_ones():
+    """Each batch, gathered on the device from its indices, is bit for bit the definition: the
+    epoch's (seed, epoch) order, outliers drawn by (seed, step) with uniform targets, numpy's
+    uint8 / 255; with jitter, each slice of rows is its images shifted by one whole-pixel
+    offset. Resuming at epoch 1 gives epoch 1's batches."""
+    from digitnet.config import TrainingConfig
+    from digitnet.data import to_model_input
+    from digitnet.training.augment import jitter_rows
+    from digitnet.training.backends import jax as jax_backend
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (23, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, 23)
+    others = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    training = TrainingConfig(batch_size=5, seed=3, outliers=0.4)
+    batches = jax_backend.training_batches(x, y, training, 0, 4, others)
+    resumed = jax_backend.training_batches(x, y, training, 1, 4, others)
+    for step in range(8):
+        epoch, row = divmod(step, 4)
+        rows = np.random.default_rng([3, epoch]).permutation(23)[row * 5: row * 5 + 5]
+        pick = np.random.default_rng([3, step, 1]).integers(0, 7, 2)
+        images, labels = next(batches)
+        assert np.array_equal(np.asarray(images),
+                              to_model_input(np.concatenate([x[rows], others[pick]])))
+        assert np.array_equal(np.asarray(labels)[:5], np.eye(10, dtype=np.float32)[y[rows]])
+        assert np.array_equal(np.asarray(labels)[5:], np.full((2, 10), 0.1, np.float32))
+        if epoch == 1:
+            again = next(resumed)
+            assert np.array_equal(np.asarray(again[0]), np.asarray(images))
+    jittered = dataclasses.replace(training, augment=AugmentConfig(jitter_pixels=1))
+    images, _ = next(jax_backend.training_batches(x, y, jittered, 0, 4, others))
+    rows = np.random.default_rng([3, 0]).permutation(23)[:5]
+    pick = np.random.default_rng([3, 0, 1]).integers(0, 7, 2)
+    padded = np.pad(to_model_input(np.concatenate([x[rows], others[pick]])),
+                    ((0, 0), (1, 1), (1, 1), (0, 0)))
+    shifts = [(top, left) for top in range(3) for left in range(3)]
+    slices = jitter_rows(7, 1)
+    chosen = [[shift for shift in shifts
+               if np.array_equal(np.asarray(images)[i],
+                                 padded[i, shift[0]:shift[0] + 28, shift[1]:shift[1] + 28])]
+              for i in range(7)]
+    assert all(chosen)  # every row is its image shifted by whole pixels
+    for index in range(7):  # rows of one slice share one shift
+        same = [i for i in range(7) if slices[i] == slices[index]]
+        assert set.intersection(*(set(chosen[i]) for i in same))
+    assert not np.array_equal(np.asarray(images), padded[:, 1:29, 1:29])
 
 
 # ---- a job of two processes on 127.0.0.1 ------------------------------------------------------

@@ -182,7 +182,7 @@ def fuse_adam(optimizer):
 
 def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: int,
                      outliers=None):
-    """An endless stream of shuffled one-hot numpy batches, epoch after epoch.
+    """An endless stream of shuffled one-hot batches, epoch after epoch, made on the device.
 
     Each epoch's order is a pure function of (seed, epoch) and each batch's augmentation and
     outliers (`training.outliers` of the batch: non-digits with uniform targets) of (seed, global
@@ -195,35 +195,58 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
     extra = round(training.outliers * batch) if outliers is not None else 0
     total = batch + extra
     local = slice(process * total // processes, (process + 1) * total // processes)
-    targets = np.eye(NUM_CLASSES, dtype=np.float32)[y]
-    uniform = np.full((extra, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
-    prepare = preparer(training, total, local)
+    make = batch_maker(x, y, outliers if extra else None, training, total, local)
     step = first_epoch * steps
     for epoch in itertools.count(first_epoch):
         order = np.random.default_rng([training.seed, epoch]).permutation(len(x))
         for rows in order[: steps * batch].reshape(steps, batch):
-            images, labels = x[rows], targets[rows]
-            if extra:  # outlier exposure: non-digits whose target is "any digit, equally"
-                pick = np.random.default_rng([training.seed, step, 1]).integers(
-                    0, len(outliers), extra)
-                images = np.concatenate([images, outliers[pick]])
-                labels = np.concatenate([labels, uniform])
-            yield prepare(images[local], np.int32(step)), labels[local]
+            pick = (np.random.default_rng([training.seed, step, 1]).integers(
+                0, len(outliers), extra) if extra else NO_ROWS)
+            yield make(rows.astype(np.int32), pick.astype(np.int32), np.int32(step))
             step += 1
 
 
-def preparer(training: TrainingConfig, batch: int, local: slice):
-    """A jitted fn(uint8 images, global step) -> the model's float32 input, augmented.
+NO_ROWS = np.zeros(0, np.int32)
 
-    One compiled call per batch: the uint8 images travel (a quarter of float32's bytes), the
-    step's random key is made inside (made eagerly, JAX's key ops took 0.5 ms a batch), and the
-    result stays a JAX array, which the train step takes without a copy back to numpy.
+
+def batch_maker(x, y, outliers, training: TrainingConfig, total: int, local: slice):
+    """fn(image rows, outlier picks, global step) -> this process's (images, one-hot targets)
+    of the batch, as JAX arrays, made by one compiled call on the device.
+
+    The uint8 images, the outlier images (or None) and the one-hot targets go to the device
+    once; each batch sends its indices only. Gathering the rows in numpy and sending 180 KB a
+    batch took about 0.4 ms of the Python thread a step, the time the train step waits for it
+    (bench/jax_steps.py). The outliers' target is the uniform distribution ("any digit,
+    equally"). The images are `preparer`'s: uint8 -> float32 and augmented by the step's key.
+    """
+    prepare = preparer(training, total, local)
+    uniform = np.full((0 if outliers is None else total - training.batch_size, NUM_CLASSES),
+                      1 / NUM_CLASSES, np.float32)
+    held = (jnp.asarray(x), jnp.asarray(np.eye(NUM_CLASSES, dtype=np.float32)[y]),
+            jnp.asarray(outliers if outliers is not None else np.zeros((0, 28, 28), np.uint8)))
+
+    @jax.jit
+    def make(held, rows, pick, step):
+        images, targets, others = held
+        batch, labels = images[rows], targets[rows]
+        if len(uniform):  # outlier exposure
+            batch = jnp.concatenate([batch, others[pick]])
+            labels = jnp.concatenate([labels, jnp.asarray(uniform)])
+        return prepare(batch[local], step), labels[local]
+
+    return lambda rows, pick, step: make(held, rows, pick, step)
+
+
+def preparer(training: TrainingConfig, batch: int, local: slice):
+    """fn(uint8 images, global step) -> the model's float32 input, augmented (to run under
+    jax.jit; `batch_maker` compiles it with the batch's gathering).
+
+    The step's random key is made inside (made eagerly, JAX's key ops took 0.5 ms a batch).
     """
     augment = augmenter(training.augment, batch, local) if training.augment.enabled else None
     # numpy's uint8 -> float32 values, looked up: XLA's division by 255 differs in the last bit
     scale = np.arange(256, dtype=np.uint8).astype(np.float32) / PIXEL_MAX
 
-    @jax.jit
     def prepare(images, step):
         images = jnp.asarray(scale)[images][..., None]
         if augment is None:
