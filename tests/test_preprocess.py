@@ -288,6 +288,25 @@ def test_a_steep_slant_is_brought_back_to_mnists_range(lean):
     assert preprocess.limit_slant(upright) is upright
 
 
+def test_the_dashes_of_a_pen_that_skips_are_one_digit():
+    """A fine pen that skips leaves a digit in short dashes with gaps wider than a quarter of
+    one dash: all of them are the digit, not only the longest dash."""
+    image = Image.new("L", (400, 400), 255)
+    draw = ImageDraw.Draw(image)
+    for (x0, y0), (x1, y1) in zip(SEVEN[0], SEVEN[0][1:]):
+        start, end = np.array([50 + 300 * x0, 50 + 300 * y0]), np.array([50 + 300 * x1,
+                                                                        50 + 300 * y1])
+        length = float(np.hypot(*(end - start)))
+        for at in np.arange(0, length - 10, 40):  # dashes 26 px long, 14 px apart
+            a = start + (end - start) * at / length
+            b = start + (end - start) * min(at + 26, length) / length
+            draw.line([tuple(a), tuple(b)], fill=0, width=4)
+    strength = ink.flatten_background(np.asarray(image, np.float32) / 255)
+    mask = selection.select_digit(ink.segment(strength))
+    rows, cols = np.nonzero(mask)
+    assert np.ptp(rows) > 0.9 * 0.87 * 300 and np.ptp(cols) > 0.9 * 0.76 * 300
+
+
 def test_mnist_like_input_passes_nearly_unchanged():
     """A 28x28 white-on-black digit, 20 px tall, centred by mass, anti-aliased: MNIST's own."""
     digit = draw_digit(size=(112, 112), box=(28, 16, 84, 96), width=10, ink=255, paper=0)

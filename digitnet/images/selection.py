@@ -17,6 +17,8 @@ PAGE_DIGIT = 0.1  # ... and at least this when something runs along the image's 
 MIN_PIECE = 0.04  # a component smaller than this fraction of the largest is a speck
 NEIGHBOUR = 0.3  # a piece cut by the image's edge, smaller than this fraction of the digit,
 # is a neighbouring digit's stroke reaching into the crop (when the digit itself is not cut)
+GATHER_REACH = 0.05  # pieces this close to the digit (a fraction of the image's long side) are
+# its own, however small its first piece: the dashes of a fine pen that skips or faint pencil
 FAINT = 0.5  # a piece whose mean ink is below this fraction of the strongest digit-sized
 # piece's is not written ink: the shade beyond a photographed sheet's edge, ruled lines, grain
 
@@ -43,7 +45,7 @@ def select_digit(pieces: Pieces) -> np.ndarray | None:
         on_page[faint_pieces(labels, stats, ink, on_page)] = 0
         main = largest(on_page, stats)
         on_page[neighbours_strokes(stats, labels.shape, on_page, main)] = 0
-    return pick(labels, len(stats), gather_pieces(stats, on_page, main))
+    return pick(labels, len(stats), gather_pieces(stats, on_page, main, max(labels.shape)))
 
 
 def faint_pieces(labels: np.ndarray, stats: np.ndarray, ink: np.ndarray,
@@ -141,8 +143,9 @@ def big_enough(stats: np.ndarray, label: int, shape: tuple[int, int], fraction: 
     return long_side >= max(3, fraction * max(shape))
 
 
-def gather_pieces(stats: np.ndarray, sizes: np.ndarray, main: int) -> list[int]:
-    """Grow from the main component, adding sizeable components near the digit so far."""
+def gather_pieces(stats: np.ndarray, sizes: np.ndarray, main: int, side: int) -> list[int]:
+    """Grow from the main component, adding sizeable components near the digit so far: within
+    a quarter of its size, or GATHER_REACH of the image's long side `side`."""
     candidates = (sizes >= MIN_PIECE * sizes[main]).nonzero()[0].tolist()
     if len(candidates) == 1:
         return candidates  # the common case: nothing but the main component is big enough
@@ -151,7 +154,8 @@ def gather_pieces(stats: np.ndarray, sizes: np.ndarray, main: int) -> list[int]:
     added = True
     while added:
         added = False
-        reach = 0.25 * max(digit[2] - digit[0], digit[3] - digit[1]) + 2
+        reach = max(0.25 * max(digit[2] - digit[0], digit[3] - digit[1]) + 2,
+                    GATHER_REACH * side)
         for label in candidates:
             other = box(stats, label)
             if label not in keep and box_gap(digit, other) <= reach:
