@@ -75,3 +75,13 @@ def test_no_source_folder_is_git_ignored(package):
     checked = subprocess.run(["git", "-C", str(REPO), "check-ignore", "--no-index", "-q",
                               str(new_file)])
     assert checked.returncode == 1, f"{new_file} would be ignored by git and by ruff"
+
+
+@pytest.mark.parametrize("package", sorted({path.parent for path in LIBRARY}),
+                         ids=lambda path: str(path.relative_to(REPO)))
+def test_every_package_has_its_init_in_git(package):
+    # without it a clone sees a namespace package, which find_packages leaves out of a wheel
+    init = (package / "__init__.py").relative_to(REPO)
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "--error-unmatch", str(init)],
+                             capture_output=True)
+    assert tracked.returncode == 0, f"{init} is not in git"

@@ -1,0 +1,1 @@
+"""The run directory: its files, its lock, and the list of runs."""
