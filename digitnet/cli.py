@@ -300,6 +300,7 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
         prefetch_mnist(resolve_source(explicit("data_dir", data_dir), config.data.source))
     cluster = job_cluster(coordinator, num_processes, process_id, run_dir or resume_dir,
                           config.training.backend)
+    backends.check_available(config.training.backend)  # before a converter imports TensorFlow
     if not dry_run and (cluster is None or cluster.writes):  # process 0 exports the model
         from digitnet.export.converter import start_early
 
@@ -616,8 +617,11 @@ def sweep(sweep_file, trials, jobs, storage, study_name, data_dir):
                f"({best['run_dir']}); config: {result.best_config}; report: {result.report}")
 
 
-# Set by `train`: its process leaves without the interpreter's teardown (`leave`). Every file of
-# the run is written and synced by then, and tearing TensorFlow or JAX down took 0.3-1 s.
+# Set by `train` just before it trains: from then on its process leaves without the
+# interpreter's teardown (`leave`), whether the run finished, failed or was interrupted (tearing
+# TensorFlow or JAX down took 0.3-1 s). A finished run's files are written and synced by then; a
+# failed or interrupted one has marked state.json and its `Error:` line is printed; the atexit
+# handlers still run (the LiteRT converter is ended).
 SKIP_TEARDOWN = False
 
 

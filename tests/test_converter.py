@@ -19,7 +19,7 @@ from digitnet.cli import cli
 from digitnet.errors import DigitnetError
 from digitnet.export import converter
 from digitnet.runs import layout
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import REPO, TINY_OVERRIDES
 
 SETS = [part for text in TINY_OVERRIDES for part in ("--set", text)]
 
@@ -87,30 +87,71 @@ def test_a_jax_train_process_converts_in_its_converter_the_same_file_and_leaves_
     assert here.read_bytes() == (run_dir / "model-best.tflite").read_bytes()
 
 
-def test_a_failed_conversion_fails_the_run_in_one_line_and_writes_no_export(
-        runs_dir, tiny_data_dir, monkeypatch):
-    """The converter fails (here a stand-in that says why on stderr; a TensorFlow run hands its
-    model to a converter that waits for it): the run is marked failed with its reason, `Error:`
-    names the file, and no .tflite, record or metrics.json is left."""
-    fails = ("import sys; sys.stdin.readline(); sys.stdin.readline(); "
-             "sys.stderr.write('Traceback ...\\nValueError: cannot convert this model\\n'); "
-             "sys.exit(1)")
-    monkeypatch.setattr(converter, "command", lambda: [sys.executable, "-c", fails])
-    monkeypatch.setattr(converter, "start_early", lambda backend: converter.start())  # as for JAX
-    run_dir = runs_dir / "failed"
-    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tiny_data_dir), "--run-dir",
-                                      str(run_dir), *SETS, "-q"])
-    message = (f"{run_dir / 'model-best.tflite'}: LiteRT export failed (ValueError: cannot "
-               f"convert this model)")
-    assert result.exit_code == 1
-    assert result.output == f"Error: {message}\n"
+FAILS = ("import sys; sys.stdin.readline(); sys.stdin.readline(); "
+         "sys.stderr.write('Traceback ...\\nValueError: cannot convert this model\\n'); "
+         "sys.exit(1)")
+WRITES_NOTHING = "import sys; sys.stdin.readline(); sys.stdin.readline(); sys.exit(0)"
+
+
+@pytest.mark.parametrize(("code", "reason"), [
+    (FAILS, "ValueError: cannot convert this model"),
+    (WRITES_NOTHING, "the converter wrote nothing")], ids=["fails", "writes nothing"])
+def test_a_failed_conversion_fails_the_jax_run_in_one_line_and_writes_no_export(
+        tmp_path, tiny_data_dir, code, reason):
+    """`digitnet train --backend jax` whose converter process fails (a stand-in that says why on
+    stderr) or exits without writing the file, after the run directory exists: exit status 1,
+    one `Error:` line naming the file, the run marked failed with that reason, no .tflite,
+    record or metrics.json, and no converter left."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "DIGITNET_RUNS_DIR": str(tmp_path / "runs"),
+           "DIGITNET_TEST_CONVERTER": code, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "train_child.py"), "train", "--backend", "jax",
+         "--data-dir", str(tiny_data_dir), "--run-dir", str(run_dir), *SETS, "-q"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = process.communicate(timeout=600)
+    message = f"{run_dir / 'model-best.tflite'}: LiteRT export failed ({reason})"
+    assert process.returncode == 1, stderr[-3000:]
+    assert stdout == ""
+    assert [line for line in stderr.splitlines() if "Error" in line or "Traceback" in line] \
+        == [f"Error: {message}"]
+    assert converters_of(process.pid) == []
     state = json.loads((run_dir / "state.json").read_text())
     assert state["status"] == "failed" and state["message"] == message
     names = {path.name for path in run_dir.iterdir()}
     assert "model-best.keras" in names
     assert not names & {"model-best.tflite", "model-best.tflite.json", "metrics.json"}
     assert hidden_files(run_dir) == []
+
+
+def test_a_stuck_converter_is_ended_and_named(tmp_path, monkeypatch):
+    """A converter that never finishes: after the wait's limit it is ended, the error names the
+    file, and neither it nor its temporary file is left."""
+    stuck = ("import sys, time; from pathlib import Path; p = Path(sys.argv[1]); "
+             "sys.stdin.readline(); sys.stdin.readline(); "
+             "(p.parent / ('.' + p.name + '.x.tflite')).write_text('half'); time.sleep(120)")
+    target = tmp_path / "model.tflite"
+    monkeypatch.setattr(converter, "command", lambda: [sys.executable, "-c", stuck, str(target)])
+    monkeypatch.setattr(converter, "CONVERT_TIMEOUT_S", 2)
+    wait = converter.convert(tmp_path / "model.keras", target)
+    with pytest.raises(DigitnetError, match=rf"^{target}: LiteRT export did not finish within "
+                                            rf"2 s \(the converter was ended\)$"):
+        wait()
     assert converters_of(os.getpid()) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_training_process_ends_its_converter_once_at_exit(monkeypatch):
+    """`stop` is registered with atexit once, however many converters were started."""
+    registered = []
+    monkeypatch.setattr("atexit.register", registered.append)
+    monkeypatch.setattr(converter, "_registered", False, raising=False)
+    monkeypatch.setattr(converter, "command",
+                        lambda: [sys.executable, "-c", "import sys; sys.stdin.read()"])
+    for _ in range(2):
+        converter.start()
+        converter.stop()
+    assert registered == [converter.stop]
 
 
 def test_the_converter_names_a_model_it_cannot_read_and_leaves_nothing(tmp_path):
@@ -140,18 +181,86 @@ def test_the_converter_starts_early_for_jax_runs_only(monkeypatch):
 
 @pytest.mark.parametrize("how", ["exits", "is killed"])
 def test_no_converter_outlives_its_parent(tmp_path, how):
-    """A process that started a converter and never used it: exiting ends it (atexit), and being
-    killed (SIGKILL, no atexit) ends it too (the kernel's parent-death signal)."""
-    code = ("import sys, time\n"
+    """A process that started a converter and never used it: exiting ends it (atexit `stop`,
+    before the parent is gone), and being killed (SIGKILL, no atexit) ends it too (the
+    kernel's parent-death signal). The converter here arms the signal, then sleeps without
+    reading its input, so that nothing else (its input's end) can end it."""
+    sleeper = ("import time; from pathlib import Path; from digitnet.export import converter; "
+               "converter.die_with_parent(); Path('armed').touch(); time.sleep(120)")
+    # the parent says at exit, after `stop` has run (atexit runs last registered first), whether
+    # its converter is ended: the parent-death signal would end it a moment later as well
+    code = ("import atexit, sys, time\n"
+            "from pathlib import Path\n"
             "from digitnet.export import converter\n"
+            f"converter.command = lambda: [sys.executable, '-c', {sleeper!r}]\n"
+            "atexit.register(lambda: print('ended' if started.poll() is not None else 'alive'))\n"
             "converter.start()\n"
-            "print('started', flush=True)\n"
+            "[started] = converter._started\n"
+            "while not Path('armed').exists():\n"
+            "    time.sleep(0.05)\n"
+            "print('armed', flush=True)\n"
             f"time.sleep({0 if how == 'exits' else 120})\n")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              cwd=tmp_path)
-    assert parent.stdout.readline() == "started\n"
+                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert parent.stdout.readline() == "armed\n"
     if how == "is killed":
         assert converters_of(parent.pid)  # it waits while its parent lives
         parent.send_signal(signal.SIGKILL)
-    parent.communicate(timeout=60)
+    stdout, _ = parent.communicate(timeout=60)
+    assert stdout == ("ended\n" if how == "exits" else "")
     assert ended_within(parent.pid, 10)
+
+
+class Stopped(Exception):
+    """Raised by the stand-in for backends.use: the test ends the command there."""
+
+
+@pytest.mark.parametrize(("options", "starts"), [
+    ([], True),
+    (["--dry-run"], False),
+    (["--print-config"], False),
+    (["--run-dir", "job", "--coordinator", "127.0.0.1:1", "--num-processes", "2",
+      "--process-id", "1"], False),
+    (["--run-dir", "job", "--coordinator", "127.0.0.1:1", "--num-processes", "2",
+      "--process-id", "0"], True),
+], ids=["run", "dry run", "print config", "job process 1", "job process 0"])
+def test_train_starts_the_converter_before_the_backend_only_when_it_will_export(
+        runs_dir, tiny_data_dir, monkeypatch, options, starts):
+    """`digitnet train --backend jax` starts the converter before it imports JAX, unless the
+    command exports nothing (a dry run, --print-config, a job's process other than 0)."""
+    from digitnet.training import backends
+
+    calls = []
+
+    def use(name):
+        calls.append(("use", name))
+        raise Stopped
+
+    monkeypatch.setattr(converter, "start_early", lambda name: calls.append(("start", name)))
+    monkeypatch.setattr(backends, "use", use)
+    result = CliRunner().invoke(cli, ["train", "--backend", "jax", "--data-dir",
+                                      str(tiny_data_dir), *SETS, *options])
+    if options == ["--print-config"]:
+        assert result.exit_code == 0 and calls == []
+        return
+    assert isinstance(result.exception, Stopped)
+    assert calls == [*([("start", "jax")] if starts else []), ("use", "jax")]
+
+
+def test_train_without_jax_fails_before_starting_a_converter(runs_dir, tiny_data_dir,
+                                                             monkeypatch):
+    """`digitnet train --backend jax` where JAX is not installed: one `Error:` line, and no
+    converter (no TensorFlow import) was started for it."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "jax" else real(name, *args))
+    started = []
+    monkeypatch.setattr(converter, "start_early", started.append)
+    result = CliRunner().invoke(cli, ["train", "--backend", "jax", "--data-dir",
+                                      str(tiny_data_dir), *SETS, "-q"])
+    assert result.exit_code == 1
+    assert result.output == "Error: training.backend: 'jax' needs JAX (pip install " \
+        "'digitnet[jax]')\n"
+    assert started == []

@@ -6,7 +6,8 @@ epoch $DIGITNET_TEST_EPOCH (1-based), the child writes the file $DIGITNET_TEST_R
 holds still until the file $DIGITNET_TEST_GO exists or $DIGITNET_TEST_HOLD seconds have passed,
 so that a signal sent on seeing the ready file lands in the middle of that epoch. With
 $DIGITNET_TEST_FIT=N only the N-th training in the process (a sweep's N-th trial) is watched;
-$DIGITNET_TEST_NO_LITERT=1 skips each run's LiteRT export (a third of a tiny run's time).
+$DIGITNET_TEST_NO_LITERT=1 skips each run's LiteRT export (a third of a tiny run's time);
+$DIGITNET_TEST_CONVERTER=CODE runs the Python code CODE as the LiteRT converter process.
 With $DIGITNET_TEST_WEIGHTS set, the child saves its model's weights there (.npz) at the end of
 training (each process of a multi-process job holds its own copy).
 
@@ -100,6 +101,13 @@ if __name__ == "__main__":
         backends.use(os.environ["KERAS_BACKEND"])
     if os.environ.get("DIGITNET_TEST_READY") or os.environ.get("DIGITNET_TEST_WEIGHTS"):
         patch_fit()
+    if os.environ.get("DIGITNET_TEST_CONVERTER"):  # Python code run as the LiteRT converter
+        import sys
+
+        import digitnet.export.converter
+
+        digitnet.export.converter.command = lambda: [
+            sys.executable, "-c", os.environ["DIGITNET_TEST_CONVERTER"]]
     if os.environ.get("DIGITNET_TEST_NO_LITERT"):
         import digitnet.export.converter
         import digitnet.training.train

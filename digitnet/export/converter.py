@@ -24,8 +24,13 @@ from pathlib import Path
 from digitnet.errors import DigitnetError
 
 PARENT_ENV = "DIGITNET_CONVERTER_PARENT"  # the training process's id, in the converter's env
+# How long a run waits for its conversion: a tiny model converts in about 2 s and MNIST's models
+# in under 10 s on a loaded 2-core machine; a converter still busy after this is stuck (a hung
+# TensorFlow), and the run fails naming the file rather than waiting forever.
+CONVERT_TIMEOUT_S = 300
 _waiting: subprocess.Popen | None = None  # started, not yet handed a model
 _started: list[subprocess.Popen] = []  # every converter this process started, for `stop`
+_registered = False  # `stop` is registered with atexit (once)
 
 
 def start_early(backend: str) -> None:
@@ -57,8 +62,10 @@ def launch() -> subprocess.Popen:
     process = subprocess.Popen(command(), env=env,
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, process_group=0)
-    if not _started:
+    global _registered
+    if not _registered:
         atexit.register(stop)
+        _registered = True
     _started.append(process)
     return process
 
@@ -86,12 +93,30 @@ def convert(keras_path: Path, tflite_path: Path) -> Callable[[], None]:
         pass
 
     def wait() -> None:
-        _, stderr = process.communicate()
+        try:
+            _, stderr = process.communicate(timeout=CONVERT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            abandon(tflite_path)
+            raise DigitnetError(f"{tflite_path}: LiteRT export did not finish within "
+                                f"{CONVERT_TIMEOUT_S} s (the converter was ended)") from None
         if process.returncode:
             lines = (stderr.strip() or f"exit status {process.returncode}").splitlines()
             raise DigitnetError(f"{tflite_path}: LiteRT export failed ({lines[-1][:200]})")
+        if not Path(tflite_path).exists():
+            raise DigitnetError(f"{tflite_path}: LiteRT export failed (the converter wrote "
+                                f"nothing)")
 
     return wait
+
+
+def abandon(tflite_path: Path) -> None:
+    """End every converter (one converting into `tflite_path` included) and remove the
+    temporary file a killed one leaves beside it (`layout.atomic_path`'s); an older
+    `tflite_path` stays as it was."""
+    stop()
+    tflite_path = Path(tflite_path)
+    for partial in tflite_path.parent.glob(f".{tflite_path.name}.*"):
+        partial.unlink(missing_ok=True)
 
 
 def stop() -> None:
@@ -114,7 +139,7 @@ def read_paths() -> list[str]:
 
 def die_with_parent() -> None:
     """The converter's side, Linux: be killed when the training process dies, even by SIGKILL;
-    leave at once if it is gone already."""
+    leave at once, failing, if it is gone already."""
     parent = os.environ.get(PARENT_ENV)
     if not parent:
         return
@@ -125,4 +150,4 @@ def die_with_parent() -> None:
     except (OSError, AttributeError):  # not Linux: the parent's `stop` still ends it
         return
     if os.getppid() != int(parent):
-        os._exit(0)
+        os._exit(1)

@@ -41,11 +41,20 @@ def use(name: str) -> None:
     if "keras" in sys.modules:
         check_loaded(name)
         return
-    if name == "jax" and importlib.util.find_spec("jax") is None:
-        raise DigitnetError("training.backend: 'jax' needs JAX (pip install 'digitnet[jax]')")
+    check_available(name)
     os.environ["KERAS_BACKEND"] = name
     quiet_backend()
     import_library(name)  # the backend's library has the backend's name
+
+
+def check_available(name: str) -> None:
+    """Refuse a backend that is not installed (without importing anything).
+
+    Raises:
+      DigitnetError: JAX is not installed.
+    """
+    if name == "jax" and importlib.util.find_spec("jax") is None:
+        raise DigitnetError("training.backend: 'jax' needs JAX (pip install 'digitnet[jax]')")
 
 
 def check_loaded(name: str) -> None:

@@ -169,12 +169,8 @@ def prepare_export() -> None:
 
 
 def start_litert_export(model, keras_path: Path, tflite_path: Path) -> Callable[[], None]:
-    """Convert the loaded model here and now; or, when a converter process was started for this
-    one and waits (digitnet/export/converter.py), hand it the saved model instead."""
-    from digitnet.export import converter
-
-    if converter.waiting():
-        return converter.convert(keras_path, tflite_path)
+    """Convert the loaded model here and now (a TensorFlow run starts no converter process:
+    digitnet/export/converter.py's `start_early`)."""
     from digitnet.export.litert import export_litert as export
 
     export(model, tflite_path)
