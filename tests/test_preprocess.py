@@ -755,3 +755,19 @@ def test_picking_one_label_equals_the_table():
         table[chosen] = True
         table[0] = False
         np.testing.assert_array_equal(ink.pick(labels, 6, chosen), table[labels])
+
+
+def test_a_dark_blob_smaller_than_a_digit_is_not_the_digit_once_faint_shade_is_gone():
+    """The largest piece is faint shade, the strongest digit-sized one a thin dark stroke, and a
+    small dark blob (shorter than a digit can be) holds more pixels than the stroke: with the
+    shade set aside, the digit is the stroke, not the blob."""
+    strength = np.zeros((1000, 1000), np.float32)
+    strength[100:108, 100:220] = 0.3  # shade: the largest piece, digit-sized, faint
+    strength[400:550, 700:702] = 1.0  # the digit: 300 pixels, 150 tall
+    strength[800:820, 100:120] = 1.0  # a blob: 400 pixels, 20 (under MIN_DIGIT's 25) across
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((strength > 0).view(np.uint8), 8)
+    strong = np.arange(count) > 0
+    mask = selection.select_digit(ink.Pieces(labels, stats, strong, strength))
+    digit = np.zeros(strength.shape, bool)
+    digit[400:550, 700:702] = True
+    assert mask is not None and np.array_equal(mask, digit)

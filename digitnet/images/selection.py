@@ -43,7 +43,9 @@ def select_digit(pieces: Pieces) -> np.ndarray | None:
         return None
     if np.count_nonzero(on_page) > 1:  # more than the digit's one piece
         on_page[faint_pieces(labels, stats, ink, on_page)] = 0
-        main = largest(on_page, stats)
+        # the largest digit-sized piece left (the strongest one is never faint): a smaller dark
+        # blob holding more pixels than a thin digit is not one
+        main = largest(digit_sized(stats, on_page, labels.shape), stats)
         on_page[neighbours_strokes(stats, labels.shape, on_page, main)] = 0
     return pick(labels, len(stats), gather_pieces(stats, on_page, main, max(labels.shape)))
 
@@ -58,9 +60,9 @@ def faint_pieces(labels: np.ndarray, stats: np.ndarray, ink: np.ndarray,
     if len(candidates) < 2:
         return np.zeros(0, np.intp)
     levels = {label: mean_ink(labels, stats, ink, label) for label in candidates.tolist()}
-    digit_sized = [levels[label] for label in levels
-                   if big_enough(stats, label, labels.shape, MIN_DIGIT)]
-    strongest = max(digit_sized, default=max(levels.values()))
+    # the largest piece (the digit's main one, big enough) is always among the candidates
+    strongest = max(levels[label] for label in levels
+                    if big_enough(stats, label, labels.shape, MIN_DIGIT))
     return np.array([label for label, level in levels.items() if level < FAINT * strongest],
                     np.intp)
 
@@ -133,6 +135,15 @@ def surroundings(labels: np.ndarray, stats: np.ndarray) -> np.ndarray:
         along |= np.bincount(edge, minlength=len(stats)) >= 0.5 * extent
     along[0] = False
     return along.nonzero()[0]
+
+
+def digit_sized(stats: np.ndarray, sizes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`sizes` with pieces too short to be a digit (MIN_DIGIT) set to 0."""
+    kept = sizes.copy()
+    for label in sizes.nonzero()[0].tolist():
+        if not big_enough(stats, label, shape, MIN_DIGIT):
+            kept[label] = 0
+    return kept
 
 
 def big_enough(stats: np.ndarray, label: int, shape: tuple[int, int], fraction: float) -> bool:
