@@ -264,3 +264,33 @@ def test_train_without_jax_fails_before_starting_a_converter(runs_dir, tiny_data
     assert result.output == "Error: training.backend: 'jax' needs JAX (pip install " \
         "'digitnet[jax]')\n"
     assert started == []
+
+
+def test_a_run_failing_while_its_model_converts_ends_the_converter_without_waiting(
+        runs_dir, tiny_data_dir, monkeypatch):
+    """The model's measurement fails while the converter converts (here a stand-in that has
+    begun its temporary file and takes a minute): the run fails at once in one line, and
+    neither the converter nor its temporary file is left."""
+    import digitnet.training.train as train
+
+    slow = ("import sys, time; from pathlib import Path; sys.stdin.readline(); "
+            "p = Path(sys.stdin.readline().strip()); "
+            "(p.parent / ('.' + p.name + '.x.tflite')).write_text('half'); time.sleep(60)")
+    monkeypatch.setattr(converter, "command", lambda: [sys.executable, "-c", slow])
+    monkeypatch.setattr(train, "start_litert_export", lambda model, path, source: (
+        converter.convert(Path(source), Path(path))))
+
+    def measure(model, splits):
+        time.sleep(1)  # the converter has begun
+        raise DigitnetError("measuring failed")
+
+    monkeypatch.setattr(train, "measure", measure)
+    run_dir = runs_dir / "failed"
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tiny_data_dir), "--run-dir",
+                                      str(run_dir), *SETS, "-q"])
+    assert result.exit_code == 1 and result.output == "Error: measuring failed\n"
+    assert time.monotonic() - started < 30
+    assert converters_of(os.getpid()) == []
+    assert hidden_files(run_dir) == []
+    assert "model-best.tflite" not in {path.name for path in run_dir.iterdir()}
