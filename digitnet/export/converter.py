@@ -113,9 +113,10 @@ def abandon(tflite_path: Path) -> None:
     """End every converter (one converting into `tflite_path` included) and remove the
     temporary file a killed one leaves beside it (`layout.atomic_path`'s); an older
     `tflite_path` stays as it was."""
+    from digitnet.runs.layout import leftover_temporaries
+
     stop()
-    tflite_path = Path(tflite_path)
-    for partial in tflite_path.parent.glob(f".{tflite_path.name}.*"):
+    for partial in leftover_temporaries(tflite_path):
         partial.unlink(missing_ok=True)
 
 

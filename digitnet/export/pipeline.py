@@ -102,7 +102,7 @@ def test_and_training_images(run_dir: Path | None, data_dir: str | None) -> Chec
 def staging(target: Path):
     """A hidden folder beside `target` (same file system: a rename moves it), removed after."""
     try:
-        folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=layout.temporary_prefix(target)))
     except OSError as error:
         raise InputError(OUTPUT, target, "cannot write there "
                          f"({os_reason(error)})") from None

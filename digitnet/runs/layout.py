@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import glob
 import hashlib
 import json
 import logging
@@ -164,6 +165,18 @@ def link_problem(path: Path) -> str | None:
     return None
 
 
+def temporary_prefix(target: Path) -> str:
+    """How `atomic_path`'s temporary files beside `target` begin (a dot hides them)."""
+    return f".{target.name}."
+
+
+def leftover_temporaries(target: str | Path) -> list[Path]:
+    """The temporary files `atomic_path` left beside `target` in a process killed while writing
+    it (its own cleanup never ran)."""
+    target = Path(target)
+    return sorted(target.parent.glob(f"{glob.escape(temporary_prefix(target))}*"))
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path):
     """Yield a temporary path beside `target`; on success fsync it and rename it over `target`.
@@ -176,7 +189,7 @@ def atomic_path(target: str | Path):
     target = Path(target)
     tmp = None
     try:
-        handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+        handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=temporary_prefix(target),
                                        suffix=target.suffix or ".tmp")
         os.close(handle)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; keep the usual permissions
