@@ -16,6 +16,8 @@ import numpy as np
 from digitnet.config import AugmentConfig
 
 CENTRE = 13.5  # the middle of a 28-pixel side, in pixel coordinates
+ROWS = np.arange(28, dtype=np.float32).reshape(1, 28, 1)  # the pixel grid, broadcast over a batch
+COLS = ROWS.reshape(1, 1, 28)
 ELASTIC_GRID = 4  # the elastic field's random displacements: a 4x4 grid of them, 9 px apart
 ELASTIC_SPREAD = 0.75  # each one's Gaussian weight reaches this many grid steps (sigma)
 LINE_DRAWS = 8  # uniform numbers in [0, 1) that make one image's line (line_ink)
@@ -91,11 +93,9 @@ def elastic_field(xp, noise, pixels: float):
 def source_points(transforms, shift_x, shift_y):
     """Where each output pixel reads its input: the affine inverse `transforms` (N, 8) applied
     to the pixel grid, plus per-pixel shifts (N, 28, 28)."""
-    rows = np.arange(28, dtype=np.float32).reshape(1, 28, 1)
-    cols = rows.reshape(1, 1, 28)
     t = [transforms[:, k][:, None, None] for k in range(6)]
-    return (t[0] * cols + t[1] * rows + t[2] + shift_x,
-            t[3] * cols + t[4] * rows + t[5] + shift_y)
+    return (t[0] * COLS + t[1] * ROWS + t[2] + shift_x,
+            t[3] * COLS + t[4] * ROWS + t[5] + shift_y)
 
 
 def bilinear(tf, images, source_x, source_y):
@@ -157,10 +157,8 @@ def line_ink(xp, draws, probability: float):
     half = between(5, LINE_LENGTH) / 2
     centre_x = CENTRE - offset * along_y + slide * along_x
     centre_y = CENTRE + offset * along_x + slide * along_y
-    rows = np.arange(28, dtype=np.float32).reshape(1, 28, 1)
-    cols = rows.reshape(1, 1, 28)
-    dx = cols - centre_x[:, None, None]
-    dy = rows - centre_y[:, None, None]
+    dx = COLS - centre_x[:, None, None]
+    dy = ROWS - centre_y[:, None, None]
     along = xp.minimum(xp.maximum(dx * along_x[:, None, None] + dy * along_y[:, None, None],
                                   -half[:, None, None]), half[:, None, None])
     distance = xp.sqrt((dx - along * along_x[:, None, None]) ** 2
