@@ -294,3 +294,12 @@ def test_a_run_failing_while_its_model_converts_ends_the_converter_without_waiti
     assert converters_of(os.getpid()) == []
     assert hidden_files(run_dir) == []
     assert "model-best.tflite" not in {path.name for path in run_dir.iterdir()}
+
+
+def test_the_converter_module_refuses_a_wrong_command_line_in_one_line():
+    ran = subprocess.run([sys.executable, "-m", "digitnet.export.litert", "only-one.keras"],
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 1
+    assert ran.stderr.splitlines() == [
+        "usage: python -m digitnet.export.litert MODEL.keras OUT.tflite (or - to read the two "
+        "paths from standard input)"]

@@ -46,6 +46,9 @@ if __name__ == "__main__":  # python -m digitnet.export.litert MODEL.keras OUT.t
     from digitnet.backend import import_tensorflow_quietly
     from digitnet.export import converter
 
+    if len(sys.argv[1:]) != 2 and sys.argv[1:] != ["-"]:
+        sys.exit("usage: python -m digitnet.export.litert MODEL.keras OUT.tflite (or - to read "
+                 "the two paths from standard input)")
     converter.die_with_parent()
     import_tensorflow_quietly()
     import keras
