@@ -379,15 +379,15 @@ def remove_frame_lines(mask: np.ndarray) -> np.ndarray:
             thickest = max(thickest, line.thickness)
     if not erase.any():
         return mask
-    line = erase.view(bool)
-    kept = mask & ~line
+    erased = erase.view(bool)
+    kept = mask & ~erased
     # where a stroke crossed a line, ink on both sides closes the gap, along and across
     size = 2 * thickest + 1
-    closed = np.zeros_like(line)
+    closed = np.zeros_like(erased)
     for kernel in (np.ones((size, 1), np.uint8), np.ones((1, size), np.uint8)):
         closed |= cv2.morphologyEx(kept.view(np.uint8), cv2.MORPH_CLOSE, kernel,
                                    borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
-    return kept | (closed & line & mask)
+    return kept | (closed & erased & mask)
 
 
 class FrameLine(NamedTuple):
