@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
@@ -151,18 +152,70 @@ def sheared(digit: np.ndarray, degrees: float) -> np.ndarray:
     return np.asarray(wide)[:, columns.min(): columns.max() + 1] if columns.size else digit
 
 
+def enlarged(digit: np.ndarray, side: int) -> np.ndarray:
+    """A digit (any size, uint8) resized to `side` pixels tall (bicubic), as floats in [0, 255]."""
+    height, breadth = digit.shape
+    size = (max(1, round(breadth * side / height)), side)
+    return np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BICUBIC), np.float64)
+
+
 def pen_mask(digit: np.ndarray, side: int, width: float, core: float = 0.6) -> np.ndarray:
     """A digit (any size, uint8) redrawn `side` pixels tall: its strokes thinned to where MNIST's
     ink is above `core`, then widened by `width` pixels (a broader pen)."""
-    height, breadth = digit.shape
-    size = (max(1, round(breadth * side / height)), side)
-    big = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BICUBIC), np.float64)
-    path = big > core * 255  # thinner than MNIST's stroke: the pen's path
+    path = enlarged(digit, side) > core * 255  # thinner than MNIST's stroke: the pen's path
     radius = max(0, int(round(width / 2)))
     image = Image.fromarray((path * 255).astype(np.uint8))
     if radius:
         image = image.filter(ImageFilter.MaxFilter(2 * radius + 1))
     return np.asarray(image.filter(ImageFilter.GaussianBlur(0.6)), np.float64) / 255
+
+
+# P2..P9 of Zhang and Suen's thinning: the 8 neighbours clockwise from north, as (row, column)
+NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def thinning_tables() -> tuple[np.ndarray, np.ndarray]:
+    """For each of the 256 neighbourhoods (bit k set: neighbour k of NEIGHBOURS is ink), whether
+    a pixel may be removed in the first and in the second sub-iteration of Zhang and Suen's
+    thinning (CACM 27(3), 1984): it has 2-6 ink neighbours, exactly one paper-to-ink transition
+    around it (so removing it splits nothing), and lies on a south-east / north-west edge."""
+    tables = np.zeros((2, 256), bool)
+    for code in range(256):
+        p = [(code >> k) & 1 for k in range(8)]
+        north, east, south, west = p[0], p[2], p[4], p[6]
+        crossings = sum(p[k] == 0 and p[(k + 1) % 8] == 1 for k in range(8))
+        removable = 2 <= sum(p) <= 6 and crossings == 1
+        tables[0, code] = removable and not (north and east and south) and not (
+            east and south and west)
+        tables[1, code] = removable and not (north and east and west) and not (
+            north and south and west)
+    return tables[0], tables[1]
+
+
+THINNING = thinning_tables()
+
+
+def thinned(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask's centre lines, one pixel wide and as connected as the mask."""
+    image = np.pad(mask.astype(np.uint8), 1)
+    while True:
+        before = int(image.sum())
+        for table in THINNING:
+            code = np.zeros_like(image)
+            for bit, (dy, dx) in enumerate(NEIGHBOURS):
+                code |= np.roll(image, (-dy, -dx), axis=(0, 1)) << bit
+            image = image & ~table[code]
+        if int(image.sum()) == before:
+            return image[1:-1, 1:-1].astype(bool)
+
+
+def fine_pen_mask(digit: np.ndarray, side: int, width: float, core: float = 0.5) -> np.ndarray:
+    """A digit (any size, uint8) redrawn `side` pixels tall by a fine pen: the centre line of its
+    strokes (where MNIST's ink is above `core`) drawn `width` pixels wide, anti-aliased. The line
+    is as continuous as the stroke, however thin the pen."""
+    line = thinned(enlarged(digit, side) > core * 255)
+    distance = cv2.distanceTransform((~line).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.clip(width / 2 + 0.5 - distance, 0, 1)
 
 
 def frame(mask: np.ndarray, rng, margin: tuple[float, float]) -> np.ndarray:
@@ -236,9 +289,9 @@ def varied_digit(digit: np.ndarray, rng, style: str, neighbour: np.ndarray) -> I
         side = int(rng.integers(60, 160))
         mask = pen_mask(digit, side, side * rng.uniform(0.04, 0.1))
         return camera(rng, ink_on_paper(rng, frame(mask, rng, (0.1, 0.8))))
-    if style == "thin_pen":  # a fine pen, large on the page: hairline strokes
+    if style == "thin_pen":  # a fine pen, large on the page: continuous hairline strokes
         side = int(rng.integers(100, 220))
-        mask = pen_mask(digit, side, rng.uniform(0, 2), core=0.92)
+        mask = fine_pen_mask(digit, side, side * rng.uniform(0.008, 0.02))
         return camera(rng, ink_on_paper(rng, frame(mask, rng, (0.1, 0.8))))
     if style == "slanted":  # a strong slant either way, more than MNIST's writers
         side = int(rng.integers(60, 160))
