@@ -303,11 +303,9 @@ def varied_digit(digit: np.ndarray, rng, style: str, neighbour: np.ndarray) -> I
         mask = pen_mask(digit, side, side * rng.uniform(0, 0.06))
         cell = frame(mask, rng, (0.5, 1.5))
         height, width = mask.shape
-        top = int(rng.integers(0, cell.shape[0] - height + 1))
         left = int(rng.integers(0, cell.shape[1] - width + 1))
-        corner = rng.integers(0, 2, 2)
-        top = 1 + int(rng.integers(0, 4)) if corner[0] else cell.shape[0] - height - 1 - int(
-            rng.integers(0, 4))
+        at_top, gap = rng.integers(0, 2), 1 + int(rng.integers(0, 4))
+        top = gap if at_top else cell.shape[0] - height - gap
         cell = np.zeros_like(cell)
         cell[top: top + height, left: left + width] = mask
         return camera(rng, ink_on_paper(rng, cell))
