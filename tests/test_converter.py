@@ -141,6 +141,29 @@ def test_a_stuck_converter_is_ended_and_named(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_converter_writing_megabytes_of_errors_is_never_held_and_its_last_line_is_kept(
+        tmp_path, monkeypatch):
+    """A converter that writes 2 MB to standard error while it waits (TensorFlow's warnings)
+    goes on at once, though the model is not handed over yet (a pipe read only at the end held
+    it at 64 KB), and its failure is named by the last line it wrote."""
+    chatty = ("import sys; from pathlib import Path; sys.stderr.write('a warning\\n' * 200_000); "
+              "sys.stderr.flush(); Path(sys.argv[1]).touch(); sys.stdin.readline(); "
+              "sys.stdin.readline(); sys.exit('ValueError: cannot convert this model')")
+    written = tmp_path / "written"
+    monkeypatch.setattr(converter, "command",
+                        lambda: [sys.executable, "-c", chatty, str(written)])
+    converter.start()
+    deadline = time.monotonic() + 30
+    while not written.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert written.exists(), "the converter was held writing its errors"
+    target = tmp_path / "model.tflite"
+    with pytest.raises(DigitnetError, match=rf"^{target}: LiteRT export failed \(ValueError: "
+                                            rf"cannot convert this model\)$"):
+        converter.convert(tmp_path / "model.keras", target)()
+    assert converters_of(os.getpid()) == []
+
+
 def test_the_training_process_ends_its_converter_once_at_exit(monkeypatch):
     """`stop` is registered with atexit once, however many converters were started."""
     registered = []

@@ -14,12 +14,15 @@ and the kernel ends it when its parent dies (PR_SET_PDEATHSIG, `die_with_parent`
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from digitnet.errors import DigitnetError
 
@@ -30,6 +33,10 @@ PARENT_ENV = "DIGITNET_CONVERTER_PARENT"  # the training process's id, in the co
 CONVERT_TIMEOUT_S = 300
 _waiting: subprocess.Popen | None = None  # started, not yet handed a model
 _started: list[subprocess.Popen] = []  # every converter this process started, for `stop`
+# Each converter's standard error, an unnamed temporary file, read back for a failure's last line.
+# Not a pipe: one read only once the model was handed over filled up at 64 KB (TensorFlow's import
+# warnings, a long traceback) and held the converter still until then.
+_errors: dict[subprocess.Popen, IO[bytes]] = {}
 _registered = False  # `stop` is registered with atexit (once)
 
 
@@ -59,14 +66,16 @@ def launch() -> subprocess.Popen:
     terminal's Ctrl-C goes to the training process, which ends it)."""
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
            PARENT_ENV: str(os.getpid())}
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 (it outlives this call: `last_errors`)
     process = subprocess.Popen(command(), env=env,
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, process_group=0)
+                               stderr=errors, text=True, process_group=0)
     global _registered
     if not _registered:
         atexit.register(stop)
         _registered = True
     _started.append(process)
+    _errors[process] = errors
     return process
 
 
@@ -86,19 +95,19 @@ def convert(keras_path: Path, tflite_path: Path) -> Callable[[], None]:
     """
     global _waiting
     process, _waiting = (_waiting if waiting() else launch()), None
-    try:
+    # written, then closed: it reads no more. One ended already breaks the pipe; its status and
+    # errors say why
+    with contextlib.suppress(BrokenPipeError), process.stdin:
         process.stdin.write(f"{keras_path}\n{tflite_path}\n")
-        process.stdin.flush()
-    except BrokenPipeError:  # it ended already: its status and errors say why
-        pass
 
     def wait() -> None:
         try:
-            _, stderr = process.communicate(timeout=CONVERT_TIMEOUT_S)
+            process.wait(timeout=CONVERT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             abandon(tflite_path)
             raise DigitnetError(f"{tflite_path}: LiteRT export did not finish within "
                                 f"{CONVERT_TIMEOUT_S} s (the converter was ended)") from None
+        stderr = last_errors(process)
         if process.returncode:
             lines = (stderr.strip() or f"exit status {process.returncode}").splitlines()
             raise DigitnetError(f"{tflite_path}: LiteRT export failed ({lines[-1][:200]})")
@@ -128,7 +137,18 @@ def stop() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+        last_errors(process)
     _started.clear()
+
+
+def last_errors(process: subprocess.Popen, size: int = 4096) -> str:
+    """The end of what an ended converter wrote to standard error (its file is closed)."""
+    errors = _errors.pop(process, None)
+    if errors is None:
+        return ""
+    with errors:
+        errors.seek(max(errors.seek(0, os.SEEK_END) - size, 0))
+        return errors.read().decode(errors="replace")
 
 
 def read_paths() -> list[str]:
