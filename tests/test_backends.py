@@ -8,6 +8,7 @@ back here, under TensorFlow: a .keras file is backend-neutral.
 import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -159,6 +160,18 @@ def test_bad_devices_are_one_line_errors(runs_dir, tiny_data_dir, devices, messa
                                                 devices))
     assert result.exit_code == 1
     assert result.output == f"Error: {message}\n"
+
+
+def test_both_backends_have_every_part_of_the_seam():
+    """Each name the seam lists (digitnet/training/backends/__init__.py) is in both modules."""
+    from digitnet.training import backends
+    from digitnet.training.backends import jax as jax_backend
+    from digitnet.training.backends import tensorflow as tensorflow_backend
+
+    names = re.findall(r"^    (\w+)", backends.__doc__, re.MULTILINE)
+    assert {"NAME", "start_litert_export", "abandon_export", "join_cluster"} <= set(names)
+    for module in (tensorflow_backend, jax_backend):
+        assert [name for name in names if not hasattr(module, name)] == [], module.__name__
 
 
 def test_jax_augmentation_draws_the_same_warps_as_tensorflow():

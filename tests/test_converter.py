@@ -293,15 +293,18 @@ def test_a_run_failing_while_its_model_converts_ends_the_converter_without_waiti
         runs_dir, tiny_data_dir, monkeypatch):
     """The model's measurement fails while the converter converts (here a stand-in that has
     begun its temporary file and takes a minute): the run fails at once in one line, and
-    neither the converter nor its temporary file is left."""
+    neither the converter nor its temporary file is left. (The run's backend, TensorFlow in
+    this process, exports the JAX backend's way here.)"""
     import digitnet.training.train as train
+    from digitnet.training import backends
+    from digitnet.training.backends import jax as jax_backend
 
     slow = ("import sys, time; from pathlib import Path; sys.stdin.readline(); "
             "p = Path(sys.stdin.readline().strip()); "
             "(p.parent / ('.' + p.name + '.x.tflite')).write_text('half'); time.sleep(60)")
     monkeypatch.setattr(converter, "command", lambda: [sys.executable, "-c", slow])
-    monkeypatch.setattr(train, "start_litert_export", lambda model, path, source: (
-        converter.convert(Path(source), Path(path))))
+    for name in ("start_litert_export", "abandon_export"):
+        monkeypatch.setattr(backends.current(), name, getattr(jax_backend, name))
 
     def measure(model, splits):
         time.sleep(1)  # the converter has begun

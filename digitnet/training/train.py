@@ -499,10 +499,8 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint,
     exported = start_litert_export(best, run_dir / layout.BEST_LITERT, run_dir / layout.BEST_MODEL)
     try:
         measured = measure(best, splits)
-    except BaseException:  # no converter left writing in the run directory, none waited for
-        from digitnet.export import converter
-
-        converter.abandon(run_dir / layout.BEST_LITERT)
+    except BaseException:
+        backends.current().abandon_export(run_dir / layout.BEST_LITERT)
         raise
     record = exported()
     training_seconds = checkpoint.training_seconds(seconds)  # file writes are not training

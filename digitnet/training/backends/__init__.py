@@ -14,6 +14,8 @@ One module per backend (tensorflow.py, jax.py) with the same small interface:
     prepare_export()                        start what the export will need (JAX: its process)
     start_litert_export(model, keras_path, tflite_path) -> wait()   the LiteRT file of a saved
                                             model; wait() returns once it is written
+    abandon_export(tflite_path)             the run failed before wait(): end the export started
+                                            (JAX: its process) and remove its partial file
     join_cluster(cluster)                   join a multi-process job (JAX; refused on TensorFlow)
 
 Keras picks its backend once, from KERAS_BACKEND, when it is first imported; `use` sets it from

@@ -349,3 +349,11 @@ def start_litert_export(model, keras_path: Path, tflite_path: Path):
     from digitnet.export import converter
 
     return converter.convert(keras_path, tflite_path)
+
+
+def abandon_export(tflite_path: Path) -> None:
+    """End the converter (none is left writing in the run directory, none is waited for) and
+    remove its partial file."""
+    from digitnet.export import converter
+
+    converter.abandon(tflite_path)

@@ -177,6 +177,10 @@ def start_litert_export(model, keras_path: Path, tflite_path: Path) -> Callable[
     return lambda: None
 
 
+def abandon_export(tflite_path: Path) -> None:
+    """Nothing to end: `start_litert_export` wrote the file before it returned."""
+
+
 def join_cluster(cluster) -> None:
     """Several processes: not on TensorFlow (MultiWorkerMirroredStrategy fails in Keras 3's fit,
     keras-team/keras#20585)."""
