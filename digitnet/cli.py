@@ -628,6 +628,11 @@ SKIP_TEARDOWN = False
 def leave(code: int | None) -> None:
     """Exit with `code` now: the atexit handlers run (an unused LiteRT converter is ended, a JAX
     job is left), the interpreter's teardown does not."""
+    # CPython's own (undocumented) step of a normal exit: nothing public runs the handlers and
+    # then skips the rest. An os._exit handler registered first, to run last, would skip the
+    # handlers registered before it (on importing the libraries cli.py imports), and a normal
+    # exit joins every non-daemon thread before any handler runs (tests/test_converter.py
+    # checks that `digitnet train` ends its unused converter through this call).
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

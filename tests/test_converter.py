@@ -234,6 +234,28 @@ def test_no_converter_outlives_its_parent(tmp_path, how):
     assert ended_within(parent.pid, 10)
 
 
+def test_digitnet_train_leaving_without_teardown_ends_its_unused_converter(tmp_path):
+    """`digitnet train --backend jax` that fails after it started its converter (no MNIST in
+    --data-dir) leaves past the interpreter's teardown (cli.leave), yet its atexit handlers
+    run: the converter, a stand-in that neither reads its input nor dies with its parent, is
+    ended before the command's process is gone."""
+    (tmp_path / "empty").mkdir()
+    env = {**os.environ, "DIGITNET_RUNS_DIR": str(tmp_path / "runs"), "PYTHONPATH": str(REPO),
+           "DIGITNET_TEST_CONVERTER": "import time; time.sleep(120)"}
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "train_child.py"), "train", "--backend", "jax",
+         "--data-dir", str(tmp_path / "empty"), *SETS, "-q"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, stderr = process.communicate(timeout=600)
+    left = converters_of(process.pid)
+    for pid in left:  # not to outlive the test when it fails
+        os.kill(pid, signal.SIGKILL)
+    assert process.returncode == 1, stderr[-3000:]
+    assert stderr.splitlines()[-1] == f"Error: {tmp_path / 'empty'}: missing " \
+        "train-images-idx3-ubyte[.gz] (expected the four MNIST IDX files)"
+    assert left == []
+
+
 class Stopped(Exception):
     """Raised by the stand-in for backends.use: the test ends the command there."""
 
