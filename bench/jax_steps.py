@@ -165,7 +165,8 @@ def main() -> None:
 
     from digitnet.config import load_config
     from digitnet.data import load_mnist, split_validation
-    from digitnet.training.train import outlier_images, seed_everything, steps_per_epoch
+    from digitnet.training.outliers import outlier_images
+    from digitnet.training.train import seed_everything, steps_per_epoch
 
     training = load_config(REPO / "configs/default.yaml").training
     seed_everything(training.seed, True)

@@ -4,8 +4,8 @@ import numpy as np
 
 from digitnet.config import TrainingConfig
 from digitnet.data import to_model_input
-from digitnet.training.outliers import outlier_bank
-from digitnet.training.train import outlier_images, training_batches
+from digitnet.training.outliers import outlier_bank, outlier_images
+from digitnet.training.train import training_batches
 
 
 def test_outlier_bank_is_mnist_shaped_seeded_and_centred():

@@ -14,20 +14,25 @@ and other shapes, and solid blobs (what a photo, a blank page or noise becomes).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from digitnet.data import cache_dir
+from digitnet.errors import DigitnetError
 from digitnet.images.preprocess import SHAPE_SIDE, centre_by_mass, downsample, normalise_stroke
+from digitnet.runs import layout
 
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path("/Library/Fonts"))
 # Letters nobody writes as a digit (no O, o, I, l, i, S, s, Z, z, B, b, G, g, q, D, T, J, L)
 LETTERS = "ACEFHKMNPRUVWXYacdefhkmnrtuvwxy"
 KINDS = ("letter", "scribble", "shape", "blob")
 BANK_SIZE = 3000  # distinct non-digits; each batch draws from them at random
-# train.OUTLIER_BANK_VERSION names the bank's cache file: change it when the drawings change.
+# Part of the bank's cache file name (`outlier_images`): change it when the drawings change.
+BANK_VERSION = 1
 
 
 def installed_fonts() -> list[Path]:
@@ -160,4 +165,20 @@ def outlier_bank(count: int = BANK_SIZE, seed: int = 0) -> np.ndarray:
         if image is not None:
             bank[made] = image
             made += 1
+    return bank
+
+
+def outlier_images(seed: int) -> np.ndarray:
+    """The bank for `seed`, made once and kept in the cache folder (making it takes some
+    seconds)."""
+    path = cache_dir() / f"outliers-v{BANK_VERSION}-seed{seed}.npy"
+    with contextlib.suppress(OSError, ValueError, EOFError):
+        bank = np.load(path)
+        if bank.dtype == np.uint8 and bank.ndim == 3 and bank.shape[1:] == (28, 28):
+            return bank
+    bank = outlier_bank(seed=seed)
+    with contextlib.suppress(OSError, DigitnetError):  # unwritable: it costs the time next run
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with layout.atomic_path(path) as tmp:
+            np.save(tmp, bank)
     return bank

@@ -121,38 +121,17 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
                                                steps_per_epoch(len(x), training), outliers)
 
 
-# Part of the outlier bank's cache file name: change it when training/outliers.py's drawings change.
-OUTLIER_BANK_VERSION = 1
-
-
-def outlier_images(seed: int) -> np.ndarray:
-    """The generated non-digits for outlier exposure, made once per seed and kept in the cache
-    folder (making them takes some seconds; the drawing code, with OpenCV, is imported only to
-    make them: 20 MB a run does not need otherwise)."""
-    from digitnet.data import cache_dir
-
-    path = cache_dir() / f"outliers-v{OUTLIER_BANK_VERSION}-seed{seed}.npy"
-    with contextlib.suppress(OSError, ValueError, EOFError):
-        bank = np.load(path)
-        if bank.dtype == np.uint8 and bank.ndim == 3 and bank.shape[1:] == (28, 28):
-            return bank
-    from digitnet.training.outliers import outlier_bank
-
-    bank = outlier_bank(seed=seed)
-    with contextlib.suppress(OSError, DigitnetError):  # unwritable: it costs the time next run
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with layout.atomic_path(path) as tmp:
-            np.save(tmp, bank)
-    return bank
-
-
 def fit(model, splits: Splits, config: Config, first_epoch: int = 0,
         callbacks: tuple = ()) -> float:
     """Run `model.fit` for the configured epochs; return the seconds it took."""
     from digitnet.training.validation import EagerValidation
 
     training = config.training
-    outliers = outlier_images(training.seed) if training.outliers else None  # data, not training
+    outliers = None
+    if training.outliers:  # made before the clock starts: data, not training
+        from digitnet.training.outliers import outlier_images  # drawing code: imported if used
+
+        outliers = outlier_images(training.seed)
     started = time.perf_counter()
     model.fit(
         training_batches(splits.x_train, splits.y_train, training, first_epoch, outliers),
