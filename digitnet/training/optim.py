@@ -50,3 +50,9 @@ def current_learning_rate(optimizer) -> float:
     from digitnet.training import backends
 
     return backends.current().learning_rate(optimizer)
+
+
+def eager_learning_rate(optimizer) -> float:
+    """The rate of the optimizer's next step, its schedule evaluated eagerly (Keras' way; a
+    backend may evaluate it its own way: `current_learning_rate`)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))

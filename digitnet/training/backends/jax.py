@@ -23,6 +23,7 @@ from digitnet.data import PIXEL_MAX
 from digitnet.errors import DigitnetError, InputError, first_line
 from digitnet.training.cluster import LostProcess
 from digitnet.training.devices import Placement, choose, describe
+from digitnet.training.optim import eager_learning_rate
 
 NAME = "jax"
 HEARTBEAT_SECONDS = 20  # a process silent this long is dead: the others stop with an error
@@ -166,7 +167,7 @@ def learning_rate(optimizer) -> float:
     """
     schedule = optimizer._learning_rate  # Keras' attribute; .learning_rate evaluates it eagerly
     if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        return eager_learning_rate(optimizer)
     if schedule not in COMPILED_SCHEDULES:
         COMPILED_SCHEDULES[schedule] = jax.jit(schedule.__call__)
     return float(COMPILED_SCHEDULES[schedule](optimizer.iterations.value))

@@ -14,6 +14,7 @@ import tensorflow as tf
 from digitnet.config import NUM_CLASSES, TrainingConfig
 from digitnet.data import PIXEL_MAX
 from digitnet.training.devices import Placement, choose, describe
+from digitnet.training.optim import eager_learning_rate
 
 NAME = "tensorflow"
 
@@ -63,7 +64,7 @@ def distribution(devices: tuple):
 
 def learning_rate(optimizer) -> float:
     """The rate of the optimizer's next step (its schedule evaluated eagerly)."""
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    return eager_learning_rate(optimizer)
 
 
 def fuse_adam(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
