@@ -36,14 +36,16 @@ from digitnet.data import load_mnist, resolve_source  # noqa: E402
 from digitnet.inference.predict import predict  # noqa: E402
 
 
-def answers(model: str, items: list[tuple]) -> list[dict]:
-    """One {label, group, digit, probability} per image: the top digit, never "unknown" (None
-    only when no ink was found)."""
-    results = predict([path for path, _, _ in items], model, top_k=1, min_confidence=0.0,
-                      max_entropy=math.inf)
-    return [{"label": label, "group": group, "digit": result.digit,
-             "probability": result.probability}
-            for (_, label, group), result in zip(items, results)]
+def answers(model: str, sets: dict) -> dict:
+    """{set name: one {label, group, digit, probability} per image}: the top digit, never
+    "unknown" (None only when no ink was found). An image in several sets (the real ones, by
+    style and by source) is predicted once."""
+    paths = list(dict.fromkeys(path for items in sets.values() for path, _, _ in items))
+    results = dict(zip(paths, predict(paths, model, top_k=1, min_confidence=0.0,
+                                      max_entropy=math.inf)))
+    return {name: [{"label": label, "group": group, "digit": results[path].digit,
+                    "probability": results[path].probability} for path, label, group in items]
+            for name, items in sets.items()}
 
 
 def accuracy(rows: list[dict]) -> dict:
@@ -103,16 +105,15 @@ def main() -> None:
         sets = {"real": real_set(args.realdigits), "real-by-source": sources(args.realdigits),
                 **generated(Path(tmp), args.data_dir, args.count, args.seeds)}
         for model in args.model:
-            rows = answers(model, [item for items in sets.values() for item in items])
-            results[model], start = {}, 0
+            rows = answers(model, sets)
+            results[model] = {}
             for name, items in sets.items():
-                part = rows[start: start + len(items)]
-                results[model][name] = accuracy(part)
+                results[model][name] = accuracy(rows[name])
                 results[model][name]["wrong"] = [
                     {"path": Path(path).name, "label": row["label"], "digit": row["digit"],
                      "probability": round(row["probability"], 4)}
-                    for (path, _, _), row in zip(items, part) if row["digit"] != row["label"]]
-                start += len(items)
+                    for (path, _, _), row in zip(items, rows[name])
+                    if row["digit"] != row["label"]]
     for name in sets:
         print(table(name, results) + "\n")
     out = REPO / "bench" / "results" / f"handwriting-{time.strftime('%Y%m%d-%H%M%S')}.json"
