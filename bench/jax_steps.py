@@ -2,13 +2,16 @@
 
     DIGITNET_DATA_DIR=../shared/data/mnist .venv/bin/python bench/jax_steps.py [--rounds 60]
 
-Four ways to run the steps of configs/default.yaml's epoch (Flatten -> Dense 256 -> Dense 10,
+Five ways to run the steps of configs/default.yaml's epoch (Flatten -> Dense 256 -> Dense 10,
 batches of 192 digits + 38 outliers, Adam with label smoothing) on the JAX backend, timed a
-call of steps_per_execution (10) steps at a time, the four taking turns:
+call of steps_per_execution (10) steps at a time, the five taking turns:
 
 - fit: what `digitnet train` runs, Keras' own train function (its Python loop calls the jitted
   train_step once a batch) fed by `backends/jax.py`'s `training_batches` (one compiled call a
-  batch gathers its rows on the device, converts uint8 -> float32 and jitters);
+  batch gathers its jittered 28x28 windows on the device and converts uint8 -> float32);
+- fit, general path: the same, its batches made by the path any other augmentation takes
+  (gather the rows, convert, then jitter with `augmenter`) instead of the windows of
+  `shifted_batch_maker` (the same batches, bit for bit);
 - keras step: the same train function fed batches already made on the device (no input
   pipeline);
 - hand-written: the same model, loss and Adam written in plain JAX, one jitted step a batch, on
@@ -108,6 +111,12 @@ def sides(splits, outliers, training) -> dict:
     steps = steps_per_epoch(len(splits.x_train), training)
     stream = backend.training_batches(splits.x_train, splits.y_train, training, 0, steps,
                                       outliers)
+    shifts_only = backend.only_shifts
+    backend.only_shifts = lambda augment: False  # the path of any other augmentation
+    general = backend.training_batches(splits.x_train, splits.y_train, training, 0, steps,
+                                       outliers)
+    next(general)  # makes its batch maker, with only_shifts as set here
+    backend.only_shifts = shifts_only
     made = [next(stream) for _ in range(per_call)]
     model._symbolic_build(data_batch=made[0])
     model.make_train_function()
@@ -145,6 +154,7 @@ def sides(splits, outliers, training) -> dict:
 
     big = 512
     return {"fit": (keras_call(stream), total * per_call),
+            "fit, general path": (keras_call(general), total * per_call),
             "keras step": (keras_call(device_batches), total * per_call),
             "hand-written": (hand_call(total, per_call), total * per_call),
             f"hand-written {big}": (hand_call(big, round(total * per_call / big)),

@@ -257,14 +257,16 @@ def test_jax_lines_are_tensorflows_lines():
     np.testing.assert_array_equal(out, np.asarray(run(jnp.asarray(images), jax.random.key(0))))
 
 
-def test_jax_batches_slice_each_global_batch_by_process(monkeypatch):
+@pytest.mark.parametrize("augment", [AugmentConfig(rotation_degrees=10),
+                                     AugmentConfig(jitter_pixels=2)])
+def test_jax_batches_slice_each_global_batch_by_process(monkeypatch, augment):
     """Each process of a job takes its own rows of the same global batch, augmented alike."""
     from digitnet.config import TrainingConfig
     from digitnet.training.backends import jax as jax_backend
 
     x = np.arange(40 * 28 * 28, dtype=np.uint32).reshape(40, 28, 28).astype(np.uint8)
     y = np.arange(40) % 10
-    training = TrainingConfig(batch_size=8, seed=3, augment=AugmentConfig(rotation_degrees=10))
+    training = TrainingConfig(batch_size=8, seed=3, augment=augment)
     whole = [b for _, b in zip(range(6), jax_backend.training_batches(x, y, training, 1, 5))]
     parts = []
     for process in (0, 1):
@@ -323,6 +325,50 @@ def test_jax_batches_made_on_the_device_are_the_defined_ones():
         same = [i for i in range(7) if slices[i] == slices[index]]
         assert set.intersection(*(set(chosen[i]) for i in same))
     assert not np.array_equal(np.asarray(images), padded[:, 1:29, 1:29])
+
+
+def test_jax_pixels_convert_to_numpys_quotient_for_every_value():
+    """uint8 -> float32 on the device is numpy's x / 255 (to_model_input) for all 256 values,
+    compiled; XLA's own x / 255 differs in the last bit for some of them."""
+    import jax
+    import jax.numpy as jnp
+
+    from digitnet.data import to_model_input
+    from digitnet.training.backends import jax as jax_backend
+
+    values = np.arange(256, dtype=np.uint8)
+    expected = to_model_input(values[None])[0, :, 0]
+    assert np.array_equal(np.asarray(jax.jit(jax_backend.to_unit)(values)), expected)
+    assert not np.array_equal(np.asarray(jax.jit(lambda v: v.astype(jnp.float32) / 255)(values)),
+                              expected)
+
+
+@pytest.mark.parametrize("pixels", [0, 1])
+def test_jax_shifted_batches_are_the_general_paths(monkeypatch, pixels):
+    """With jitter alone (the default config) or no augmentation, the batches made from one
+    gather of windows are bit for bit those of the general path (convert, then augment), over
+    steps that cross a block of drawn offsets, with outliers and without."""
+    from digitnet.config import TrainingConfig
+    from digitnet.training.backends import jax as jax_backend
+
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 256, (23, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, 23)
+    others = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    first_epoch = jax_backend.OFFSET_STEPS // 4 - 1  # steps OFFSET_STEPS - 4 onwards
+    for training in (TrainingConfig(batch_size=5, seed=3, outliers=0.4,
+                                    augment=AugmentConfig(jitter_pixels=pixels)),
+                     TrainingConfig(batch_size=5, seed=4, augment=AugmentConfig(
+                         jitter_pixels=pixels))):
+        extra = others if training.outliers else None
+        shifted = jax_backend.training_batches(x, y, training, first_epoch, 4, extra)
+        monkeypatch.setattr(jax_backend, "only_shifts", lambda augment: False)
+        general = jax_backend.training_batches(x, y, training, first_epoch, 4, extra)
+        monkeypatch.undo()
+        for _ in range(8):
+            (images, labels), (want_images, want_labels) = next(shifted), next(general)
+            assert np.array_equal(np.asarray(images), np.asarray(want_images))
+            assert np.array_equal(np.asarray(labels), np.asarray(want_labels))
 
 
 # ---- a job of two processes on 127.0.0.1 ------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
 import itertools
 import math
@@ -218,8 +219,12 @@ def batch_maker(x, y, outliers, training: TrainingConfig, total: int, local: sli
     once; each batch sends its indices only. Gathering the rows in numpy and sending 180 KB a
     batch took about 0.4 ms of the Python thread a step, the time the train step waits for it
     (bench/jax_steps.py). The outliers' target is the uniform distribution ("any digit,
-    equally"). The images are `preparer`'s: uint8 -> float32 and augmented by the step's key.
+    equally"). The images are converted to float32 (`to_unit`) and augmented by the step's key;
+    when jitter is the only augmentation (the default config), `shifted_batch_maker` makes the
+    same batches with less work.
     """
+    if only_shifts(training.augment):
+        return shifted_batch_maker(x, y, outliers, training, total, local)
     prepare = preparer(training, total, local)
     uniform = np.full((0 if outliers is None else total - training.batch_size, NUM_CLASSES),
                       1 / NUM_CLASSES, np.float32)
@@ -238,6 +243,118 @@ def batch_maker(x, y, outliers, training: TrainingConfig, total: int, local: sli
     return lambda rows, pick, step: make(held, rows, pick, step)
 
 
+def shifted_batch_maker(x, y, outliers, training: TrainingConfig, total: int, local: slice):
+    """`batch_maker` when jitter is the only augmentation, or there is none: the same batches,
+    bit for bit, from one gather of 28x28 windows.
+
+    The digits and outliers go to the device once, as one bank of uint8 images padded by the
+    jitter's pixels; an image shifted by whole pixels is a window of its padded copy. numpy
+    works out each row's (image, top, left, target row) from the step's jitter offsets, which
+    are drawn `OFFSET_STEPS` steps at a time by one compiled call (a permutation is a sort,
+    0.1-0.3 ms when drawn in each batch's call), and the device gathers the windows and
+    converts them to float32: no gather of rows, then a pad and a gather of shifted rows, on
+    float32 four times the bytes. In bench/jax_steps.py it took 0.2-0.35 ms less CPU time a
+    step than the general path (docs/speed.md).
+    """
+    pixels = training.augment.jitter_pixels
+    side = 2 * pixels + 1
+    others = outliers if outliers is not None else np.zeros((0, 28, 28), np.uint8)
+    padded = np.zeros((len(x) + len(others), 28 + 2 * pixels, 28 + 2 * pixels), np.uint8)
+    padded[: len(x), pixels: pixels + 28, pixels: pixels + 28] = x
+    padded[len(x):, pixels: pixels + 28, pixels: pixels + 28] = others
+    bank = jnp.asarray(padded)
+    del padded
+    targets = np.concatenate([np.eye(NUM_CLASSES, dtype=np.float32)[y],
+                              np.full((1, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)])
+    targets = jnp.asarray(targets)  # the last row: the outliers' uniform target
+    slices = jitter_slices(total, pixels)
+    offsets = offset_drawer(training.seed, pixels)
+    drawn = {}
+
+    @jax.jit
+    def make(bank, targets, spec):
+        def window(start):
+            return jax.lax.dynamic_slice(bank, (start[0], start[1], start[2]), (1, 28, 28))[0]
+
+        return to_unit(jax.vmap(window)(spec[:, :3]))[..., None], targets[spec[:, 3]]
+
+    def make_batch(rows, pick, step):
+        block, index = divmod(int(step), OFFSET_STEPS)
+        if drawn.get("block") != block:
+            drawn.update(block=block, offsets=offsets(block))
+        shift = drawn["offsets"][index][slices]
+        spec = np.stack([np.concatenate([rows, pick + len(x)]), shift // side, shift % side,
+                         np.concatenate([rows, np.full(len(pick), len(x))])], 1)
+        return make(bank, targets, spec[local].astype(np.int32))
+
+    return make_batch
+
+
+OFFSET_STEPS = 256  # the jitter offsets of this many steps are drawn by one call
+
+
+def only_shifts(augment: AugmentConfig) -> bool:
+    """Whether the augmentation is jitter alone, or none: whole-pixel shifts of the images."""
+    return not dataclasses.replace(augment, jitter_pixels=0).enabled
+
+
+def jitter_slices(total: int, pixels: int) -> np.ndarray:
+    """Which drawn jitter offset each row of a batch takes (augment.jitter_rows; all the first
+    when there is no jitter: its one offset is no shift)."""
+    from digitnet.training.augment import jitter_rows
+
+    return jitter_rows(total, pixels) if pixels else np.zeros(total, np.int64)
+
+
+def offset_drawer(seed: int, pixels: int):
+    """fn(block) -> numpy (OFFSET_STEPS, shifts): the jitter offsets of the global steps
+    block * OFFSET_STEPS onwards, each `augmenter`'s draw for its step, bit for bit."""
+    shifts = (2 * pixels + 1) ** 2
+
+    @jax.jit
+    def draw(steps):
+        def one(step):
+            return jax.random.permutation(jitter_key(step_key(seed, step)), shifts)
+
+        return jax.vmap(one)(steps)
+
+    def offsets(block: int) -> np.ndarray:
+        if not pixels:
+            return np.zeros((OFFSET_STEPS, 1), np.int32)
+        first = block * OFFSET_STEPS
+        return np.asarray(draw(jnp.arange(first, first + OFFSET_STEPS, dtype=jnp.int32)))
+
+    return offsets
+
+
+def step_key(seed: int, step):
+    """The random key of a global step's augmentation."""
+    return jax.random.fold_in(jax.random.key(seed), step)
+
+
+def jitter_key(key):
+    """The jitter's own key from the step's (as in TensorFlow: the other draws stay as they
+    were when jitter is added)."""
+    return jax.random.fold_in(key, 7)
+
+
+def to_unit(images):
+    """uint8 images -> float32 in [0, 1], bit for bit numpy's images / 255 (data.to_model_input;
+    to run under jax.jit).
+
+    XLA turns a division by the constant 255 into a product by 1/255, which differs from the
+    quotient in the last bit for 126 of the 256 values. Element-wise and exact instead:
+    x / 255 = x * 0x01010101 / (2**32 - 1) = (x * 0x01010101 + x / 255) * 2**-32, so float32's
+    rounding of the integer x * 0x01010101 (exact in uint32) plus one where the fraction
+    x / 255 lies strictly between 0 and 1 (0 < x < 255), times 2**-32 (exact), is the quotient
+    rounded once, as numpy's is; tests/test_backends.py checks all 256 values. (A lookup in a
+    table of numpy's values was a second gather on every batch.)
+    """
+    count = images.astype(jnp.uint32)
+    nudge = ((count > 0) & (count < int(PIXEL_MAX))).astype(jnp.uint32)
+    return (count * jnp.uint32(0x01010101) + nudge).astype(jnp.float32) * jnp.float32(2.0**-32)
+
+
 def preparer(training: TrainingConfig, batch: int, local: slice):
     """fn(uint8 images, global step) -> the model's float32 input, augmented (to run under
     jax.jit; `batch_maker` compiles it with the batch's gathering).
@@ -245,14 +362,12 @@ def preparer(training: TrainingConfig, batch: int, local: slice):
     The step's random key is made inside (made eagerly, JAX's key ops took 0.5 ms a batch).
     """
     augment = augmenter(training.augment, batch, local) if training.augment.enabled else None
-    # numpy's uint8 -> float32 values, looked up: XLA's division by 255 differs in the last bit
-    scale = np.arange(256, dtype=np.uint8).astype(np.float32) / PIXEL_MAX
 
     def prepare(images, step):
-        images = jnp.asarray(scale)[images][..., None]
+        images = to_unit(images)[..., None]
         if augment is None:
             return images
-        return augment(images, jax.random.fold_in(jax.random.key(training.seed), step))
+        return augment(images, step_key(training.seed, step))
 
     return prepare
 
@@ -295,7 +410,7 @@ def augmenter(augment: AugmentConfig, batch: int, local: slice):
             draws = jax.random.uniform(jax.random.fold_in(key, 9), (batch, LINE_DRAWS))[local]
             images = jnp.maximum(images, line_ink(jnp, draws, augment.lines)[..., None])
         if rows is not None:  # its own key, as in TensorFlow: the others stay as they were
-            offsets = jax.random.permutation(jax.random.fold_in(key, 7), shifts)
+            offsets = jax.random.permutation(jitter_key(key), shifts)
             images = jitter(images, augment.jitter_pixels, offsets, rows)
         return jnp.clip(images, 0.0, 1.0)
 
