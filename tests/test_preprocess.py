@@ -267,10 +267,10 @@ def test_a_digits_own_bar_at_the_crop_edge_is_kept(strokes):
     not run past the rest of the digit at both ends; a 1 has nothing beside it: they stay."""
     image = draw_digit(size=(200, 200), box=(6, 6, 194, 194), strokes=strokes, width=10)
     mask = np.asarray(image) < 128
-    np.testing.assert_array_equal(ink.remove_frame_lines(mask), mask)
+    np.testing.assert_array_equal(ink.remove_lines(mask), mask)
     one = draw_digit(size=(60, 200), box=(25, 5, 35, 195), strokes=[[(0.5, 0), (0.5, 1)]])
     mask = np.asarray(one) < 128
-    np.testing.assert_array_equal(ink.remove_frame_lines(mask), mask)
+    np.testing.assert_array_equal(ink.remove_lines(mask), mask)
 
 
 @pytest.mark.parametrize("lean", [-0.9, 0.8], ids=["right", "left"])

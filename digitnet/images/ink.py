@@ -23,6 +23,9 @@ FRAME_BAND = 0.25  # a printed box's line lies in the outer quarter of the image
 FRAME_SPAN = 0.75  # ... spans at least this fraction of the image's side (an MNIST digit: 0.71) ...
 FRAME_TILT = 10.0  # ... within this many degrees of horizontal or vertical ...
 FRAME_OVERHANG = 0.08  # ... and runs past the digit at both ends by this fraction of its length
+RULED_FILL = 0.5  # a ruled line's ink covers this fraction of the image (a faint one breaks up) ...
+RULED_SEED = 0.3  # a stretch this long (of the image's short side) may be part of one ...
+RULED_THICKNESS = 0.04  # ... in a band of rows at most this fraction of the image deep (2 px)
 BIN_CENTRES = (np.arange(256) + 0.5) / 256  # of the 256 bins of otsu_threshold
 SORT_ALL_BELOW = 4096  # fewer values than this are partially sorted without looking for runs
 
@@ -189,7 +192,7 @@ def segment(ink: np.ndarray) -> Pieces | None:
         return None
     otsu = otsu_threshold(interior)
     threshold = max(otsu, noise_floor(interior, otsu), MIN_CONTRAST)
-    weak = remove_frame_lines(remove_lines(ink > threshold / 2))
+    weak = remove_lines(ink > threshold / 2)
     count, labels, stats = label_components(weak)
     strong = np.zeros(count, bool)
     strong[labels[ink > threshold]] = True
@@ -286,44 +289,193 @@ def noise_floor(ink: np.ndarray, otsu: float) -> float:
 
 
 def remove_lines(mask: np.ndarray) -> np.ndarray:
-    """Erase ruled or grid lines (horizontal and vertical), bridging strokes that crossed them."""
-    height, width = mask.shape
-    if longest_line(mask, 0) >= LINE_SPAN * height:  # a column holds enough ink for a line
-        mask = remove_row_lines(mask.T).T
-    if longest_line(mask, 1) >= LINE_SPAN * width:
-        mask = remove_row_lines(mask)
-    return mask
+    """Erase the lines of ruled or squared paper and of a printed box around the digit (a cell
+    cut from a form or a sheet many people filled in), bridging strokes that crossed them.
 
-
-def longest_line(mask: np.ndarray, axis: int) -> int:
-    """The most ink pixels in one column (axis 0) or row (axis 1): a quick test for lines."""
-    ink = np.ascontiguousarray(mask).view(np.uint8)
-    return int(cv2.reduce(ink, axis, cv2.REDUCE_SUM, dtype=cv2.CV_32S).max())
-
-
-def remove_row_lines(mask: np.ndarray) -> np.ndarray:
-    """Erase horizontal lines when there are several: long, thin, parallel runs of ink.
-
-    Ruled lines run from edge to edge and ruled paper shows two or more of them, while a
-    digit's bars (a 7's, a 4's) stop short of the edges or come alone.
+    Both are long straight runs of ink within FRAME_TILT degrees of level or upright, found by
+    frame_candidates. Ruled paper shows several parallel lines across the image (ruled_lines:
+    however faint, broken or small the digit beside them is); a printed box's line lies near
+    the edge and runs past the digit at both of its ends (box_lines). A digit's own bar does
+    neither: a 7's or a 5's starts or ends where its other strokes do, and a tightly cropped 1
+    leaves no digit beside it.
     """
     height, width = mask.shape
-    if mask.sum(axis=1).max(initial=0) < LINE_SPAN * width:
-        return mask  # no row holds enough ink for a line: the common case, checked cheaply
-    long_runs = np.ascontiguousarray(runs_at_least(mask, LINE_SPAN * width), np.uint8)
-    count, lines, stats = label_components(long_runs)
-    thickness = max(2, round(0.04 * height))
-    thin = np.flatnonzero(stats[1:, cv2.CC_STAT_HEIGHT] <= thickness) + 1
-    if len(thin) < 2:
+    if min(height, width) < 16 or not spans_a_band(mask):
+        return mask  # no ink runs across most of the image: the common case
+    found = frame_candidates(mask)
+    if not found:
         return mask
-    line = pick(lines, count, thin)
-    rest = mask & ~line
-    # where a stroke crosses a line, ink above and below it closes the gap (nothing beyond
-    # the image's edge does: scipy's binary_closing, border 0)
-    column = np.ones((2 * thickness + 1, 1), np.uint8)
-    closed = cv2.morphologyEx(np.ascontiguousarray(rest, np.uint8), cv2.MORPH_CLOSE, column,
-                              borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return rest | (closed.astype(bool) & line)
+    erased = {True: (np.zeros((height, width), bool), 0), False: (np.zeros((height, width), bool), 0)}
+    for horizontal in (True, False):
+        family = [line if horizontal else line._replace(start=line.start[::-1],
+                                                        end=line.end[::-1])
+                  for line in found if line.horizontal == horizontal]
+        if family:
+            ruled, thickness = ruled_lines(mask if horizontal else mask.T, family)
+            if thickness:
+                erased[horizontal] = (ruled if horizontal else ruled.T), thickness
+    ruled = erased[True][0] | erased[False][0]
+    single = [line for line in found if line.frame and not ruled[line.middle[::-1]]]
+    if single:
+        for horizontal, (boxed, thickness) in box_lines(mask & ~ruled, single).items():
+            lines, thickest = erased[horizontal]
+            erased[horizontal] = lines | boxed, max(thickest, thickness)
+    if not any(thickness for _, thickness in erased.values()):
+        return mask
+    return bridge(mask, erased)
+
+
+def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray | None, int]:
+    """The pixels of ruled paper's lines along the segments of `family` (level ones: for upright
+    lines pass the mask and the segments transposed), and the thickest line's thickness; (None,
+    0) when fewer than two are found.
+
+    Each segment is followed across the whole image at its own slope (a photographed page's
+    lines are not quite parallel): a ruled line is a band at most RULED_THICKNESS of the image
+    deep whose ink covers RULED_FILL of the image's width (a faint line breaks into dashes)
+    over LINE_SPAN of it. Two such lines must also run past the rest of the ink at an end (a
+    tightly cropped 2's base and bar do not); three or more are paper.
+    """
+    height, width = mask.shape
+    deep = max(2, round(RULED_THICKNESS * height))
+    ys, xs = np.nonzero(mask)  # row-major: ys ascending
+    erase = np.zeros((height, width), bool)
+    found, slopes = [], []
+    thickest = 0
+    for line in sorted(family, key=lambda line: line.extent[0] - line.extent[1]):
+        (x1, y1), (x2, y2) = line.start, line.end
+        if erase[(y1 + y2) // 2, (x1 + x2) // 2]:
+            continue  # a piece of a line already found
+        slope = (y2 - y1) / (x2 - x1)
+        band, thickness = ruled_band(ys, xs, slope, y1 - slope * x1, deep, width)
+        if band is not None:
+            erase[ys[band], xs[band]] = True
+            found.append(band)
+            slopes.append(slope)
+            thickest = max(thickest, thickness)
+    if found:  # lines the segments missed (crossed by a digit, say): the others' direction
+        slope = float(np.median(slopes))
+        left = ~erase[ys, xs]
+        rows = np.rint(ys[left] - slope * xs[left]).astype(np.intp)
+        start = int(rows.min(initial=0))
+        profile = np.bincount(rows - start)
+        for row in np.flatnonzero(profile >= 0.5 * RULED_FILL * width).tolist():
+            if profile[row] < profile[max(row - 1, 0):row + 2].max():
+                continue  # not a peak
+            band, thickness = ruled_band(ys, xs, slope, row + start, deep, width)
+            if band is not None and not (erase[ys[band], xs[band]]).all():
+                erase[ys[band], xs[band]] = True
+                found.append(band)
+                thickest = max(thickest, thickness)
+    if len(found) < 2:
+        return None, 0
+    if len(found) == 2:
+        on = found[0] | found[1]
+        if not runs_past(mask & ~erase, int(xs[on].min()), int(xs[on].max())):
+            return None, 0
+    return erase, thickest
+
+
+def ruled_band(ys: np.ndarray, xs: np.ndarray, slope: float, offset: float, deep: int,
+               width: int) -> tuple[np.ndarray | None, int]:
+    """Which of the ink pixels (ys, xs) form a ruled line near y = offset + slope * x: the
+    band of rows around the sharpest peak (its slope refined by a pixel's drift either way)
+    where the ink is at least a third as dense, and a pixel of rim either side; None when
+    that band is too deep, too sparse or too short for a ruled line."""
+    seek = 2 + deep // 2  # the seed is within this many rows of the line (not of the next one)
+    margin = seek + deep
+    ends = (offset, offset + slope * (width - 1))
+    low, high = np.searchsorted(ys, [min(ends) - margin - 2, max(ends) + margin + 3])
+    near_ys, near_xs = ys[low:high], xs[low:high]
+    best = None
+    for step in (-2, -1, 0, 1, 2):  # a pixel's drift across the image, either way
+        tilt = slope + step / width
+        rows = np.rint(near_ys - tilt * near_xs - offset).astype(np.intp) + margin
+        inside = (rows >= 0) & (rows <= 2 * margin)
+        profile = np.bincount(rows[inside], minlength=2 * margin + 1)
+        peak = deep + int(profile[deep:deep + 2 * seek + 1].argmax())
+        if best is None or profile[peak] > best[1][best[2]]:
+            best = (rows, profile, peak)
+    rows, profile, peak = best
+    dense = profile >= profile[peak] / 3
+    first, last = peak, peak
+    while first > 0 and dense[first - 1]:
+        first -= 1
+    while last < len(profile) - 1 and dense[last + 1]:
+        last += 1
+    if last - first + 1 > deep:
+        return None, 0
+    on = (rows >= first - 1) & (rows <= last + 1)
+    columns = near_xs[on]
+    if (columns.size == 0 or np.ptp(columns) + 1 < LINE_SPAN * width
+            or np.count_nonzero(np.bincount(columns, minlength=width)) < RULED_FILL * width):
+        return None, 0
+    band = np.zeros(ys.size, bool)
+    band[low:high] = on
+    per_column = np.bincount(columns)  # the line's own thickness: a stroke on it is thicker
+    return band, int(np.median(per_column[per_column > 0]))
+
+
+def runs_past(rest: np.ndarray, first: int, last: int) -> bool:
+    """Whether columns first..last run past the largest piece of `rest` at one end by
+    FRAME_OVERHANG of their length (at least 2 px); True when nothing is left."""
+    count, labels, stats = label_components(rest)
+    if count < 2:
+        return True
+    main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    low, high = stats[main, cv2.CC_STAT_LEFT], stats[main, cv2.CC_STAT_LEFT] + stats[main, cv2.CC_STAT_WIDTH]
+    reach = max(2.0, FRAME_OVERHANG * (last - first))
+    return low - first >= reach or last - high >= reach
+
+
+def box_lines(mask: np.ndarray, lines: list[FrameLine]) -> dict[bool, tuple[np.ndarray, int]]:
+    """The pixels of a printed box's lines among `lines` (long lines near the image's edge), and
+    the thickest one's thickness, for horizontal (True) and vertical lines: those that run past
+    the digit (the largest piece left beside them, when it is digit-sized) at both of its ends."""
+    height, width = mask.shape
+    bands = np.zeros((height, width), np.uint8)
+    for line in lines:
+        cv2.line(bands, line.start, line.end, 1, line.thickness)
+    found = {True: (np.zeros((height, width), np.uint8), 0),
+             False: (np.zeros((height, width), np.uint8), 0)}
+    count, labels, stats = label_components(mask & ~bands.view(bool))
+    if count < 2:
+        return {}
+    main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    left, top, breadth, tall = stats[main, :4].tolist()
+    if max(breadth, tall) < 0.2 * min(height, width):
+        return {}  # nothing digit-sized beside the lines: the lines are the digit
+    for line in lines:
+        low, high = (left, left + breadth) if line.horizontal else (top, top + tall)
+        first, last = line.extent
+        reach = max(2.0, FRAME_OVERHANG * (last - first))
+        if low - first >= reach and last - high >= reach:
+            erase, thickest = found[line.horizontal]
+            cv2.line(erase, line.start, line.end, 1, line.thickness)
+            found[line.horizontal] = erase, max(thickest, line.thickness)
+    return {horizontal: (erase.view(bool), thickest)
+            for horizontal, (erase, thickest) in found.items() if thickest}
+
+
+def bridge(mask: np.ndarray, erased: dict[bool, tuple[np.ndarray, int]]) -> np.ndarray:
+    """The mask without the erased lines' pixels ({horizontal: (pixels, thickness)}), except
+    the pen's: where ink runs across a line further than the line is thick (a stroke crossing
+    it, or lying along it and thicker than it), or ink on both sides of it closes the gap (a
+    stroke crossing at a slant; nothing beyond the image's edge does)."""
+    lines = erased[True][0] | erased[False][0]
+    kept = mask & ~lines
+    restored = kept.copy()
+    for horizontal, (pixels, thickness) in erased.items():
+        if thickness:
+            size = 2 * thickness + 1
+            across = np.ones((size, 1) if horizontal else (1, size), np.uint8)
+            closed = cv2.morphologyEx(kept.view(np.uint8), cv2.MORPH_CLOSE, across,
+                                      borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
+            long = (runs_at_least(mask.T, thickness + 1).T if horizontal
+                    else runs_at_least(mask, thickness + 1))
+            other = erased[not horizontal][0]  # where lines cross, neither is the pen's
+            restored |= (closed | long) & pixels & mask & ~other
+    return restored
 
 
 def runs_at_least(mask: np.ndarray, length: float) -> np.ndarray:
@@ -341,64 +493,22 @@ def runs_at_least(mask: np.ndarray, length: float) -> np.ndarray:
     return np.cumsum(edges, axis=1, dtype=np.int8)[:, :width] > 0
 
 
-def remove_frame_lines(mask: np.ndarray) -> np.ndarray:
-    """Erase the lines of a printed box around the digit (a cell cut from a form or a sheet
-    many people filled in) and tilted ruled lines, bridging strokes that crossed them.
-
-    Such a line is straight, within FRAME_TILT degrees of horizontal or vertical, long (FRAME_SPAN
-    of the image in its outer FRAME_BAND, where a box's lines are; LINE_SPAN anywhere, as a ruled
-    line photographed at a slant), and runs past the digit at both of its ends. A digit's own
-    bar does not: a 7's or a 5's starts or ends where its other strokes do, and a tightly
-    cropped 1 leaves no digit beside it. (remove_lines erases level lines more cheaply.)
-    """
-    height, width = mask.shape
-    if min(height, width) < 16 or not spans_a_band(mask):
-        return mask  # no ink runs across most of the image: the common case
-    lines = frame_candidates(mask)
-    if not lines:
-        return mask
-    bands = np.zeros((height, width), np.uint8)
-    for line in lines:
-        cv2.line(bands, line.start, line.end, 1, line.thickness)
-    rest = mask & ~bands.view(bool)
-    count, labels, stats = label_components(rest)
-    if count < 2:
-        return mask
-    main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    left, top, breadth, tall = stats[main, :4].tolist()
-    if max(breadth, tall) < 0.2 * min(height, width):
-        return mask  # nothing digit-sized beside the lines: the lines are the digit
-    erase = np.zeros((height, width), np.uint8)
-    thickest = 1
-    for line in lines:
-        low, high = (left, left + breadth) if line.horizontal else (top, top + tall)
-        first, last = line.extent
-        reach = max(2.0, FRAME_OVERHANG * (last - first))
-        if low - first >= reach and last - high >= reach:
-            cv2.line(erase, line.start, line.end, 1, line.thickness)
-            thickest = max(thickest, line.thickness)
-    if not erase.any():
-        return mask
-    erased = erase.view(bool)
-    kept = mask & ~erased
-    # where a stroke crossed a line, ink on both sides closes the gap, along and across
-    size = 2 * thickest + 1
-    closed = np.zeros_like(erased)
-    for kernel in (np.ones((size, 1), np.uint8), np.ones((1, size), np.uint8)):
-        closed |= cv2.morphologyEx(kept.view(np.uint8), cv2.MORPH_CLOSE, kernel,
-                                   borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
-    return kept | (closed & erased & mask)
-
-
 class FrameLine(NamedTuple):
     """A straight run of ink: its ends (x, y), whether it is horizontal, its extent along its
-    axis (first, last) and the thickness that covers it."""
+    axis (first, last), the thickness that covers it, and whether it is long enough to be a
+    box's line where it lies."""
 
     start: tuple[int, int]
     end: tuple[int, int]
     horizontal: bool
     extent: tuple[int, int]
     thickness: int
+    frame: bool
+
+    @property
+    def middle(self) -> tuple[int, int]:
+        """The (x, y) pixel halfway along it."""
+        return (self.start[0] + self.end[0]) // 2, (self.start[1] + self.end[1]) // 2
 
 
 def spans_a_band(mask: np.ndarray) -> bool:
@@ -426,7 +536,7 @@ def frame_candidates(mask: np.ndarray) -> list[FrameLine]:
     short = min(height, width)
     found = cv2.HoughLinesP(np.ascontiguousarray(mask).view(np.uint8), 1, np.pi / 180,
                             threshold=max(8, int(0.3 * short)),
-                            minLineLength=max(8, int(FRAME_SPAN * short)),
+                            minLineLength=max(8, int(RULED_SEED * short)),
                             maxLineGap=max(2, short // 40))
     lines = []
     for x1, y1, x2, y2 in ([] if found is None else found.reshape(-1, 4).tolist()):
@@ -437,11 +547,10 @@ def frame_candidates(mask: np.ndarray) -> list[FrameLine]:
         along, side, across, depth = ((abs(x2 - x1), width, (y1 + y2) / 2, height) if horizontal
                                       else (abs(y2 - y1), height, (x1 + x2) / 2, width))
         inner = FRAME_BAND * depth < across < (1 - FRAME_BAND) * depth
-        if along < (LINE_SPAN if inner else FRAME_SPAN) * side:
-            continue
+        frame = along >= (LINE_SPAN if inner else FRAME_SPAN) * side
         extent = (min(x1, x2), max(x1, x2)) if horizontal else (min(y1, y2), max(y1, y2))
         lines.append(FrameLine((x1, y1), (x2, y2), horizontal, extent,
-                               line_thickness(mask, (x1, y1), (x2, y2), horizontal)))
+                               line_thickness(mask, (x1, y1), (x2, y2), horizontal), frame))
     return lines
 
 
