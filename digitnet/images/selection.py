@@ -21,6 +21,7 @@ GATHER_REACH = 0.05  # pieces this close to the digit (a fraction of the image's
 # its own, however small its first piece: the dashes of a fine pen that skips or faint pencil
 FAINT = 0.5  # a piece whose mean ink is below this fraction of the strongest digit-sized
 # piece's is not written ink: the shade beyond a photographed sheet's edge, ruled lines, grain
+STRONGEST_OF = 8  # ... of these largest digit-sized pieces (a fine pen's dashes among them)
 
 
 def select_digit(pieces: Pieces) -> np.ndarray | None:
@@ -36,34 +37,40 @@ def select_digit(pieces: Pieces) -> np.ndarray | None:
     sizes[edge_lines(labels, areas, strong)] = 0
     on_page = sizes.copy()
     on_page[surroundings(labels, stats)] = 0
+    long_sides = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    long_sides[0] = 0  # the background is never a piece
+    digit_sized = long_sides >= max(3, MIN_DIGIT * max(labels.shape))
     main = largest(on_page, stats)
-    if not big_enough(stats, main, labels.shape, PAGE_DIGIT):
+    if long_sides[main] < max(3, PAGE_DIGIT * max(labels.shape)):
         on_page, main = sizes, largest(sizes, stats)  # then the digit itself runs along the edge
-    if not big_enough(stats, main, labels.shape, MIN_DIGIT):
+    if not digit_sized[main]:
         return None
     if np.count_nonzero(on_page) > 1:  # more than the digit's one piece
-        on_page[faint_pieces(labels, stats, ink, on_page)] = 0
+        on_page[faint_pieces(labels, stats, ink, on_page, digit_sized)] = 0
         # the largest digit-sized piece left (the strongest one is never faint): a smaller dark
         # blob holding more pixels than a thin digit is not one
-        main = largest(digit_sized(stats, on_page, labels.shape), stats)
+        main = largest(np.where(digit_sized, on_page, 0), stats)
         on_page[neighbours_strokes(stats, labels.shape, on_page, main)] = 0
     return pick(labels, len(stats), gather_pieces(stats, on_page, main, max(labels.shape)))
 
 
-def faint_pieces(labels: np.ndarray, stats: np.ndarray, ink: np.ndarray,
-                 sizes: np.ndarray) -> np.ndarray:
-    """Labels of sizeable pieces whose ink is much fainter (FAINT) than the strongest piece big
-    enough to be a digit: the written digit is the darkest thing on the page, while the shade
-    beyond a photographed sheet's edge, a ruled line or the paper's grain is only a little
-    darker than the paper, however large."""
+def faint_pieces(labels: np.ndarray, stats: np.ndarray, ink: np.ndarray, sizes: np.ndarray,
+                 digit_sized: np.ndarray) -> np.ndarray:
+    """Labels of sizeable pieces whose ink is much fainter (FAINT) than the strongest of the
+    STRONGEST_OF largest pieces big enough to be a digit: the written digit is the darkest thing
+    on the page, while the shade beyond a photographed sheet's edge, a ruled line or the paper's
+    grain is only a little darker than the paper, however large (and may dwarf the dashes of a
+    fine pen that skips)."""
     candidates = (sizes >= MIN_PIECE * sizes.max()).nonzero()[0]
-    if len(candidates) < 2:
+    if len(candidates) < 2 and np.count_nonzero(sizes[digit_sized]) < 2:
         return np.zeros(0, np.intp)
-    levels = {label: mean_ink(labels, stats, ink, label) for label in candidates.tolist()}
-    # the largest piece (the digit's main one, big enough) is always among the candidates
-    strongest = max(levels[label] for label in levels
-                    if big_enough(stats, label, labels.shape, MIN_DIGIT))
-    return np.array([label for label, level in levels.items() if level < FAINT * strongest],
+    sized = np.flatnonzero(digit_sized & (sizes > 0))
+    sized = set(sized[np.argsort(-sizes[sized], kind="stable")[:STRONGEST_OF]].tolist())
+    sized |= {label for label in candidates.tolist() if digit_sized[label]}
+    levels = {label: mean_ink(labels, stats, ink, label) for label in sized | set(candidates.tolist())}
+    # the largest piece (the digit's main one, digit-sized) is always among them
+    strongest = max(levels[label] for label in sized)
+    return np.array([label for label in candidates.tolist() if levels[label] < FAINT * strongest],
                     np.intp)
 
 
@@ -135,23 +142,6 @@ def surroundings(labels: np.ndarray, stats: np.ndarray) -> np.ndarray:
         along |= np.bincount(edge, minlength=len(stats)) >= 0.5 * extent
     along[0] = False
     return along.nonzero()[0]
-
-
-def digit_sized(stats: np.ndarray, sizes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """`sizes` with pieces too short to be a digit (MIN_DIGIT) set to 0."""
-    kept = sizes.copy()
-    for label in sizes.nonzero()[0].tolist():
-        if not big_enough(stats, label, shape, MIN_DIGIT):
-            kept[label] = 0
-    return kept
-
-
-def big_enough(stats: np.ndarray, label: int, shape: tuple[int, int], fraction: float) -> bool:
-    """Whether a component's long side is at least `fraction` of the image's (and 3 px)."""
-    if label == 0:
-        return False
-    long_side = max(stats[label, cv2.CC_STAT_WIDTH], stats[label, cv2.CC_STAT_HEIGHT])
-    return long_side >= max(3, fraction * max(shape))
 
 
 def gather_pieces(stats: np.ndarray, sizes: np.ndarray, main: int, side: int) -> list[int]:
