@@ -273,6 +273,50 @@ def test_a_digits_own_bar_at_the_crop_edge_is_kept(strokes):
     np.testing.assert_array_equal(ink.remove_lines(mask), mask)
 
 
+def test_converging_dashed_ruled_lines_beside_a_small_digit_are_erased():
+    """A small digit near the frame's edge on a photographed ruled page: the lines (broken into
+    dashes, not quite parallel, one crossing the digit) are erased however small the digit
+    beside them, and where a line crosses a stroke the pen's pixels stay."""
+    digit = np.asarray(draw_digit(size=(400, 400), box=(330, 6, 370, 66), width=5)) < 128
+    page = Image.new("L", (400, 400), 0)
+    draw = ImageDraw.Draw(page)
+    rng = np.random.default_rng(3)
+    for left in range(20, 400, 34):
+        tilt = 0.06 - 0.05 * left / 400  # 3.4 degrees at the top, 0.6 at the bottom
+        for x in range(0, 399, 12):  # dashes 8 to 11 px long
+            end = x + int(rng.integers(8, 12))
+            draw.line([(x, left + tilt * x), (end, left + tilt * end)], fill=1, width=2)
+    mask = digit | (np.asarray(page) > 0)
+    kept = ink.remove_lines(mask)
+    near = cv2.dilate(digit.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
+    assert not (kept & ~near).any()
+    assert np.count_nonzero(kept & digit) >= 0.97 * np.count_nonzero(digit)
+
+
+def test_two_thin_bars_of_a_tightly_cropped_digit_are_not_ruled_lines():
+    """A tightly cropped 2 written with a fine pen has a straight bar and base across the whole
+    image, thin and parallel like two ruled lines; they do not run past the rest of the digit,
+    so they stay."""
+    two = [[(0.0, 0.02), (1.0, 0.02), (0.0, 0.98), (1.0, 0.98)]]
+    mask = np.asarray(draw_digit(size=(200, 200), box=(2, 2, 198, 198), strokes=two,
+                                 width=4)) < 128
+    np.testing.assert_array_equal(ink.remove_lines(mask), mask)
+
+
+def test_a_fine_pens_dashes_beside_a_large_shade_are_the_digit():
+    """The shade beyond a photographed sheet's edge may hold far more pixels than a digit
+    written in a fine pen's short dashes: the dashes, much darker, are the digit."""
+    image = Image.new("L", (300, 300), 235)
+    draw = ImageDraw.Draw(image)
+    draw.polygon([(8, 120), (8, 292), (140, 292)], fill=200)  # beyond the sheet's edge
+    for top in (90, 122, 154):  # a 1 in three dashes
+        draw.line([(200, top), (201, top + 22)], fill=60, width=4)
+    strength = ink.flatten_background(np.asarray(image, np.float32) / 255)
+    rows, cols = np.nonzero(selection.select_digit(ink.segment(strength)))
+    assert cols.min() >= 190 and rows.min() >= 80 and rows.max() <= 190
+    assert rows.max() - rows.min() > 80  # all three dashes
+
+
 @pytest.mark.parametrize("lean", [-0.9, 0.8], ids=["right", "left"])
 def test_a_steep_slant_is_brought_back_to_mnists_range(lean):
     """Writing slanted further than MNIST's writers slant is sheared back to the edge of their

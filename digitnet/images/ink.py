@@ -305,7 +305,8 @@ def remove_lines(mask: np.ndarray) -> np.ndarray:
     found = frame_candidates(mask)
     if not found:
         return mask
-    erased = {True: (np.zeros((height, width), bool), 0), False: (np.zeros((height, width), bool), 0)}
+    nothing = np.zeros((height, width), bool)
+    erased = {True: (nothing, 0), False: (nothing, 0)}  # {horizontal: (pixels, thickness)}
     for horizontal in (True, False):
         family = [line if horizontal else line._replace(start=line.start[::-1],
                                                         end=line.end[::-1])
@@ -423,7 +424,8 @@ def runs_past(rest: np.ndarray, first: int, last: int) -> bool:
     if count < 2:
         return True
     main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    low, high = stats[main, cv2.CC_STAT_LEFT], stats[main, cv2.CC_STAT_LEFT] + stats[main, cv2.CC_STAT_WIDTH]
+    low = stats[main, cv2.CC_STAT_LEFT]
+    high = low + stats[main, cv2.CC_STAT_WIDTH]
     reach = max(2.0, FRAME_OVERHANG * (last - first))
     return low - first >= reach or last - high >= reach
 
@@ -495,8 +497,8 @@ def runs_at_least(mask: np.ndarray, length: float) -> np.ndarray:
 
 class FrameLine(NamedTuple):
     """A straight run of ink: its ends (x, y), whether it is horizontal, its extent along its
-    axis (first, last), the thickness that covers it, and whether it is long enough to be a
-    box's line where it lies."""
+    axis (first, last), whether it is long enough to be a box's line where it lies, and if so
+    the thickness that covers it (else 0)."""
 
     start: tuple[int, int]
     end: tuple[int, int]
@@ -549,8 +551,8 @@ def frame_candidates(mask: np.ndarray) -> list[FrameLine]:
         inner = FRAME_BAND * depth < across < (1 - FRAME_BAND) * depth
         frame = along >= (LINE_SPAN if inner else FRAME_SPAN) * side
         extent = (min(x1, x2), max(x1, x2)) if horizontal else (min(y1, y2), max(y1, y2))
-        lines.append(FrameLine((x1, y1), (x2, y2), horizontal, extent,
-                               line_thickness(mask, (x1, y1), (x2, y2), horizontal), frame))
+        thickness = line_thickness(mask, (x1, y1), (x2, y2), horizontal) if frame else 0
+        lines.append(FrameLine((x1, y1), (x2, y2), horizontal, extent, thickness, frame))
     return lines
 
 

@@ -67,7 +67,8 @@ def faint_pieces(labels: np.ndarray, stats: np.ndarray, ink: np.ndarray, sizes: 
     sized = np.flatnonzero(digit_sized & (sizes > 0))
     sized = set(sized[np.argsort(-sizes[sized], kind="stable")[:STRONGEST_OF]].tolist())
     sized |= {label for label in candidates.tolist() if digit_sized[label]}
-    levels = {label: mean_ink(labels, stats, ink, label) for label in sized | set(candidates.tolist())}
+    levels = {label: mean_ink(labels, stats, ink, label)
+              for label in sized | set(candidates.tolist())}
     # the largest piece (the digit's main one, digit-sized) is always among them
     strongest = max(levels[label] for label in sized)
     return np.array([label for label in candidates.tolist() if levels[label] < FAINT * strongest],
