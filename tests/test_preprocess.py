@@ -293,6 +293,20 @@ def test_converging_dashed_ruled_lines_beside_a_small_digit_are_erased():
     assert np.count_nonzero(kept & digit) >= 0.97 * np.count_nonzero(digit)
 
 
+def test_a_stroke_lying_along_a_ruled_line_is_kept():
+    """Where the pen's stroke lies on a ruled line (a 2's base written on the line), ink runs
+    across the line further than the line is thick: those pixels are the pen's and stay, while
+    the line's own pixels beside the digit go."""
+    mask = np.zeros((300, 300), bool)
+    for row in range(40, 300, 40):
+        mask[row:row + 2] = True  # ruled lines 2 px thick, the fifth at rows 200-201
+    digit = np.zeros_like(mask)
+    digit[100:200, 147:153] = True  # a stem
+    digit[192:202, 100:201] = True  # a base 10 px thick whose lowest rows are the line's
+    kept = ink.remove_lines(mask | digit)
+    np.testing.assert_array_equal(kept, digit)
+
+
 def test_two_thin_bars_of_a_tightly_cropped_digit_are_not_ruled_lines():
     """A tightly cropped 2 written with a fine pen has a straight bar and base across the whole
     image, thin and parallel like two ruled lines; they do not run past the rest of the digit,
