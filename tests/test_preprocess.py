@@ -246,6 +246,41 @@ def test_the_shade_beyond_a_photographed_sheet_is_not_the_digit(shade, width, re
     assert similarity(to_mnist(image), reference) > 0.95
 
 
+
+BEYOND_THE_SHEET = {"band": [(0, 262), (0, 300), (300, 300), (300, 275)],
+                    "corner": [(0, 180), (0, 300), (90, 300)]}
+
+
+@pytest.mark.parametrize("where", BEYOND_THE_SHEET)
+@pytest.mark.parametrize("width, pen, paper, beyond", [(3, 150, 190, 250), (2, 140, 180, 245)])
+def test_a_fine_pen_beside_a_lighter_region_beyond_the_sheet_is_dark_ink(where, width, pen,
+                                                                          paper, beyond,
+                                                                          reference):
+    """A fine pen's hairlines on grey paper, and beyond the photographed sheet's edge something
+    lighter than the paper by more than the pen is darker: the writing is the narrow dark
+    strokes, not the broad light region (once read as light ink on dark paper)."""
+    image = draw_digit(width=width, ink=pen, paper=paper)
+    ImageDraw.Draw(image).polygon(BEYOND_THE_SHEET[where], fill=beyond)
+    gray = np.asarray(image, np.float32) / 255
+    darkest, median, lightest = np.percentile(gray, [0.1, 50, 99.9])
+    assert median - darkest < lightest - median  # the light tail is the deeper one
+    assert not ink.has_light_ink(gray)
+    assert similarity(to_mnist(image), reference) > 0.9
+
+
+@pytest.mark.parametrize("chalk, board, beyond", [(220, 100, 20), (255, 120, 40)])
+def test_chalk_beside_a_darker_region_beyond_the_board_is_light_ink(chalk, board, beyond,
+                                                                    reference):
+    """Chalk on a board with something darker beyond its edge, nearly as deep a tail as the
+    chalk's: the narrow light strokes are still the writing."""
+    image = draw_digit(width=8, ink=chalk, paper=board)
+    ImageDraw.Draw(image).polygon(BEYOND_THE_SHEET["band"], fill=beyond)
+    gray = np.asarray(image, np.float32) / 255
+    darkest, median, lightest = np.percentile(gray, [0.1, 50, 99.9])
+    assert median - darkest > 0.5 * (lightest - median)  # both tails are deep
+    assert ink.has_light_ink(gray)
+    assert similarity(to_mnist(image), reference) > 0.95
+
 def test_a_digits_lighter_piece_is_kept():
     """The separate pieces of one digit, written with more and less pressure, are all kept:
     only a piece under half as dark as the digit is left out."""

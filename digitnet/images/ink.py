@@ -27,6 +27,9 @@ RULED_FILL = 0.5  # a ruled line's ink covers this fraction of the image (a fain
 RULED_SEED = 0.3  # a stretch this long (of the image's short side) may be part of one ...
 RULED_THICKNESS = 0.04  # ... in a band of rows at most this fraction of the image deep (2 px)
 BIN_CENTRES = (np.arange(256) + 0.5) / 256  # of the 256 bins of otsu_threshold
+CLOSE_TAILS = 0.5  # a dark tail this deep (of the light one's) makes the ink's polarity unclear:
+NARROWER = 2.0  # ... then dark ink this many times narrower than the light is the writing ...
+STROKE_PIECE = 0.05  # ... then pieces this long (of the image's side) are strokes, not specks
 SORT_ALL_BELOW = 4096  # fewer values than this are partially sorted without looking for runs
 
 
@@ -34,10 +37,37 @@ def has_light_ink(gray: np.ndarray) -> bool:
     """Whether the ink is lighter than the paper (white-on-black canvas, chalk on a board).
 
     The paper is the majority, so its level is the median; the ink is the tail that lies
-    farthest from it. No fixed threshold: dark ink on dark-grey paper is still dark ink.
+    farthest from it. No fixed threshold: dark ink on dark-grey paper is still dark ink. When
+    both tails are deep, the narrower writing decides (see below).
     """
     darkest, paper, lightest = percentiles(some_rows(gray), (0.1, 50, 99.9))
-    return lightest - paper > paper - darkest
+    dark, light = paper - darkest, lightest - paper
+    if light <= dark:
+        return False
+    if dark < CLOSE_TAILS * light:
+        return True  # a canvas's white strokes on black: no dark tail to speak of
+    # Both tails are deep: a broad region lighter than the paper (what lies beyond a
+    # photographed sheet's edge, a glare) can outweigh a fine pen's dark hairlines. Pen
+    # strokes are narrow: dark ink that is far narrower than the light "ink" is the writing.
+    # (Not the other way round: a felt marker's dark strokes are broad.)
+    return NARROWER * ink_width(gray) >= ink_width(1.0 - gray)
+
+
+def ink_width(gray: np.ndarray) -> float:
+    """The mean width in pixels of the strongest ink (above half its 99.9th percentile) in
+    `gray` read as dark ink on light paper."""
+    ink = flatten_background(gray)
+    count, labels, stats = label_components(ink > 0.5 * percentile(some_rows(ink), 99.9))
+    long_sides = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    long_sides[0] = 0
+    pieces = np.flatnonzero(long_sides >= STROKE_PIECE * max(gray.shape))
+    if pieces.size == 0:
+        return math.inf  # grain and specks only: no strokes in this reading
+    strongest = pick(labels, count, pieces.tolist())
+    padded = np.zeros((strongest.shape[0] + 2, strongest.shape[1] + 2), np.uint8)
+    padded[1:-1, 1:-1] = strongest
+    inner = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return 4 * float(inner.sum(dtype=np.float64)) / np.count_nonzero(inner) - 2
 
 
 def percentiles(values: np.ndarray, percents: tuple[float, ...]) -> list[float]:
