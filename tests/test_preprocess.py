@@ -352,6 +352,47 @@ def test_two_thin_bars_of_a_tightly_cropped_digit_are_not_ruled_lines():
     np.testing.assert_array_equal(ink.remove_lines(mask), mask)
 
 
+def squared_page(gap: int, size: int = 512, horizontal_only: bool = False) -> np.ndarray:
+    """A page of thin grey lines `gap` px apart (squared paper, or ruled when horizontal_only)."""
+    page = np.full((size, size), 255, np.uint8)
+    for at in np.arange(gap / 2, size, gap).round().astype(int).tolist():
+        page[at] = 170
+        if not horizontal_only:
+            page[:, at] = 170
+    return page
+
+
+@pytest.mark.parametrize("gap", [8, 10, 12, 13, 20])
+def test_closely_squared_paper_under_a_digit_is_erased(gap):
+    """Squared paper whose lines lie closer than a line's search reaches (<= 13 px at 512 px: a
+    full page of 5 mm squares) is erased, however thick the stroke lying along a line: the
+    digit comes out as it does on blank paper."""
+    digit = np.asarray(draw_digit(size=(512, 512), box=(180, 150, 330, 350), width=20))
+    plain = to_mnist(Image.fromarray(digit))
+    assert similarity(to_mnist(Image.fromarray(np.minimum(digit, squared_page(gap)))),
+                      plain) > 0.97
+
+
+@pytest.mark.parametrize("gap", [12, 13])
+@pytest.mark.parametrize("horizontal_only", [True, False], ids=["ruled", "squared"])
+def test_a_blank_closely_ruled_page_is_erased_to_nothing(gap, horizontal_only):
+    """Each line of college-ruled or squared paper is found, though its neighbours lie within
+    the rows searched around it and the second pass sees them already erased."""
+    mask = squared_page(gap, horizontal_only=horizontal_only) < 200
+    assert not ink.remove_lines(mask).any()
+
+
+def test_one_slanted_bar_seeded_twice_is_not_two_ruled_lines():
+    """A tightly cropped 7 in a fine pen: its slightly slanted 2-px bar holds two Hough
+    segments, whose bands share nearly all their pixels; one line is not ruled paper, so the
+    bar stays."""
+    mask = np.zeros((200, 200), np.uint8)
+    cv2.line(mask, (0, 12), (199, 16), 1, 2)  # the bar, slope 0.02
+    cv2.line(mask, (197, 16), (90, 199), 1, 2)  # the stem
+    mask = mask.view(bool)
+    np.testing.assert_array_equal(ink.remove_lines(mask), mask)
+
+
 def test_a_fine_pens_dashes_beside_a_large_shade_are_the_digit():
     """The shade beyond a photographed sheet's edge may hold far more pixels than a digit
     written in a fine pen's short dashes: the dashes, much darker, are the digit."""

@@ -379,24 +379,25 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
             continue  # a piece of a line already found
         slope = (y2 - y1) / (x2 - x1)
         band, thickness = ruled_band(ys, xs, slope, y1 - slope * x1, deep, width)
-        if band is not None:
+        if band is not None and mostly_new(erase[ys[band], xs[band]]):
             erase[ys[band], xs[band]] = True
             found.append(band)
             slopes.append(slope)
             thickest = max(thickest, thickness)
     if found:  # lines the segments missed (crossed by a digit, say): the others' direction
         slope = float(np.median(slopes))
-        left = ~erase[ys, xs]
-        rows = np.rint(ys[left] - slope * xs[left]).astype(np.intp)
+        left = np.flatnonzero(~erase[ys, xs])  # sought among the pixels not yet erased
+        rest_ys, rest_xs = ys[left], xs[left]
+        rows = np.rint(rest_ys - slope * rest_xs).astype(np.intp)
         start = int(rows.min(initial=0))
         profile = np.bincount(rows - start)
-        for row in np.flatnonzero(profile >= 0.5 * RULED_FILL * width).tolist():
-            if profile[row] < profile[max(row - 1, 0):row + 2].max():
-                continue  # not a peak
-            band, thickness = ruled_band(ys, xs, slope, row + start, deep, width)
-            if band is not None and not (erase[ys[band], xs[band]]).all():
-                erase[ys[band], xs[band]] = True
-                found.append(band)
+        for row in profile_peaks(profile, 0.5 * RULED_FILL * width).tolist():
+            band, thickness = ruled_band(rest_ys, rest_xs, slope, row + start, deep, width)
+            if band is not None and mostly_new(erase[rest_ys[band], rest_xs[band]]):
+                erase[rest_ys[band], rest_xs[band]] = True
+                whole = np.zeros(ys.size, bool)
+                whole[left[band]] = True
+                found.append(whole)
                 thickest = max(thickest, thickness)
     if len(found) < 2:
         return None, 0
@@ -410,10 +411,12 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
 def ruled_band(ys: np.ndarray, xs: np.ndarray, slope: float, offset: float, deep: int,
                width: int) -> tuple[np.ndarray | None, int]:
     """Which of the ink pixels (ys, xs) form a ruled line near y = offset + slope * x: the
-    band of rows around the sharpest peak (its slope refined by a pixel's drift either way)
-    where the ink is at least a third as dense, and a pixel of rim either side; None when
-    that band is too deep, too sparse or too short for a ruled line."""
-    seek = 2 + deep // 2  # the seed is within this many rows of the line (not of the next one)
+    band of rows around the density peak nearest the seed (the sharpest of its slope refined by
+    a pixel's drift either way) where the ink is at least a third as dense, or two thirds where
+    that band is deeper than the line is thick (a stroke lying along it), and a pixel of rim
+    either side; None when that band is still too deep, or too sparse or too short for a
+    ruled line, and its thickness (the median of its columns' pixels)."""
+    seek = 2 + deep // 2  # the seed is within this many rows of the line (the next one may be too)
     margin = seek + deep
     ends = (offset, offset + slope * (width - 1))
     low, high = np.searchsorted(ys, [min(ends) - margin - 2, max(ends) + margin + 3])
@@ -424,27 +427,73 @@ def ruled_band(ys: np.ndarray, xs: np.ndarray, slope: float, offset: float, deep
         rows = np.rint(near_ys - tilt * near_xs - offset).astype(np.intp) + margin
         inside = (rows >= 0) & (rows <= 2 * margin)
         profile = np.bincount(rows[inside], minlength=2 * margin + 1)
-        peak = deep + int(profile[deep:deep + 2 * seek + 1].argmax())
+        peak = deep + nearest_peak(profile[deep:deep + 2 * seek + 1])
         if best is None or profile[peak] > best[1][best[2]]:
             best = (rows, profile, peak)
     rows, profile, peak = best
-    dense = profile >= profile[peak] / 3
+    for share in (3, 1.5):  # rows a third as dense as the peak; else two thirds
+        first, last = dense_rows(profile, peak, share)
+        if last - first + 1 > deep:
+            continue  # a thick stroke lying along the line: its rows are not the line's
+        on = (rows >= first - 1) & (rows <= last + 1)  # and a pixel of rim either side
+        columns = near_xs[on]
+        if (columns.size == 0 or np.ptp(columns) + 1 < LINE_SPAN * width
+                or np.count_nonzero(np.bincount(columns, minlength=width)) < RULED_FILL * width):
+            break
+        per_column = np.bincount(columns)  # the line's own thickness: a stroke on it is thicker
+        thickness = int(np.median(per_column[per_column > 0]))
+        if last - first + 1 <= thickness + 2:
+            band = np.zeros(ys.size, bool)
+            band[low:high] = on
+            return band, thickness
+        # deeper than the line is thick: a stroke lying along a stretch of it widened the band
+        # (narrow it), or the seed's slope is not the line's (another seed's will be)
+    return None, 0
+
+
+def dense_rows(profile: np.ndarray, peak: int, share: float) -> tuple[int, int]:
+    """The first and last rows of the run around `peak` where the profile is at least
+    1/share of the peak's."""
+    dense = share * profile >= profile[peak]
     first, last = peak, peak
     while first > 0 and dense[first - 1]:
         first -= 1
     while last < len(profile) - 1 and dense[last + 1]:
         last += 1
-    if last - first + 1 > deep:
-        return None, 0
-    on = (rows >= first - 1) & (rows <= last + 1)
-    columns = near_xs[on]
-    if (columns.size == 0 or np.ptp(columns) + 1 < LINE_SPAN * width
-            or np.count_nonzero(np.bincount(columns, minlength=width)) < RULED_FILL * width):
-        return None, 0
-    band = np.zeros(ys.size, bool)
-    band[low:high] = on
-    per_column = np.bincount(columns)  # the line's own thickness: a stroke on it is thicker
-    return band, int(np.median(per_column[per_column > 0]))
+    return first, last
+
+
+def mostly_new(erased: np.ndarray) -> bool:
+    """Whether under half of a band's pixels (`erased`: which of them are) belong to lines
+    already found: one physical line seeded twice (two Hough segments along a tightly cropped
+    7's bar, say) is one ruled line, not two."""
+    return 2 * np.count_nonzero(erased) < erased.size
+
+
+def nearest_peak(window: np.ndarray) -> int:
+    """The index of the density peak nearest the middle of `window` (a profile of rows around a
+    seed): a local maximum at least two thirds as dense as the densest row (not a row of a
+    stroke lying along the line), the denser of two equally near. On squared or college-ruled paper the next line lies within the window
+    too, and may be denser; the seed's own line is the one nearest it."""
+    if not window.size or not window.max():
+        return len(window) // 2
+    padded = np.concatenate(([-1], window, [-1]))
+    peaks = np.flatnonzero((window >= padded[:-2]) & (window >= padded[2:])
+                           & (3 * window >= 2 * window.max()))
+    middle = (len(window) - 1) / 2
+    return int(min(peaks.tolist(), key=lambda at: (abs(at - middle), -window[at])))
+
+
+def profile_peaks(profile: np.ndarray, least: float) -> np.ndarray:
+    """The rows of `profile` at least `least` that are local maxima, one per plateau (its first
+    row): on a flat profile (stripes, a black block) every row would otherwise be a peak."""
+    padded = np.concatenate(([-1], profile, [-1]))
+    rising = profile > padded[:-2]  # a plateau's first row
+    # a plateau's end: where it steps down (or the profile ends) after rows level with it
+    ends = np.flatnonzero(profile != padded[2:])
+    next_change = ends[np.minimum(np.searchsorted(ends, np.arange(profile.size)), ends.size - 1)]
+    falls = padded[2:][next_change] < profile
+    return np.flatnonzero(rising & falls & (profile >= least))
 
 
 def runs_past(rest: np.ndarray, first: int, last: int) -> bool:
