@@ -393,6 +393,17 @@ def test_one_slanted_bar_seeded_twice_is_not_two_ruled_lines():
     np.testing.assert_array_equal(ink.remove_lines(mask), mask)
 
 
+def test_a_thick_bar_found_as_several_segments_does_not_cut_its_own_digit():
+    """A tightly cropped 7 with a 6-px bar at the top edge of a 100-px crop: Hough finds the bar
+    as several long segments, each a box-line candidate drawn thick; drawn over each other they
+    cut the stem's top, so that the bar would run past the digit at both ends. It stays."""
+    mask = np.zeros((100, 100), np.uint8)
+    cv2.line(mask, (0, 11), (99, 11), 1, 6)  # the bar
+    cv2.line(mask, (93, 11), (45, 99), 1, 6)  # the stem
+    mask = mask.view(bool)
+    np.testing.assert_array_equal(ink.remove_lines(mask), mask)
+
+
 def test_a_fine_pens_dashes_beside_a_large_shade_are_the_digit():
     """The shade beyond a photographed sheet's edge may hold far more pixels than a digit
     written in a fine pen's short dashes: the dashes, much darker, are the digit."""

@@ -512,11 +512,16 @@ def runs_past(rest: np.ndarray, first: int, last: int) -> bool:
 def box_lines(mask: np.ndarray, lines: list[FrameLine]) -> dict[bool, tuple[np.ndarray, int]]:
     """The pixels of a printed box's lines among `lines` (long lines near the image's edge), and
     the thickest one's thickness, for horizontal (True) and vertical lines: those that run past
-    the digit (the largest piece left beside them, when it is digit-sized) at both of its ends."""
+    the digit (the largest piece left beside them, when it is digit-sized) at both of its ends.
+    Hough finds one thick line as several segments; each is drawn once, or its rim would cut
+    into the digit where the line touches it (a tightly cropped 7's bar would then run past
+    its stem)."""
     height, width = mask.shape
     bands = np.zeros((height, width), np.uint8)
-    for line in lines:
-        cv2.line(bands, line.start, line.end, 1, line.thickness)
+    for line in sorted(lines, key=lambda line: line.extent[0] - line.extent[1]):
+        (x1, y1), (x2, y2) = line.start, line.end
+        if not (bands[y1, x1] and bands[y2, x2]):  # else a piece of a longer line, drawn
+            cv2.line(bands, line.start, line.end, 1, line.thickness)  # its rim cuts the digit
     found = {True: (np.zeros((height, width), np.uint8), 0),
              False: (np.zeros((height, width), np.uint8), 0)}
     count, labels, stats = label_components(mask & ~bands.view(bool))
