@@ -177,6 +177,34 @@ def test_the_training_process_ends_its_converter_once_at_exit(monkeypatch):
     assert registered == [converter.stop]
 
 
+def test_a_converter_that_cannot_start_leaves_no_open_error_file(monkeypatch):
+    """Popen failing (no such interpreter) raises as it did, and the temporary file meant for
+    the converter's standard error is closed, not leaked."""
+    opened = []
+    real = converter.tempfile.TemporaryFile
+
+    def tracked():
+        opened.append(real())
+        return opened[-1]
+
+    monkeypatch.setattr(converter.tempfile, "TemporaryFile", tracked)
+    monkeypatch.setattr(converter, "command", lambda: ["/nonexistent/python", "-"])
+    with pytest.raises(FileNotFoundError):
+        converter.launch()
+    assert len(opened) == 1 and opened[0].closed
+
+
+def test_stop_closes_every_converters_error_file(monkeypatch):
+    """`stop` ends the converters and closes each one's standard error file (close_errors)."""
+    monkeypatch.setattr(converter, "command",
+                        lambda: [sys.executable, "-c", "import sys; sys.stdin.read()"])
+    converter.start()
+    [process] = [process for process in converter._started if process.poll() is None]
+    errors = converter._errors[process]
+    converter.stop()
+    assert errors.closed and process not in converter._errors
+
+
 def test_the_converter_names_a_model_it_cannot_read_and_leaves_nothing(tmp_path):
     """The real converter process, given a .keras file that is not one: one line naming the file
     to write, and neither it nor a temporary file is left."""

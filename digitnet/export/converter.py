@@ -67,9 +67,13 @@ def launch() -> subprocess.Popen:
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
            PARENT_ENV: str(os.getpid())}
     errors = tempfile.TemporaryFile()  # noqa: SIM115 (it outlives this call: `last_errors`)
-    process = subprocess.Popen(command(), env=env,
-                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=errors, text=True, process_group=0)
+    try:
+        process = subprocess.Popen(command(), env=env,
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=errors, text=True, process_group=0)
+    except BaseException:
+        errors.close()  # no converter will write to it
+        raise
     global _registered
     if not _registered:
         atexit.register(stop)
@@ -137,18 +141,26 @@ def stop() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
-        last_errors(process)
+        close_errors(process)
     _started.clear()
 
 
 def last_errors(process: subprocess.Popen, size: int = 4096) -> str:
     """The end of what an ended converter wrote to standard error (its file is closed)."""
-    errors = _errors.pop(process, None)
+    errors = _errors.get(process)
     if errors is None:
         return ""
-    with errors:
-        errors.seek(max(errors.seek(0, os.SEEK_END) - size, 0))
-        return errors.read().decode(errors="replace")
+    errors.seek(max(errors.seek(0, os.SEEK_END) - size, 0))
+    text = errors.read().decode(errors="replace")
+    close_errors(process)
+    return text
+
+
+def close_errors(process: subprocess.Popen) -> None:
+    """Close (and so delete) an ended converter's standard error file, unread."""
+    errors = _errors.pop(process, None)
+    if errors is not None:
+        errors.close()
 
 
 def read_paths() -> list[str]:
