@@ -57,10 +57,10 @@ def select_digit(pieces: Pieces) -> np.ndarray | None:
 def faint_pieces(labels: np.ndarray, stats: np.ndarray, ink: np.ndarray, sizes: np.ndarray,
                  digit_sized: np.ndarray) -> np.ndarray:
     """Labels of sizeable pieces whose ink is much fainter (FAINT) than the strongest of the
-    STRONGEST_OF largest pieces big enough to be a digit: the written digit is the darkest thing
-    on the page, while the shade beyond a photographed sheet's edge, a ruled line or the paper's
-    grain is only a little darker than the paper, however large (and may dwarf the dashes of a
-    fine pen that skips)."""
+    STRONGEST_OF largest pieces big enough to be a digit and of every sizeable piece that is
+    digit-sized: the written digit is the darkest thing on the page, while the shade beyond a
+    photographed sheet's edge, a ruled line or the paper's grain is only a little darker than
+    the paper, however large (and may dwarf the dashes of a fine pen that skips)."""
     candidates = (sizes >= MIN_PIECE * sizes.max()).nonzero()[0]
     if len(candidates) < 2 and np.count_nonzero(sizes[digit_sized]) < 2:
         return np.zeros(0, np.intp)
