@@ -404,6 +404,20 @@ def test_a_thick_bar_found_as_several_segments_does_not_cut_its_own_digit():
     np.testing.assert_array_equal(ink.remove_lines(mask), mask)
 
 
+@pytest.mark.parametrize("tilt", [0, 80], ids=["level", "tilted"])
+def test_stripes_follow_no_more_bands_than_a_page_of_lines_holds(tilt, monkeypatch):
+    """Stripes two rows apart, where every other row would be a ruled line: at most height / 4
+    bands are followed, so such an image costs no more than a page of ruled lines."""
+    page = np.zeros((512, 512), np.uint8)
+    for row in range(0, 512, 2):
+        cv2.line(page, (0, row), (511, row + tilt), 1, 1)
+    calls = []
+    follow = ink.ruled_band
+    monkeypatch.setattr(ink, "ruled_band", lambda *args: calls.append(1) or follow(*args))
+    ink.remove_lines(page.view(bool))
+    assert 0 < len(calls) <= 2 * (512 // 4)  # each family of lines (level, upright) at most
+
+
 def test_a_fine_pens_dashes_beside_a_large_shade_are_the_digit():
     """The shade beyond a photographed sheet's edge may hold far more pixels than a digit
     written in a fine pen's short dashes: the dashes, much darker, are the digit."""

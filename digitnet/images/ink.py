@@ -323,7 +323,7 @@ def remove_lines(mask: np.ndarray) -> np.ndarray:
     cut from a form or a sheet many people filled in), bridging strokes that crossed them.
 
     Both are long straight runs of ink within FRAME_TILT degrees of level or upright, found by
-    frame_candidates. Ruled paper shows several parallel lines across the image (ruled_lines:
+    line_segments. Ruled paper shows several parallel lines across the image (ruled_lines:
     however faint, broken or small the digit beside them is); a printed box's line lies near
     the edge and runs past the digit at both of its ends (box_lines). A digit's own bar does
     neither: a 7's or a 5's starts or ends where its other strokes do, and a tightly cropped 1
@@ -332,7 +332,7 @@ def remove_lines(mask: np.ndarray) -> np.ndarray:
     height, width = mask.shape
     if min(height, width) < 16 or not spans_a_band(mask):
         return mask  # no ink runs across most of the image: the common case
-    found = frame_candidates(mask)
+    found = line_segments(mask)
     if not found:
         return mask
     nothing = np.zeros((height, width), bool)
@@ -366,6 +366,10 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
     deep whose ink covers RULED_FILL of the image's width (a faint line breaks into dashes)
     over LINE_SPAN of it. Two such lines must also run past the rest of the ink at an end (a
     tightly cropped 2's base and bar do not); three or more are paper.
+
+    At most height / 4 bands are followed (a line of one row, a row of rim either side and
+    one of paper between): stripes or a flat profile, where every row would be a line, cost
+    no more than a page of lines can.
     """
     height, width = mask.shape
     deep = max(2, round(RULED_THICKNESS * height))
@@ -373,10 +377,14 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
     erase = np.zeros((height, width), bool)
     found, slopes = [], []
     thickest = 0
+    tries = max(2, height // 4)
     for line in sorted(family, key=lambda line: line.extent[0] - line.extent[1]):
         (x1, y1), (x2, y2) = line.start, line.end
         if erase[(y1 + y2) // 2, (x1 + x2) // 2]:
             continue  # a piece of a line already found
+        if not tries:
+            break
+        tries -= 1
         slope = (y2 - y1) / (x2 - x1)
         band, thickness = ruled_band(ys, xs, slope, y1 - slope * x1, deep, width)
         if band is not None and mostly_new(erase[ys[band], xs[band]]):
@@ -391,13 +399,15 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
         rows = np.rint(rest_ys - slope * rest_xs).astype(np.intp)
         start = int(rows.min(initial=0))
         profile = np.bincount(rows - start)
-        for row in profile_peaks(profile, 0.5 * RULED_FILL * width).tolist():
+        for row in profile_peaks(profile, 0.5 * RULED_FILL * width)[:tries].tolist():
             band, thickness = ruled_band(rest_ys, rest_xs, slope, row + start, deep, width)
             if band is not None and mostly_new(erase[rest_ys[band], rest_xs[band]]):
                 erase[rest_ys[band], rest_xs[band]] = True
-                whole = np.zeros(ys.size, bool)
-                whole[left[band]] = True
-                found.append(whole)
+                if len(found) < 2:  # only the first two are looked at again
+                    whole = np.zeros(ys.size, bool)
+                    whole[left[band]] = True
+                    band = whole
+                found.append(band)
                 thickest = max(thickest, thickness)
     if len(found) < 2:
         return None, 0
@@ -421,10 +431,10 @@ def ruled_band(ys: np.ndarray, xs: np.ndarray, slope: float, offset: float, deep
     ends = (offset, offset + slope * (width - 1))
     low, high = np.searchsorted(ys, [min(ends) - margin - 2, max(ends) + margin + 3])
     near_ys, near_xs = ys[low:high], xs[low:high]
+    across = near_ys - slope * near_xs - (offset - margin)
     best = None
     for step in (-2, -1, 0, 1, 2):  # a pixel's drift across the image, either way
-        tilt = slope + step / width
-        rows = np.rint(near_ys - tilt * near_xs - offset).astype(np.intp) + margin
+        rows = np.rint(across - (step / width) * near_xs).astype(np.intp)
         inside = (rows >= 0) & (rows <= 2 * margin)
         profile = np.bincount(rows[inside], minlength=2 * margin + 1)
         peak = deep + nearest_peak(profile[deep:deep + 2 * seek + 1])
@@ -473,8 +483,9 @@ def mostly_new(erased: np.ndarray) -> bool:
 def nearest_peak(window: np.ndarray) -> int:
     """The index of the density peak nearest the middle of `window` (a profile of rows around a
     seed): a local maximum at least two thirds as dense as the densest row (not a row of a
-    stroke lying along the line), the denser of two equally near. On squared or college-ruled paper the next line lies within the window
-    too, and may be denser; the seed's own line is the one nearest it."""
+    stroke lying along the line), the denser of two equally near. On squared or college-ruled
+    paper the next line lies within the window too, and may be denser; the seed's own line is
+    the one nearest it."""
     if not window.size or not window.max():
         return len(window) // 2
     padded = np.concatenate(([-1], window, [-1]))
@@ -599,7 +610,7 @@ class FrameLine(NamedTuple):
 
 def spans_a_band(mask: np.ndarray) -> bool:
     """Whether the ink in one of the image's outer bands covers FRAME_SPAN of its side, or the
-    whole image's LINE_SPAN: where frame_candidates could find a line."""
+    whole image's LINE_SPAN: where line_segments could find a line."""
     height, width = mask.shape
     if (np.count_nonzero(mask.any(axis=0)) < FRAME_SPAN * width
             and np.count_nonzero(mask.any(axis=1)) < FRAME_SPAN * height):
@@ -615,9 +626,11 @@ def spans_a_band(mask: np.ndarray) -> bool:
     return False
 
 
-def frame_candidates(mask: np.ndarray) -> list[FrameLine]:
-    """Long straight segments near horizontal or vertical: in the image's outer bands, or
-    across nearly all of it."""
+def line_segments(mask: np.ndarray) -> list[FrameLine]:
+    """Every straight segment of ink within FRAME_TILT degrees of level or upright and at least
+    RULED_SEED of the image's short side long, anywhere in it (the seeds of ruled_lines).
+    Those long enough to be a printed box's line where they lie (FRAME_SPAN of the side in the
+    image's outer bands, LINE_SPAN inside them) are marked `frame`, with their thickness."""
     height, width = mask.shape
     short = min(height, width)
     found = cv2.HoughLinesP(np.ascontiguousarray(mask).view(np.uint8), 1, np.pi / 180,
