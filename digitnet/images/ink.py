@@ -367,9 +367,9 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
     over LINE_SPAN of it. Two such lines must also run past the rest of the ink at an end (a
     tightly cropped 2's base and bar do not); three or more are paper.
 
-    At most height / 4 bands are followed (a line of one row, a row of rim either side and
-    one of paper between): stripes or a flat profile, where every row would be a line, cost
-    no more than a page of lines can.
+    At most height / 4 lines are found (a line of one row, a row of rim either side and one of
+    paper between) and 1 / RULED_THICKNESS seeds fail in each pass: stripes, where every row
+    would be a line, or hundreds of random strokes cost no more than a page of lines can.
     """
     height, width = mask.shape
     deep = max(2, round(RULED_THICKNESS * height))
@@ -377,14 +377,13 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
     erase = np.zeros((height, width), bool)
     found, slopes = [], []
     thickest = 0
-    tries = max(2, height // 4)
+    lines, misses = max(2, height // 4), round(1 / RULED_THICKNESS)
     for line in sorted(family, key=lambda line: line.extent[0] - line.extent[1]):
         (x1, y1), (x2, y2) = line.start, line.end
         if erase[(y1 + y2) // 2, (x1 + x2) // 2]:
             continue  # a piece of a line already found
-        if not tries:
+        if len(found) >= lines or not misses:
             break
-        tries -= 1
         slope = (y2 - y1) / (x2 - x1)
         band, thickness = ruled_band(ys, xs, slope, y1 - slope * x1, deep, width)
         if band is not None and mostly_new(erase[ys[band], xs[band]]):
@@ -392,16 +391,23 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
             found.append(band)
             slopes.append(slope)
             thickest = max(thickest, thickness)
+        else:
+            misses -= 1
     if found:  # lines the segments missed (crossed by a digit, say): the others' direction
+        misses = round(1 / RULED_THICKNESS)
         slope = float(np.median(slopes))
         left = np.flatnonzero(~erase[ys, xs])  # sought among the pixels not yet erased
         rest_ys, rest_xs = ys[left], xs[left]
         rows = np.rint(rest_ys - slope * rest_xs).astype(np.intp)
         start = int(rows.min(initial=0))
         profile = np.bincount(rows - start)
-        for row in profile_peaks(profile, 0.5 * RULED_FILL * width)[:tries].tolist():
+        for row in profile_peaks(profile, 0.5 * RULED_FILL * width).tolist():
+            if len(found) >= lines or not misses:
+                break
             band, thickness = ruled_band(rest_ys, rest_xs, slope, row + start, deep, width)
-            if band is not None and mostly_new(erase[rest_ys[band], rest_xs[band]]):
+            if band is None or not mostly_new(erase[rest_ys[band], rest_xs[band]]):
+                misses -= 1
+            else:
                 erase[rest_ys[band], rest_xs[band]] = True
                 if len(found) < 2:  # only the first two are looked at again
                     whole = np.zeros(ys.size, bool)
