@@ -244,3 +244,28 @@ def test_pool_workers_ignore_a_digitnet_module_in_the_current_folder(tiny_run, t
     assert result.returncode == 0, result.stderr[-500:]
     assert len(json_lines(result.stdout)) == 70
     assert "wrong digitnet" not in result.stderr
+
+
+def test_the_worker_pool_leaves_later_scripts_their_own_folder(tmp_path, monkeypatch):
+    """The fork server starts with PYTHONSAFEPATH (above); the process keeps its environment,
+    so a script it starts later still imports the modules beside it."""
+    import os
+    import subprocess
+    import sys
+
+    from digitnet.images import batch
+
+    monkeypatch.delenv("PYTHONSAFEPATH", raising=False)
+    workers = 7  # a pool of its own, started here whatever other tests started before
+    assert workers not in batch._pools
+    try:
+        assert batch.worker_pool(workers).submit(abs, -2).result(timeout=60) == 2
+    finally:
+        batch._pools.pop(workers).shutdown()
+    assert "PYTHONSAFEPATH" not in os.environ
+    (tmp_path / "beside.py").write_text("ANSWER = 42\n")
+    (tmp_path / "script.py").write_text("import beside\nprint(beside.ANSWER)\n")
+    result = subprocess.run([sys.executable, str(tmp_path / "script.py")], capture_output=True,
+                            text=True, cwd="/")
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout == "42\n"

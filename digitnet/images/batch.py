@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -192,21 +193,37 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     started here, and imports while the caller goes on (the workers start at the first task).
     """
     if workers not in _pools:
-        # The server starts as `python -c ...`, which would put the current folder first on
-        # sys.path: a digitnet.py (or an old checkout) there must not replace this package.
-        os.environ.setdefault("PYTHONSAFEPATH", "1")
         if "forkserver" in multiprocessing.get_all_start_methods():
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["__main__", __name__])
             from multiprocessing import forkserver
 
-            forkserver.ensure_running()
-        else:
+            # The server starts as `python -c ...`, which would put the current folder first
+            # on sys.path: a digitnet.py (or an old checkout) there must not replace this
+            # package. Only the server's start needs it: set for the whole process, every
+            # later child (a user's `python script.py`) would lose its own folder from sys.path.
+            with safe_path_for_children():
+                forkserver.ensure_running()
+        else:  # spawn's children take this process's sys.path before they import anything
             context = multiprocessing.get_context("spawn")
         _pools[workers] = ProcessPoolExecutor(workers, mp_context=context,
                                               initializer=start_worker,
                                               initargs=(os.getpid(),))
     return _pools[workers]
+
+
+@contextlib.contextmanager
+def safe_path_for_children():
+    """PYTHONSAFEPATH=1 for the processes started inside this block, as it was after it."""
+    before = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = before
 
 
 def start_worker(caller: int) -> None:
