@@ -246,7 +246,6 @@ def test_the_shade_beyond_a_photographed_sheet_is_not_the_digit(shade, width, re
     assert similarity(to_mnist(image), reference) > 0.95
 
 
-
 BEYOND_THE_SHEET = {"band": [(0, 262), (0, 300), (300, 300), (300, 275)],
                     "corner": [(0, 180), (0, 300), (90, 300)]}
 
@@ -280,6 +279,7 @@ def test_chalk_beside_a_darker_region_beyond_the_board_is_light_ink(chalk, board
     assert median - darkest > 0.5 * (lightest - median)  # both tails are deep
     assert ink.has_light_ink(gray)
     assert similarity(to_mnist(image), reference) > 0.95
+
 
 def test_a_digits_lighter_piece_is_kept():
     """The separate pieces of one digit, written with more and less pressure, are all kept:
