@@ -63,11 +63,26 @@ def ink_width(gray: np.ndarray) -> float:
     pieces = np.flatnonzero(long_sides >= STROKE_PIECE * max(gray.shape))
     if pieces.size == 0:
         return math.inf  # grain and specks only: no strokes in this reading
-    strongest = pick(labels, count, pieces.tolist())
-    padded = np.zeros((strongest.shape[0] + 2, strongest.shape[1] + 2), np.uint8)
-    padded[1:-1, 1:-1] = strongest
-    inner = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return stroke_width(pick(labels, count, pieces.tolist()))
+
+
+def stroke_width(shape: np.ndarray) -> float:
+    """Mean stroke width in pixels: a stroke w wide has a mean inner distance of about w/4."""
+    inner = distance_to_zero(pad(shape, 1))
     return 4 * float(inner.sum(dtype=np.float64)) / np.count_nonzero(inner) - 2
+
+
+def pad(mask: np.ndarray, width: int) -> np.ndarray:
+    """A bool mask with `width` False pixels around it (np.pad's result, a tenth of its time)."""
+    height, breadth = mask.shape
+    padded = np.zeros((height + 2 * width, breadth + 2 * width), bool)
+    padded[width:width + height, width:width + breadth] = mask
+    return padded
+
+
+def distance_to_zero(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's exact Euclidean distance to the nearest False pixel (0 on those)."""
+    return cv2.distanceTransform(mask.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
 def percentiles(values: np.ndarray, percents: tuple[float, ...]) -> list[float]:

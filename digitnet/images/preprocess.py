@@ -31,7 +31,15 @@ from digitnet.images.decode import (
     plain_png_layers,
     read_plain_png,
 )
-from digitnet.images.ink import flatten_background, has_light_ink, percentile, segment
+from digitnet.images.ink import (
+    distance_to_zero,
+    flatten_background,
+    has_light_ink,
+    pad,
+    percentile,
+    segment,
+    stroke_width,
+)
 from digitnet.images.resample import WORK_SIDE, resize, shrink, unit_range
 from digitnet.images.selection import select_digit
 
@@ -233,25 +241,6 @@ def surely_typical(shape: np.ndarray) -> bool:
     mean = float(inner.sum(dtype=np.float64)) / np.count_nonzero(inner)
     low, high = mean / CHAMFER_RANGE[1], mean / CHAMFER_RANGE[0]  # bounds of the exact mean
     return STROKE_RANGE[0] <= 4 * low - 2 and 4 * high - 2 <= STROKE_RANGE[1]
-
-
-def stroke_width(shape: np.ndarray) -> float:
-    """Mean stroke width in pixels: a stroke w wide has a mean inner distance of about w/4."""
-    inner = distance_to_zero(pad(shape, 1))
-    return 4 * float(inner.sum(dtype=np.float64)) / np.count_nonzero(inner) - 2
-
-
-def pad(mask: np.ndarray, width: int) -> np.ndarray:
-    """A bool mask with `width` False pixels around it (np.pad's result, a tenth of its time)."""
-    height, breadth = mask.shape
-    padded = np.zeros((height + 2 * width, breadth + 2 * width), bool)
-    padded[width:width + height, width:width + breadth] = mask
-    return padded
-
-
-def distance_to_zero(mask: np.ndarray) -> np.ndarray:
-    """Each pixel's exact Euclidean distance to the nearest False pixel (0 on those)."""
-    return cv2.distanceTransform(mask.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
 def exact(distances: np.ndarray) -> np.ndarray:
