@@ -97,13 +97,13 @@ def ink_kept(path: str) -> float:
     digit's selection kept: 1 for a lone digit, little for a digit picked out of clutter; 0
     when nothing was selected. predict's own stages, up to the selection."""
     from digitnet.images.decode import load_image
-    from digitnet.images.ink import flatten_background, has_light_ink, segment
+    from digitnet.images.ink import dark_ink, segment
     from digitnet.images.preprocess import grayscale
     from digitnet.images.resample import WORK_SIDE
     from digitnet.images.selection import select_digit
 
     gray = grayscale(load_image(path, draft_side=WORK_SIDE))
-    ink = flatten_background(1.0 - gray if has_light_ink(gray) else gray)
+    ink = dark_ink(gray)
     pieces = segment(ink)
     mask = select_digit(pieces) if pieces else None
     total = float(ink.sum(dtype=np.float64))

@@ -33,8 +33,22 @@ STROKE_PIECE = 0.05  # ... then pieces this long (of the image's side) are strok
 SORT_ALL_BELOW = 4096  # fewer values than this are partially sorted without looking for runs
 
 
+def dark_ink(gray: np.ndarray) -> np.ndarray:
+    """The ink's strength in [0, 1] (flatten_background) read the right way round: of `gray`,
+    or of its negative when the ink is lighter than the paper (see ink_polarity)."""
+    return ink_polarity(gray)[1]
+
+
 def has_light_ink(gray: np.ndarray) -> bool:
-    """Whether the ink is lighter than the paper (white-on-black canvas, chalk on a board).
+    """Whether the ink is lighter than the paper (white-on-black canvas, chalk on a board):
+    see ink_polarity."""
+    return ink_polarity(gray)[0]
+
+
+def ink_polarity(gray: np.ndarray) -> tuple[bool, np.ndarray]:
+    """Whether the ink is lighter than the paper, and the ink's strength read that way round
+    (flatten_background of `gray`, or of its negative for light ink); each reading is
+    flattened once.
 
     The paper is the majority, so its level is the median; the ink is the tail that lies
     farthest from it. No fixed threshold: dark ink on dark-grey paper is still dark ink. When
@@ -43,24 +57,26 @@ def has_light_ink(gray: np.ndarray) -> bool:
     darkest, paper, lightest = percentiles(some_rows(gray), (0.1, 50, 99.9))
     dark, light = paper - darkest, lightest - paper
     if light <= dark:
-        return False
+        return False, flatten_background(gray)
     if dark < CLOSE_TAILS * light:
-        return True  # a canvas's white strokes on black: no dark tail to speak of
+        return True, flatten_background(1.0 - gray)  # a canvas's white strokes on black
     # Both tails are deep: a broad region lighter than the paper (what lies beyond a
     # photographed sheet's edge, a glare) can outweigh a fine pen's dark hairlines. Pen
     # strokes are narrow: dark ink that is far narrower than the light "ink" is the writing.
     # (Not the other way round: a felt marker's dark strokes are broad.)
-    return NARROWER * ink_width(gray) >= ink_width(1.0 - gray)
+    dark_read, light_read = flatten_background(gray), flatten_background(1.0 - gray)
+    if NARROWER * ink_width(dark_read) < ink_width(light_read):
+        return False, dark_read
+    return True, light_read
 
 
-def ink_width(gray: np.ndarray) -> float:
+def ink_width(ink: np.ndarray) -> float:
     """The mean width in pixels of the strongest ink (above half its 99.9th percentile) in
-    `gray` read as dark ink on light paper."""
-    ink = flatten_background(gray)
+    `ink`, an ink strength (flatten_background's)."""
     count, labels, stats = label_components(ink > 0.5 * percentile(some_rows(ink), 99.9))
     long_sides = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
     long_sides[0] = 0
-    pieces = np.flatnonzero(long_sides >= STROKE_PIECE * max(gray.shape))
+    pieces = np.flatnonzero(long_sides >= STROKE_PIECE * max(ink.shape))
     if pieces.size == 0:
         return math.inf  # grain and specks only: no strokes in this reading
     return stroke_width(pick(labels, count, pieces.tolist()))

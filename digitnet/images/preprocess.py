@@ -32,9 +32,8 @@ from digitnet.images.decode import (
     read_plain_png,
 )
 from digitnet.images.ink import (
+    dark_ink,
     distance_to_zero,
-    flatten_background,
-    has_light_ink,
     pad,
     percentile,
     segment,
@@ -107,9 +106,7 @@ def to_mnist(image: Image.Image) -> np.ndarray:
 
 def gray_to_mnist(gray: np.ndarray) -> np.ndarray:
     """to_mnist from the image's brightness: floats in [0, 1], at most WORK_SIDE long."""
-    if has_light_ink(gray):
-        gray = 1.0 - gray
-    ink = flatten_background(gray)
+    ink = dark_ink(gray)
     pieces = segment(ink)
     mask = select_digit(pieces) if pieces else None
     shape = digit_shape(ink, mask) if mask is not None else None
