@@ -74,12 +74,18 @@ def ink_width(ink: np.ndarray) -> float:
     """The mean width in pixels of the strongest ink (above half its 99.9th percentile) in
     `ink`, an ink strength (flatten_background's)."""
     count, labels, stats = label_components(ink > 0.5 * percentile(some_rows(ink), 99.9))
-    long_sides = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
-    long_sides[0] = 0
-    pieces = np.flatnonzero(long_sides >= STROKE_PIECE * max(ink.shape))
+    pieces = np.flatnonzero(long_sides(stats) >= STROKE_PIECE * max(ink.shape))
     if pieces.size == 0:
         return math.inf  # grain and specks only: no strokes in this reading
     return stroke_width(pick(labels, count, pieces.tolist()))
+
+
+def long_sides(stats: np.ndarray) -> np.ndarray:
+    """Each component's longer box side from OpenCV's stats; 0 for the background (label 0),
+    which is never a piece."""
+    sides = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    sides[0] = 0
+    return sides
 
 
 def stroke_width(shape: np.ndarray) -> float:

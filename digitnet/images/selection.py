@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from digitnet.images.ink import Pieces, edge_strip, pick
+from digitnet.images.ink import Pieces, edge_strip, long_sides, pick
 
 MIN_DIGIT = 0.025  # a digit's long side is at least this fraction of the image's: not a speck
 PAGE_DIGIT = 0.1  # ... and at least this when something runs along the image's edge
@@ -37,11 +37,11 @@ def select_digit(pieces: Pieces) -> np.ndarray | None:
     sizes[edge_lines(labels, areas, strong)] = 0
     on_page = sizes.copy()
     on_page[surroundings(labels, stats)] = 0
-    long_sides = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
-    long_sides[0] = 0  # the background is never a piece
-    digit_sized = long_sides >= max(3, MIN_DIGIT * max(labels.shape))
+    side = max(labels.shape)
+    sides = long_sides(stats)
+    digit_sized = sides >= max(3, MIN_DIGIT * side)
     main = largest(on_page, stats)
-    if long_sides[main] < max(3, PAGE_DIGIT * max(labels.shape)):
+    if sides[main] < max(3, PAGE_DIGIT * side):
         on_page, main = sizes, largest(sizes, stats)  # then the digit itself runs along the edge
     if not digit_sized[main]:
         return None
@@ -51,7 +51,7 @@ def select_digit(pieces: Pieces) -> np.ndarray | None:
         # blob holding more pixels than a thin digit is not one
         main = largest(np.where(digit_sized, on_page, 0), stats)
         on_page[neighbours_strokes(stats, labels.shape, on_page, main)] = 0
-    return pick(labels, len(stats), gather_pieces(stats, on_page, main, max(labels.shape)))
+    return pick(labels, len(stats), gather_pieces(stats, on_page, main, side))
 
 
 def faint_pieces(labels: np.ndarray, stats: np.ndarray, ink: np.ndarray, sizes: np.ndarray,
