@@ -550,17 +550,55 @@ def profile_peaks(profile: np.ndarray, least: float) -> np.ndarray:
     return np.flatnonzero(rising & falls & (profile >= least))
 
 
+def largest(sizes: np.ndarray, stats: np.ndarray) -> int:
+    """The label of the largest component; of equal ones, the top-most, then left-most.
+
+    Ties are broken by position, not by label: OpenCV numbers components in an order that
+    depends on its algorithm and thread count.
+    """
+    biggest = sizes.max()
+    if biggest <= 0:
+        return 0  # nothing left: the background
+    best = (sizes == biggest).nonzero()[0]
+    if len(best) == 1:
+        return int(best[0])
+    order = np.lexsort((stats[best, cv2.CC_STAT_LEFT], stats[best, cv2.CC_STAT_TOP]))
+    return int(best[order[0]])
+
+
+def largest_first(chosen: np.ndarray, sizes: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """The labels `chosen` ordered by size, largest first; of equal ones, the top-most, then
+    left-most (as largest breaks ties)."""
+    return chosen[np.lexsort((stats[chosen, cv2.CC_STAT_LEFT], stats[chosen, cv2.CC_STAT_TOP],
+                              -sizes[chosen]))]
+
+
+def main_piece(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box (left, top, width, height) of the largest piece of `mask` (see largest); None
+    when the mask holds no ink."""
+    _, _, stats = label_components(mask)
+    areas = stats[:, cv2.CC_STAT_AREA].copy()
+    areas[0] = 0  # the background
+    main = largest(areas, stats)
+    return tuple(stats[main, :4].tolist()) if main else None
+
+
+def overhangs(extent: tuple[int, int], low: int, high: int) -> tuple[bool, bool]:
+    """Whether a line along `extent` (first, last) runs past a piece spanning low..high (high
+    exclusive) before it and after it, by FRAME_OVERHANG of its length (at least 2 px)."""
+    first, last = extent
+    reach = max(2.0, FRAME_OVERHANG * (last - first))
+    return low - first >= reach, last - high >= reach
+
+
 def runs_past(rest: np.ndarray, first: int, last: int) -> bool:
     """Whether columns first..last run past the largest piece of `rest` at one end by
     FRAME_OVERHANG of their length (at least 2 px); True when nothing is left."""
-    count, labels, stats = label_components(rest)
-    if count < 2:
+    piece = main_piece(rest)
+    if piece is None:
         return True
-    main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    low = stats[main, cv2.CC_STAT_LEFT]
-    high = low + stats[main, cv2.CC_STAT_WIDTH]
-    reach = max(2.0, FRAME_OVERHANG * (last - first))
-    return low - first >= reach or last - high >= reach
+    left, _, breadth, _ = piece
+    return any(overhangs((first, last), left, left + breadth))
 
 
 def box_lines(mask: np.ndarray, lines: list[FrameLine]) -> dict[bool, tuple[np.ndarray, int]]:
@@ -578,18 +616,15 @@ def box_lines(mask: np.ndarray, lines: list[FrameLine]) -> dict[bool, tuple[np.n
             cv2.line(bands, line.start, line.end, 1, line.thickness)  # its rim cuts the digit
     found = {True: (np.zeros((height, width), np.uint8), 0),
              False: (np.zeros((height, width), np.uint8), 0)}
-    count, labels, stats = label_components(mask & ~bands.view(bool))
-    if count < 2:
+    piece = main_piece(mask & ~bands.view(bool))
+    if piece is None:
         return {}
-    main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    left, top, breadth, tall = stats[main, :4].tolist()
+    left, top, breadth, tall = piece
     if max(breadth, tall) < 0.2 * min(height, width):
         return {}  # nothing digit-sized beside the lines: the lines are the digit
     for line in lines:
         low, high = (left, left + breadth) if line.horizontal else (top, top + tall)
-        first, last = line.extent
-        reach = max(2.0, FRAME_OVERHANG * (last - first))
-        if low - first >= reach and last - high >= reach:
+        if all(overhangs(line.extent, low, high)):
             erase, thickest = found[line.horizontal]
             cv2.line(erase, line.start, line.end, 1, line.thickness)
             found[line.horizontal] = erase, max(thickest, line.thickness)

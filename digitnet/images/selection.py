@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from digitnet.images.ink import Pieces, edge_strip, long_sides, pick
+from digitnet.images.ink import Pieces, edge_strip, largest, largest_first, long_sides, pick
 
 MIN_DIGIT = 0.025  # a digit's long side is at least this fraction of the image's: not a speck
 PAGE_DIGIT = 0.1  # ... and at least this when something runs along the image's edge
@@ -65,7 +65,7 @@ def faint_pieces(labels: np.ndarray, stats: np.ndarray, ink: np.ndarray, sizes: 
     if len(candidates) < 2 and np.count_nonzero(sizes[digit_sized]) < 2:
         return np.zeros(0, np.intp)
     sized = np.flatnonzero(digit_sized & (sizes > 0))
-    sized = set(sized[np.argsort(-sizes[sized], kind="stable")[:STRONGEST_OF]].tolist())
+    sized = set(largest_first(sized, sizes, stats)[:STRONGEST_OF].tolist())
     sized |= {label for label in candidates.tolist() if digit_sized[label]}
     levels = {label: mean_ink(labels, stats, ink, label)
               for label in sized | set(candidates.tolist())}
@@ -99,22 +99,6 @@ def box(stats: np.ndarray, label: int) -> tuple[int, int, int, int]:
     """A component's box as (top, left, bottom, right), bottom and right exclusive."""
     left, top, width, height = stats[label, :4].tolist()
     return top, left, top + height, left + width
-
-
-def largest(sizes: np.ndarray, stats: np.ndarray) -> int:
-    """The label of the largest component; of equal ones, the top-most, then left-most.
-
-    Ties are broken by position, not by label: OpenCV numbers components in an order that
-    depends on its algorithm and thread count.
-    """
-    biggest = sizes.max()
-    if biggest <= 0:
-        return 0  # nothing left: the background
-    best = (sizes == biggest).nonzero()[0]
-    if len(best) == 1:
-        return int(best[0])
-    order = np.lexsort((stats[best, cv2.CC_STAT_LEFT], stats[best, cv2.CC_STAT_TOP]))
-    return int(best[order[0]])
 
 
 def edge_lines(labels: np.ndarray, areas: np.ndarray, strong: np.ndarray) -> np.ndarray:
