@@ -670,15 +670,20 @@ def runs_at_least(mask: np.ndarray, length: float) -> np.ndarray:
 
 class FrameLine(NamedTuple):
     """A straight run of ink: its ends (x, y), whether it is horizontal, its extent along its
-    axis (first, last), whether it is long enough to be a box's line where it lies, and if so
-    the thickness that covers it (else 0)."""
+    axis (first, last), and the thickness that covers it when it is long enough to be a box's
+    line where it lies (else 0; line_thickness is never 0)."""
 
     start: tuple[int, int]
     end: tuple[int, int]
     horizontal: bool
     extent: tuple[int, int]
     thickness: int
-    frame: bool
+
+    @property
+    def frame(self) -> bool:
+        """Whether it is long enough to be a printed box's line where it lies: only those are
+        given a thickness."""
+        return self.thickness > 0
 
     @property
     def middle(self) -> tuple[int, int]:
@@ -727,7 +732,7 @@ def line_segments(mask: np.ndarray) -> list[FrameLine]:
         frame = along >= (LINE_SPAN if inner else FRAME_SPAN) * side
         extent = (min(x1, x2), max(x1, x2)) if horizontal else (min(y1, y2), max(y1, y2))
         thickness = line_thickness(mask, (x1, y1), (x2, y2), horizontal) if frame else 0
-        lines.append(FrameLine((x1, y1), (x2, y2), horizontal, extent, thickness, frame))
+        lines.append(FrameLine((x1, y1), (x2, y2), horizontal, extent, thickness))
     return lines
 
 
