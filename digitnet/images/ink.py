@@ -412,20 +412,22 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
     deep = max(2, round(RULED_THICKNESS * height))
     ys, xs = np.nonzero(mask)  # row-major: ys ascending
     erase = np.zeros((height, width), bool)
-    found, slopes = [], []
-    thickest = 0
+    spans, slopes = [], []  # the first two lines' columns (first, last); each line's slope
+    found = thickest = 0
     lines, misses = max(2, height // 4), round(1 / RULED_THICKNESS)
     for line in sorted(family, key=lambda line: line.extent[0] - line.extent[1]):
         (x1, y1), (x2, y2) = line.start, line.end
         if erase[(y1 + y2) // 2, (x1 + x2) // 2]:
             continue  # a piece of a line already found
-        if len(found) >= lines or not misses:
+        if found >= lines or not misses:
             break
         slope = (y2 - y1) / (x2 - x1)
         band, thickness = ruled_band(ys, xs, slope, y1 - slope * x1, deep, width)
         if band is not None and mostly_new(erase[ys[band], xs[band]]):
             erase[ys[band], xs[band]] = True
-            found.append(band)
+            if found < 2:  # only the first two are looked at again
+                spans.append((int(xs[band].min()), int(xs[band].max())))
+            found += 1
             slopes.append(slope)
             thickest = max(thickest, thickness)
         else:
@@ -439,24 +441,22 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
         start = int(rows.min(initial=0))
         profile = np.bincount(rows - start)
         for row in profile_peaks(profile, 0.5 * RULED_FILL * width).tolist():
-            if len(found) >= lines or not misses:
+            if found >= lines or not misses:
                 break
             band, thickness = ruled_band(rest_ys, rest_xs, slope, row + start, deep, width)
             if band is None or not mostly_new(erase[rest_ys[band], rest_xs[band]]):
                 misses -= 1
             else:
                 erase[rest_ys[band], rest_xs[band]] = True
-                if len(found) < 2:  # only the first two are looked at again
-                    whole = np.zeros(ys.size, bool)
-                    whole[left[band]] = True
-                    band = whole
-                found.append(band)
+                if found < 2:
+                    spans.append((int(rest_xs[band].min()), int(rest_xs[band].max())))
+                found += 1
                 thickest = max(thickest, thickness)
-    if len(found) < 2:
+    if found < 2:
         return None, 0
-    if len(found) == 2:
-        on = found[0] | found[1]
-        if not runs_past(mask & ~erase, int(xs[on].min()), int(xs[on].max())):
+    if found == 2:
+        (first, last), (other_first, other_last) = spans
+        if not runs_past(mask & ~erase, min(first, other_first), max(last, other_last)):
             return None, 0
     return erase, thickest
 
