@@ -415,12 +415,12 @@ def ruled_lines(mask: np.ndarray, family: list[FrameLine]) -> tuple[np.ndarray |
     spans, slopes = [], []  # the first two lines' columns (first, last); each line's slope
     found = thickest = 0
     lines, misses = max(2, height // 4), round(1 / RULED_THICKNESS)
-    for line in sorted(family, key=lambda line: line.extent[0] - line.extent[1]):
-        (x1, y1), (x2, y2) = line.start, line.end
-        if erase[(y1 + y2) // 2, (x1 + x2) // 2]:
+    for line in longest_first(family):
+        if erase[line.middle[::-1]]:
             continue  # a piece of a line already found
         if found >= lines or not misses:
             break
+        (x1, y1), (x2, y2) = line.start, line.end
         slope = (y2 - y1) / (x2 - x1)
         band, thickness = ruled_band(ys, xs, slope, y1 - slope * x1, deep, width)
         if band is not None and mostly_new(erase[ys[band], xs[band]]):
@@ -610,7 +610,7 @@ def box_lines(mask: np.ndarray, lines: list[FrameLine]) -> dict[bool, tuple[np.n
     its stem)."""
     height, width = mask.shape
     bands = np.zeros((height, width), np.uint8)
-    for line in sorted(lines, key=lambda line: line.extent[0] - line.extent[1]):
+    for line in longest_first(lines):
         (x1, y1), (x2, y2) = line.start, line.end
         if not (bands[y1, x1] and bands[y2, x2]):  # else a piece of a longer line, drawn
             cv2.line(bands, line.start, line.end, 1, line.thickness)  # its rim cuts the digit
@@ -689,6 +689,12 @@ class FrameLine(NamedTuple):
     def middle(self) -> tuple[int, int]:
         """The (x, y) pixel halfway along it."""
         return (self.start[0] + self.end[0]) // 2, (self.start[1] + self.end[1]) // 2
+
+
+def longest_first(lines: list[FrameLine]) -> list[FrameLine]:
+    """The lines sorted by their extent along their axis, longest first (of equal ones, in
+    their order)."""
+    return sorted(lines, key=lambda line: line.extent[0] - line.extent[1])
 
 
 def spans_a_band(mask: np.ndarray) -> bool:
