@@ -614,14 +614,14 @@ def box_lines(mask: np.ndarray, lines: list[FrameLine]) -> dict[bool, tuple[np.n
         (x1, y1), (x2, y2) = line.start, line.end
         if not (bands[y1, x1] and bands[y2, x2]):  # else a piece of a longer line, drawn
             cv2.line(bands, line.start, line.end, 1, line.thickness)  # its rim cuts the digit
-    found = {True: (np.zeros((height, width), np.uint8), 0),
-             False: (np.zeros((height, width), np.uint8), 0)}
     piece = main_piece(mask & ~bands.view(bool))
     if piece is None:
         return {}
     left, top, breadth, tall = piece
     if max(breadth, tall) < 0.2 * min(height, width):
         return {}  # nothing digit-sized beside the lines: the lines are the digit
+    found = {True: (np.zeros((height, width), np.uint8), 0),
+             False: (np.zeros((height, width), np.uint8), 0)}
     for line in lines:
         low, high = (left, left + breadth) if line.horizontal else (top, top + tall)
         if all(overhangs(line.extent, low, high)):
