@@ -125,8 +125,8 @@ def test_a_failed_conversion_fails_the_jax_run_in_one_line_and_writes_no_export(
 
 
 def test_a_stuck_converter_is_ended_and_named(tmp_path, monkeypatch):
-    """A converter that never finishes: after the wait's limit it is ended, the error names the
-    file, and neither it nor its temporary file is left."""
+    """A converter that never finishes: after the wait's limit the error names the file, and
+    once the caller abandons the export neither it nor its temporary file is left."""
     stuck = ("import sys, time; from pathlib import Path; p = Path(sys.argv[1]); "
              "sys.stdin.readline(); sys.stdin.readline(); "
              "(p.parent / ('.' + p.name + '.x.tflite')).write_text('half'); time.sleep(120)")
@@ -136,7 +136,11 @@ def test_a_stuck_converter_is_ended_and_named(tmp_path, monkeypatch):
     wait = converter.convert(tmp_path / "model.keras", target)
     with pytest.raises(DigitnetError, match=rf"^{target}: LiteRT export did not finish within "
                                             rf"2 s \(the converter was ended\)$"):
-        wait()
+        try:
+            wait()
+        except DigitnetError:  # as train.finish does
+            converter.abandon(target)
+            raise
     assert converters_of(os.getpid()) == []
     assert list(tmp_path.iterdir()) == []
 
@@ -367,6 +371,34 @@ def test_a_run_failing_while_its_model_converts_ends_the_converter_without_waiti
                                       str(run_dir), *SETS, "-q"])
     assert result.exit_code == 1 and result.output == "Error: measuring failed\n"
     assert time.monotonic() - started < 30
+    assert converters_of(os.getpid()) == []
+    assert hidden_files(run_dir) == []
+    assert "model-best.tflite" not in {path.name for path in run_dir.iterdir()}
+
+
+def test_a_converter_killed_while_the_run_waits_fails_it_in_one_line_and_leaves_nothing(
+        runs_dir, tiny_data_dir, monkeypatch):
+    """The converter is killed (SIGKILL: out of memory, kill -9) after it began its temporary
+    file and wrote a warning: the run fails in one line saying so (not "exit status -9", not the
+    warning), and neither the converter nor its temporary file is left in the run directory."""
+    from digitnet.training import backends
+    from digitnet.training.backends import jax as jax_backend
+
+    killed = ("import os, signal, sys; from pathlib import Path; "
+              "sys.stderr.write('WARNING: All log messages before absl::InitializeLog() is "
+              "called are written to STDERR\\n'); sys.stderr.flush(); sys.stdin.readline(); "
+              "p = Path(sys.stdin.readline().strip()); "
+              "(p.parent / ('.' + p.name + '.abcd1234.tflite')).write_text('half'); "
+              "os.kill(os.getpid(), signal.SIGKILL)")
+    monkeypatch.setattr(converter, "command", lambda: [sys.executable, "-c", killed])
+    for name in ("start_litert_export", "abandon_export"):
+        monkeypatch.setattr(backends.current(), name, getattr(jax_backend, name))
+    run_dir = runs_dir / "killed"
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tiny_data_dir), "--run-dir",
+                                      str(run_dir), *SETS, "-q"])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {run_dir / 'model-best.tflite'}: LiteRT export failed " \
+        "(killed by SIGKILL)\n"
     assert converters_of(os.getpid()) == []
     assert hidden_files(run_dir) == []
     assert "model-best.tflite" not in {path.name for path in run_dir.iterdir()}

@@ -95,7 +95,9 @@ def convert(keras_path: Path, tflite_path: Path) -> Callable[[], None]:
       A function that waits until `tflite_path` is written (atomically, by the converter).
 
     Raises (the returned function):
-      DigitnetError: the conversion failed; its last line of errors is in the message.
+      DigitnetError: the conversion failed (its last line of errors, or the signal that killed
+        it, is in the message) or did not finish in time. The caller then ends the converter
+        and removes its partial file (`abandon`).
     """
     global _waiting
     process, _waiting = (_waiting if waiting() else launch()), None
@@ -107,11 +109,13 @@ def convert(keras_path: Path, tflite_path: Path) -> Callable[[], None]:
     def wait() -> None:
         try:
             process.wait(timeout=CONVERT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            abandon(tflite_path)
+        except subprocess.TimeoutExpired:  # the caller ends it (`abandon`, train.finish)
             raise DigitnetError(f"{tflite_path}: LiteRT export did not finish within "
                                 f"{CONVERT_TIMEOUT_S} s (the converter was ended)") from None
         stderr = last_errors(process)
+        if process.returncode < 0:  # SIGKILL (out of memory, kill -9): its stderr says nothing
+            raise DigitnetError(f"{tflite_path}: LiteRT export failed (killed by "
+                                f"{signal.Signals(-process.returncode).name})")
         if process.returncode:
             lines = (stderr.strip() or f"exit status {process.returncode}").splitlines()
             raise DigitnetError(f"{tflite_path}: LiteRT export failed ({lines[-1][:200]})")

@@ -478,10 +478,10 @@ def finish(run_dir: Path, splits: Splits, seconds: float, checkpoint,
     exported = start_litert_export(best, run_dir / layout.BEST_LITERT, run_dir / layout.BEST_MODEL)
     try:
         measured = measure(best, splits)
-    except BaseException:
+        record = exported()
+    except BaseException:  # failed, stuck, killed or interrupted: no converter, no partial file
         backends.current().abandon_export(run_dir / layout.BEST_LITERT)
         raise
-    record = exported()
     training_seconds = checkpoint.training_seconds(seconds)  # file writes are not training
     metrics = {**measured, "temperature": calibration["temperature"],
                "calibration": calibration, "best_epoch": checkpoint.best_epoch,
