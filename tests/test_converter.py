@@ -129,7 +129,7 @@ def test_a_stuck_converter_is_ended_and_named(tmp_path, monkeypatch):
     once the caller abandons the export neither it nor its temporary file is left."""
     stuck = ("import sys, time; from pathlib import Path; p = Path(sys.argv[1]); "
              "sys.stdin.readline(); sys.stdin.readline(); "
-             "(p.parent / ('.' + p.name + '.x.tflite')).write_text('half'); time.sleep(120)")
+             "(p.parent / ('.' + p.name + '.abcd1234.tflite')).write_text('half'); time.sleep(120)")
     target = tmp_path / "model.tflite"
     monkeypatch.setattr(converter, "command", lambda: [sys.executable, "-c", stuck, str(target)])
     monkeypatch.setattr(converter, "CONVERT_TIMEOUT_S", 2)
@@ -143,6 +143,21 @@ def test_a_stuck_converter_is_ended_and_named(tmp_path, monkeypatch):
             raise
     assert converters_of(os.getpid()) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_abandoning_an_export_removes_partial_files_only(tmp_path):
+    """`abandon` removes the partial files a killed converter (or the record's write) left in the
+    run directory, and leaves a folder whose name begins the same way alone (the staging folder
+    of a `digitnet export --format litert` of this run) rather than failing on it."""
+    target = tmp_path / "model-best.tflite"
+    target.write_text("older")
+    (tmp_path / ".model-best.tflite.zz99yy88").mkdir()
+    for partial in (".model-best.tflite.abcd1234.tflite", ".model-best.tflite.json.k2j4h6g8.json"):
+        (tmp_path / partial).write_text("half")
+    converter.abandon(target)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        ".model-best.tflite.zz99yy88", "model-best.tflite"]
+    assert target.read_text() == "older"
 
 
 def test_a_converter_writing_megabytes_of_errors_is_never_held_and_its_last_line_is_kept(
@@ -355,7 +370,7 @@ def test_a_run_failing_while_its_model_converts_ends_the_converter_without_waiti
 
     slow = ("import sys, time; from pathlib import Path; sys.stdin.readline(); "
             "p = Path(sys.stdin.readline().strip()); "
-            "(p.parent / ('.' + p.name + '.x.tflite')).write_text('half'); time.sleep(60)")
+            "(p.parent / ('.' + p.name + '.abcd1234.tflite')).write_text('half'); time.sleep(60)")
     monkeypatch.setattr(converter, "command", lambda: [sys.executable, "-c", slow])
     for name in ("start_litert_export", "abandon_export"):
         monkeypatch.setattr(backends.current(), name, getattr(jax_backend, name))

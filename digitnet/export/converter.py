@@ -128,13 +128,12 @@ def convert(keras_path: Path, tflite_path: Path) -> Callable[[], None]:
 
 def abandon(tflite_path: Path) -> None:
     """End every converter (one converting into `tflite_path` included) and remove the
-    temporary file a killed one leaves beside it (`layout.atomic_path`'s); an older
-    `tflite_path` stays as it was."""
-    from digitnet.runs.layout import leftover_temporaries
+    temporary files a killed one leaves in the run directory (`layout.remove_temporaries`:
+    files only, `atomic_path`'s names); an older `tflite_path` stays as it was."""
+    from digitnet.runs.layout import remove_temporaries
 
     stop()
-    for partial in leftover_temporaries(tflite_path):
-        partial.unlink(missing_ok=True)
+    remove_temporaries(Path(tflite_path).parent)
 
 
 def stop() -> None:

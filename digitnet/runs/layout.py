@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import glob
 import hashlib
 import json
 import logging
@@ -168,13 +167,6 @@ def link_problem(path: Path) -> str | None:
 def temporary_prefix(target: Path) -> str:
     """How `atomic_path`'s temporary files beside `target` begin (a dot hides them)."""
     return f".{target.name}."
-
-
-def leftover_temporaries(target: str | Path) -> list[Path]:
-    """The temporary files `atomic_path` left beside `target` in a process killed while writing
-    it (its own cleanup never ran)."""
-    target = Path(target)
-    return sorted(target.parent.glob(f"{glob.escape(temporary_prefix(target))}*"))
 
 
 @contextlib.contextmanager
