@@ -426,3 +426,40 @@ def test_the_converter_module_refuses_a_wrong_command_line_in_one_line():
     assert ran.stderr.splitlines() == [
         "usage: python -m digitnet.export.litert MODEL.keras OUT.tflite (or - to read the two "
         "paths from standard input)"]
+
+
+@pytest.mark.parametrize("case", ["corrupt model", "unwritable output"])
+def test_the_converter_module_says_why_an_export_failed_in_one_line(tiny_run, tmp_path, case):
+    """`python -m digitnet.export.litert` given a .keras file that is not one (Keras's error,
+    its class named plainly) or an output it cannot write (digitnet's error, as it is): one
+    line on standard error, exit status 1, no traceback, nothing written."""
+    if case == "corrupt model":
+        model, out = tmp_path / "model.keras", tmp_path / "model.tflite"
+        model.write_bytes(b"not a zip archive")
+    else:
+        model, out = tiny_run / "model-best.keras", tmp_path / "missing" / "model.tflite"
+    ran = subprocess.run([sys.executable, "-m", "digitnet.export.litert", str(model), str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 1
+    assert "Traceback" not in ran.stderr
+    [line] = ran.stderr.splitlines()
+    if case == "corrupt model":
+        assert line.startswith("ValueError: ") and str(model) in line
+    else:
+        assert line == f"{out}: cannot write (No such file or directory)"
+    assert hidden_files(tmp_path) == [] and not out.exists()
+
+
+def test_a_converter_that_cannot_write_names_the_file_once(tmp_path):
+    """Through the converter process, an output it cannot write: one line naming the file once
+    (not again inside the reason, with the error's dotted class name)."""
+    import keras
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    model.save(tmp_path / "model.keras")
+    target = tmp_path / "missing" / "model.tflite"
+    with pytest.raises(DigitnetError) as raised:
+        converter.convert(tmp_path / "model.keras", target)()
+    assert str(raised.value) == f"{target}: LiteRT export failed (cannot write (No such file or " \
+        "directory))"

@@ -118,7 +118,8 @@ def convert(keras_path: Path, tflite_path: Path) -> Callable[[], None]:
                                 f"{signal.Signals(-process.returncode).name})")
         if process.returncode:
             lines = (stderr.strip() or f"exit status {process.returncode}").splitlines()
-            raise DigitnetError(f"{tflite_path}: LiteRT export failed ({lines[-1][:200]})")
+            reason = lines[-1][:200].removeprefix(f"{tflite_path}: ")  # named once
+            raise DigitnetError(f"{tflite_path}: LiteRT export failed ({reason})")
         if not Path(tflite_path).exists():
             raise DigitnetError(f"{tflite_path}: LiteRT export failed (the converter wrote "
                                 f"nothing)")

@@ -44,6 +44,7 @@ if __name__ == "__main__":  # python -m digitnet.export.litert MODEL.keras OUT.t
     import sys
 
     from digitnet.backend import import_tensorflow_quietly
+    from digitnet.errors import DigitnetError, first_line
     from digitnet.export import converter
 
     if len(sys.argv[1:]) != 2 and sys.argv[1:] != ["-"]:
@@ -56,10 +57,18 @@ if __name__ == "__main__":  # python -m digitnet.export.litert MODEL.keras OUT.t
     # "-": the two paths come on standard input once they exist (the training process starts
     # this one early, so that TensorFlow is imported by then; digitnet/export/converter.py)
     paths = sys.argv[1:] if sys.argv[1:] != ["-"] else converter.read_paths()
-    if paths:
-        export_litert(keras.saving.load_model(paths[0], compile=False), Path(paths[1]))
-    # The file is written and renamed into place: leave without TensorFlow's teardown, which
-    # the training process would wait for
+    failure = None  # one line on standard error (the training process quotes the last line)
+    try:
+        if paths:
+            export_litert(keras.saving.load_model(paths[0], compile=False), Path(paths[1]))
+    except DigitnetError as error:  # names the file already
+        failure = str(error)
+    except Exception as error:  # a missing or corrupt model: Keras's own words
+        failure = f"{type(error).__name__}: {first_line(error)}"
+    if failure:
+        sys.stderr.write(f"{failure}\n")
+    # The file is written and renamed into place (or the export failed): leave without
+    # TensorFlow's teardown, which the training process would wait for
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(1 if failure else 0)
