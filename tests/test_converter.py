@@ -183,19 +183,6 @@ def test_a_converter_writing_megabytes_of_errors_is_never_held_and_its_last_line
     assert converters_of(os.getpid()) == []
 
 
-def test_the_training_process_ends_its_converter_once_at_exit(monkeypatch):
-    """`stop` is registered with atexit once, however many converters were started."""
-    registered = []
-    monkeypatch.setattr("atexit.register", registered.append)
-    monkeypatch.setattr(converter, "_registered", False, raising=False)
-    monkeypatch.setattr(converter, "command",
-                        lambda: [sys.executable, "-c", "import sys; sys.stdin.read()"])
-    for _ in range(2):
-        converter.start()
-        converter.stop()
-    assert registered == [converter.stop]
-
-
 def test_a_converter_that_cannot_start_leaves_no_open_error_file(monkeypatch):
     """Popen failing (no such interpreter) raises as it did, and the temporary file meant for
     the converter's standard error is closed, not leaked."""
@@ -218,7 +205,7 @@ def test_stop_closes_every_converters_error_file(monkeypatch):
     monkeypatch.setattr(converter, "command",
                         lambda: [sys.executable, "-c", "import sys; sys.stdin.read()"])
     converter.start()
-    [process] = [process for process in converter._started if process.poll() is None]
+    [process] = [process for process in converter._errors if process.poll() is None]
     errors = converter._errors[process]
     converter.stop()
     assert errors.closed and process not in converter._errors
@@ -257,15 +244,16 @@ def test_no_converter_outlives_its_parent(tmp_path, how):
     reading its input, so that nothing else (its input's end) can end it."""
     sleeper = ("import time; from pathlib import Path; from digitnet.export import converter; "
                "converter.die_with_parent(); Path('armed').touch(); time.sleep(120)")
-    # the parent says at exit, after `stop` has run (atexit runs last registered first), whether
-    # its converter is ended: the parent-death signal would end it a moment later as well
+    # the parent says at exit, after `stop` has run (atexit runs last registered first: this
+    # handler is registered before the converter module, which registers `stop`, is imported),
+    # whether its converter is ended: the parent-death signal would end it a moment later as well
     code = ("import atexit, sys, time\n"
             "from pathlib import Path\n"
+            "atexit.register(lambda: print('ended' if started.poll() is not None else 'alive'))\n"
             "from digitnet.export import converter\n"
             f"converter.command = lambda: [sys.executable, '-c', {sleeper!r}]\n"
-            "atexit.register(lambda: print('ended' if started.poll() is not None else 'alive'))\n"
             "converter.start()\n"
-            "[started] = converter._started\n"
+            "[started] = converter._errors\n"
             "while not Path('armed').exists():\n"
             "    time.sleep(0.05)\n"
             "print('armed', flush=True)\n"

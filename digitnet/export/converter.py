@@ -24,20 +24,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, one_line
 
 PARENT_ENV = "DIGITNET_CONVERTER_PARENT"  # the training process's id, in the converter's env
 # How long a run waits for its conversion: a tiny model converts in about 2 s and MNIST's models
 # in under 10 s on a loaded 2-core machine; a converter still busy after this is stuck (a hung
 # TensorFlow), and the run fails naming the file rather than waiting forever.
 CONVERT_TIMEOUT_S = 300
+ERRORS_READ = 4096  # bytes read back from the end of a failed converter's standard error
 _waiting: subprocess.Popen | None = None  # started, not yet handed a model
-_started: list[subprocess.Popen] = []  # every converter this process started, for `stop`
-# Each converter's standard error, an unnamed temporary file, read back for a failure's last line.
-# Not a pipe: one read only once the model was handed over filled up at 64 KB (TensorFlow's import
-# warnings, a long traceback) and held the converter still until then.
+# Every converter this process started and has not reaped yet (for `stop`), with its standard
+# error: an unnamed temporary file, read back for a failure's last line. Not a pipe: one read only
+# once the model was handed over filled up at 64 KB (TensorFlow's import warnings, a long
+# traceback) and held the converter still until then.
 _errors: dict[subprocess.Popen, IO[bytes]] = {}
-_registered = False  # `stop` is registered with atexit (once)
 
 
 def start_early(backend: str) -> None:
@@ -74,11 +74,6 @@ def launch() -> subprocess.Popen:
     except BaseException:
         errors.close()  # no converter will write to it
         raise
-    global _registered
-    if not _registered:
-        atexit.register(stop)
-        _registered = True
-    _started.append(process)
     _errors[process] = errors
     return process
 
@@ -118,7 +113,7 @@ def convert(keras_path: Path, tflite_path: Path) -> Callable[[], None]:
                                 f"{signal.Signals(-process.returncode).name})")
         if process.returncode:
             lines = (stderr.strip() or f"exit status {process.returncode}").splitlines()
-            reason = lines[-1][:200].removeprefix(f"{tflite_path}: ")  # named once
+            reason = one_line(lines[-1]).removeprefix(f"{tflite_path}: ")  # named once
             raise DigitnetError(f"{tflite_path}: LiteRT export failed ({reason})")
         if not Path(tflite_path).exists():
             raise DigitnetError(f"{tflite_path}: LiteRT export failed (the converter wrote "
@@ -141,27 +136,29 @@ def stop() -> None:
     """End every converter still running (one never handed a model) and reap it."""
     global _waiting
     _waiting = None
-    for process in _started:
+    for process in list(_errors):
         if process.poll() is None:
             process.kill()
             process.wait()
         close_errors(process)
-    _started.clear()
 
 
-def last_errors(process: subprocess.Popen, size: int = 4096) -> str:
+atexit.register(stop)  # at import: ends nothing until a converter is started
+
+
+def last_errors(process: subprocess.Popen) -> str:
     """The end of what an ended converter wrote to standard error (its file is closed)."""
     errors = _errors.get(process)
     if errors is None:
         return ""
-    errors.seek(max(errors.seek(0, os.SEEK_END) - size, 0))
+    errors.seek(max(errors.seek(0, os.SEEK_END) - ERRORS_READ, 0))
     text = errors.read().decode(errors="replace")
     close_errors(process)
     return text
 
 
 def close_errors(process: subprocess.Popen) -> None:
-    """Close (and so delete) an ended converter's standard error file, unread."""
+    """Close (and so delete) an ended converter's standard error file; `stop` forgets it."""
     errors = _errors.pop(process, None)
     if errors is not None:
         errors.close()
