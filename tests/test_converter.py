@@ -124,6 +124,34 @@ def test_a_failed_conversion_fails_the_jax_run_in_one_line_and_writes_no_export(
     assert hidden_files(run_dir) == []
 
 
+REPLACES = ("import os, sys; from pathlib import Path; sys.stdin.readline(); "
+            "p = Path(sys.stdin.readline().strip()); "
+            "tmp = p.parent / ('.' + p.name + '.abcd1234.tflite'); tmp.write_text('new'); "
+            "os.replace(tmp, p)")
+
+
+@pytest.mark.parametrize(("code", "written"), [(WRITES_NOTHING, False), (REPLACES, True)],
+                         ids=["writes nothing", "replaces it"])
+def test_a_file_from_before_is_not_taken_for_the_conversion(tmp_path, monkeypatch, code,
+                                                            written):
+    """model-best.tflite is there from before (a resumed run): a converter that exits without
+    writing fails naming the file, which stays as it was; one that renames its new file into
+    place succeeds."""
+    target = tmp_path / "model-best.tflite"
+    target.write_text("older")
+    monkeypatch.setattr(converter, "command", lambda: [sys.executable, "-c", code])
+    wait = converter.convert(tmp_path / "model-best.keras", target)
+    if written:
+        wait()
+        assert target.read_text() == "new"
+    else:
+        with pytest.raises(DigitnetError, match=rf"^{target}: LiteRT export failed \(the "
+                                                rf"converter wrote nothing\)$"):
+            wait()
+        assert target.read_text() == "older"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model-best.tflite"]
+
+
 def test_a_stuck_converter_is_ended_and_named(tmp_path, monkeypatch):
     """A converter that never finishes: after the wait's limit the error names the file, and
     once the caller abandons the export neither it nor its temporary file is left."""

@@ -95,6 +95,7 @@ def convert(keras_path: Path, tflite_path: Path) -> Callable[[], None]:
         and removes its partial file (`abandon`).
     """
     global _waiting
+    older = identity(tflite_path)  # a file there before (a resumed run's) is not a new one
     process, _waiting = (_waiting if waiting() else launch()), None
     # written, then closed: it reads no more. One ended already breaks the pipe; its status and
     # errors say why
@@ -115,11 +116,20 @@ def convert(keras_path: Path, tflite_path: Path) -> Callable[[], None]:
             lines = (stderr.strip() or f"exit status {process.returncode}").splitlines()
             reason = one_line(lines[-1]).removeprefix(f"{tflite_path}: ")  # named once
             raise DigitnetError(f"{tflite_path}: LiteRT export failed ({reason})")
-        if not Path(tflite_path).exists():
+        if identity(tflite_path) in (None, older):  # written: renamed into place, a new inode
             raise DigitnetError(f"{tflite_path}: LiteRT export failed (the converter wrote "
                                 f"nothing)")
 
     return wait
+
+
+def identity(path: Path) -> tuple[int, int] | None:
+    """The file at `path` as (inode, modification time), or None when there is none."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_mtime_ns
 
 
 def abandon(tflite_path: Path) -> None:
