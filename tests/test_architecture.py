@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import REPO
 
 LIBRARY = sorted(path for path in (REPO / "digitnet").rglob("*.py") if path.name != "cli.py")
+PACKAGES = sorted({path.parent for path in LIBRARY})  # digitnet/ and each subpackage
 
 
 def strings_in(node: ast.AST) -> list[str]:
@@ -66,8 +67,7 @@ def test_nothing_imports_the_cli_and_module_imports_form_no_cycle():
         visit(name, [])
 
 
-@pytest.mark.parametrize("package", sorted({path.parent for path in LIBRARY}),
-                         ids=lambda path: str(path.relative_to(REPO)))
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda path: str(path.relative_to(REPO)))
 def test_no_source_folder_is_git_ignored(package):
     # ruff (make lint) skips ignored paths and git would not add a new file in one: a `runs/`
     # pattern once matched digitnet/runs/ as well as the runs folder at the top
@@ -77,8 +77,7 @@ def test_no_source_folder_is_git_ignored(package):
     assert checked.returncode == 1, f"{new_file} would be ignored by git and by ruff"
 
 
-@pytest.mark.parametrize("package", sorted({path.parent for path in LIBRARY}),
-                         ids=lambda path: str(path.relative_to(REPO)))
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda path: str(path.relative_to(REPO)))
 def test_every_package_has_its_init_in_git(package):
     # without it a clone sees a namespace package, which find_packages leaves out of a wheel
     init = (package / "__init__.py").relative_to(REPO)

@@ -23,7 +23,6 @@ def write(model, path: Path, representative: np.ndarray | None = None) -> None:
         model.export(str(path), format="litert", verbose=False, input_signature=input_signature())
 
 
-
 def export_litert(model, path: Path) -> Path:
     """Write `model` as a float32 LiteRT flatbuffer at `path`, atomically.
 
