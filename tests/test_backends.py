@@ -361,12 +361,15 @@ def test_jax_shifted_batches_are_the_general_paths(monkeypatch, pixels):
                      TrainingConfig(batch_size=5, seed=4, augment=AugmentConfig(
                          jitter_pixels=pixels))):
         extra = others if training.outliers else None
-        shifted = jax_backend.training_batches(x, y, training, first_epoch, 4, extra)
+        # a generator makes its batch maker at the first next(): the general batches while
+        # only_shifts is patched, the shifted ones after
         monkeypatch.setattr(jax_backend, "only_shifts", lambda augment: False)
         general = jax_backend.training_batches(x, y, training, first_epoch, 4, extra)
+        wanted = [next(general) for _ in range(8)]
         monkeypatch.undo()
-        for _ in range(8):
-            (images, labels), (want_images, want_labels) = next(shifted), next(general)
+        shifted = jax_backend.training_batches(x, y, training, first_epoch, 4, extra)
+        for want_images, want_labels in wanted:
+            images, labels = next(shifted)
             assert np.array_equal(np.asarray(images), np.asarray(want_images))
             assert np.array_equal(np.asarray(labels), np.asarray(want_labels))
 
