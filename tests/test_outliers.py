@@ -1,5 +1,9 @@
 """Outlier exposure: generated non-digits join each batch, their target the uniform one."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 from digitnet.config import TrainingConfig
@@ -55,3 +59,22 @@ def test_the_bank_is_made_once_and_then_read_from_the_cache(tmp_path, monkeypatc
     second = outlier_images(seed=2)
     np.testing.assert_array_equal(first, second)
     assert len(calls) == 1 and len(list(tmp_path.glob("outliers-*.npy"))) == 1
+
+
+def test_a_cached_bank_is_read_without_the_drawing_code(tmp_path):
+    """A run whose bank is in the cache imports neither OpenCV, Pillow nor digitnet.images."""
+    from digitnet.training.outliers import BANK_SIZE, BANK_VERSION
+
+    bank = np.full((BANK_SIZE, 28, 28), 7, np.uint8)
+    np.save(tmp_path / f"outliers-v{BANK_VERSION}-seed5.npy", bank)
+    code = ("import sys\n"
+            "from digitnet.training.outliers import outlier_images\n"
+            "bank = outlier_images(5)\n"
+            "assert bank.shape[0] and (bank == 7).all(), 'not the cached bank'\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cv2', 'PIL')\n"
+            "             or m.startswith('digitnet.images')))\n")
+    env = {**os.environ, "DIGITNET_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -17,14 +17,18 @@ from __future__ import annotations
 import contextlib
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from digitnet.data import cache_dir
 from digitnet.errors import DigitnetError
-from digitnet.images.preprocess import SHAPE_SIDE, centre_by_mass, downsample, normalise_stroke
 from digitnet.runs import layout
+
+# The drawing code imports Pillow and digitnet.images (with OpenCV) in its functions: a run whose
+# bank is in the cache does not need them (20 MB).
+if TYPE_CHECKING:
+    from PIL import Image, ImageDraw
 
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path("/Library/Fonts"))
 # Letters nobody writes as a digit (no O, o, I, l, i, S, s, Z, z, B, b, G, g, q, D, T, J, L)
@@ -46,15 +50,25 @@ def installed_fonts() -> list[Path]:
 
 @functools.cache
 def load_font(path: Path | None, size: int):
+    from PIL import ImageFont
+
     return ImageFont.truetype(str(path), size) if path else ImageFont.load_default(size=size)
 
 
 def blank() -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    from PIL import Image, ImageDraw
+
+    from digitnet.images.preprocess import SHAPE_SIDE
+
     image = Image.new("L", (SHAPE_SIDE * 2, SHAPE_SIDE * 2), 0)
     return image, ImageDraw.Draw(image)
 
 
 def letter(rng, fonts: list[Path]) -> Image.Image:
+    from PIL import Image
+
+    from digitnet.images.preprocess import SHAPE_SIDE
+
     image, draw = blank()
     char = LETTERS[int(rng.integers(len(LETTERS)))]
     size = int(rng.integers(70, 110))
@@ -66,6 +80,8 @@ def letter(rng, fonts: list[Path]) -> Image.Image:
 
 def curve(rng, count: int) -> list[tuple]:
     """A smooth random path through `count` points (Catmull-Rom)."""
+    from digitnet.images.preprocess import SHAPE_SIDE
+
     points = rng.uniform(20, 2 * SHAPE_SIDE - 20, (count, 2))
     out = []
     for a, b, c, d in zip(points, points[1:], points[2:], points[3:]):
@@ -83,6 +99,8 @@ def scribble(rng) -> Image.Image:
 
 def shape(rng) -> Image.Image:
     """A random polygon, star, grid, arrow or several strokes."""
+    from digitnet.images.preprocess import SHAPE_SIDE
+
     image, draw = blank()
     centre, radius = SHAPE_SIDE + rng.uniform(-10, 10, 2), rng.uniform(35, 60)
     width = int(rng.integers(4, 10))
@@ -119,6 +137,10 @@ def shape(rng) -> Image.Image:
 
 def blob(rng) -> Image.Image:
     """Solid filled regions: what preprocessing finds in a photo, a shadow or noise."""
+    from PIL import Image
+
+    from digitnet.images.preprocess import SHAPE_SIDE
+
     image, draw = blank()
     for _ in range(int(rng.integers(1, 4))):
         points = rng.uniform(10, 2 * SHAPE_SIDE - 10, (int(rng.integers(3, 8)), 2))
@@ -132,6 +154,10 @@ def blob(rng) -> Image.Image:
 
 def finish(image: Image.Image) -> np.ndarray | None:
     """predict's last stages on a drawn shape: uint8 (28, 28), or None for an empty drawing."""
+    from PIL import Image
+
+    from digitnet.images.preprocess import SHAPE_SIDE, centre_by_mass, downsample, normalise_stroke
+
     shape = np.asarray(image) > 127
     if not shape.any():
         return None

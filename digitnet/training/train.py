@@ -129,7 +129,7 @@ def fit(model, splits: Splits, config: Config, first_epoch: int = 0,
     training = config.training
     outliers = None
     if training.outliers:  # made before the clock starts: data, not training
-        from digitnet.training.outliers import outlier_images  # drawing code: imported if used
+        from digitnet.training.outliers import outlier_images  # drawing code: on a cache miss
 
         outliers = outlier_images(training.seed)
     started = time.perf_counter()
