@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from digitnet.config import TrainingConfig
 from digitnet.data import to_model_input
@@ -78,3 +79,23 @@ def test_a_cached_bank_is_read_without_the_drawing_code(tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("shape", [(0, 28, 28), (10**12, 28, 28)])
+def test_a_cached_bank_without_its_images_is_made_again(tmp_path, monkeypatch, shape):
+    """A cache file holding no image, or whose header claims more than memory holds, is not the
+    bank: it is made again and written over (training drew outliers from an empty bank, or
+    raised MemoryError)."""
+    from digitnet.training.outliers import BANK_VERSION
+
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("digitnet.training.outliers.BANK_SIZE", 8)
+    path = tmp_path / f"outliers-v{BANK_VERSION}-seed2.npy"
+    with path.open("wb") as file:
+        np.lib.format.write_array_header_1_0(
+            file, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    monkeypatch.setattr("digitnet.training.outliers.outlier_bank",
+                        lambda seed: outlier_bank(count=8, seed=seed))
+    bank = outlier_images(seed=2)
+    assert bank.shape == (8, 28, 28) and bank.any()
+    np.testing.assert_array_equal(np.load(path), bank)

@@ -196,11 +196,12 @@ def outlier_bank(count: int = BANK_SIZE, seed: int = 0) -> np.ndarray:
 
 def outlier_images(seed: int) -> np.ndarray:
     """The bank for `seed`, made once and kept in the cache folder (making it takes some
-    seconds)."""
+    seconds); a cached file that is not such a bank (unreadable, another shape, a header claiming
+    more than memory holds) is made again."""
     path = cache_dir() / f"outliers-v{BANK_VERSION}-seed{seed}.npy"
-    with contextlib.suppress(OSError, ValueError, EOFError):
+    with contextlib.suppress(OSError, ValueError, EOFError, MemoryError):
         bank = np.load(path)
-        if bank.dtype == np.uint8 and bank.ndim == 3 and bank.shape[1:] == (28, 28):
+        if bank.dtype == np.uint8 and bank.shape == (BANK_SIZE, 28, 28):
             return bank
     bank = outlier_bank(seed=seed)
     with contextlib.suppress(OSError, DigitnetError):  # unwritable: it costs the time next run
