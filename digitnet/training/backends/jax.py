@@ -197,7 +197,7 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
     extra = round(training.outliers * batch) if outliers is not None else 0
     total = batch + extra
     local = slice(process * total // processes, (process + 1) * total // processes)
-    make = batch_maker(x, y, outliers if extra else None, training, total, local)
+    make = batch_maker(x, y, outliers if extra else None, training, extra, local)
     step = first_epoch * steps
     for epoch in itertools.count(first_epoch):
         order = np.random.default_rng([training.seed, epoch]).permutation(len(x))
@@ -211,9 +211,10 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
 NO_ROWS = np.zeros(0, np.int32)
 
 
-def batch_maker(x, y, outliers, training: TrainingConfig, total: int, local: slice):
+def batch_maker(x, y, outliers, training: TrainingConfig, extra: int, local: slice):
     """fn(image rows, outlier picks, global step) -> this process's (images, one-hot targets)
-    of the batch, as JAX arrays, made by one compiled call on the device.
+    of the batch (batch_size digits, then `extra` outliers), as JAX arrays, made by one compiled
+    call on the device.
 
     The uint8 images, the outlier images (or None) and the one-hot targets go to the device
     once; each batch sends its indices only. Gathering the rows in numpy and sending 180 KB a
@@ -223,13 +224,13 @@ def batch_maker(x, y, outliers, training: TrainingConfig, total: int, local: sli
     when jitter is the only augmentation (the default config), `shifted_batch_maker` makes the
     same batches with less work.
     """
+    total = training.batch_size + extra
+    others, targets = host_banks(x, y, outliers)
     if only_shifts(training.augment):
-        return shifted_batch_maker(x, y, outliers, training, total, local)
+        return shifted_batch_maker(x, others, targets, training, total, local)
     prepare = preparer(training, total, local)
-    uniform = np.full((0 if outliers is None else total - training.batch_size, NUM_CLASSES),
-                      1 / NUM_CLASSES, np.float32)
-    held = (jnp.asarray(x), jnp.asarray(np.eye(NUM_CLASSES, dtype=np.float32)[y]),
-            jnp.asarray(outliers if outliers is not None else np.zeros((0, 28, 28), np.uint8)))
+    uniform = np.repeat(targets[-1:], extra, axis=0)
+    held = (jnp.asarray(x), jnp.asarray(targets[:-1]), jnp.asarray(others))
 
     @jax.jit
     def make(held, rows, pick, step):
@@ -243,7 +244,18 @@ def batch_maker(x, y, outliers, training: TrainingConfig, total: int, local: sli
     return lambda rows, pick, step: make(held, rows, pick, step)
 
 
-def shifted_batch_maker(x, y, outliers, training: TrainingConfig, total: int, local: slice):
+def host_banks(x, y, outliers) -> tuple[np.ndarray, np.ndarray]:
+    """What both batch makers send to the device, in numpy: the outliers (uint8, an empty
+    (0, 28, 28) bank without them), and the target table: the one-hot targets of `y`, then one
+    row of the outliers' target, the uniform distribution ("any digit, equally")."""
+    others = outliers if outliers is not None else np.zeros((0, 28, 28), np.uint8)
+    targets = np.concatenate([np.eye(NUM_CLASSES, dtype=np.float32)[y],
+                              np.full((1, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)])
+    return others, targets
+
+
+def shifted_batch_maker(x, others, targets, training: TrainingConfig, total: int,
+                        local: slice):
     """`batch_maker` when jitter is the only augmentation, or there is none: the same batches,
     bit for bit, from one gather of 28x28 windows.
 
@@ -254,18 +266,15 @@ def shifted_batch_maker(x, y, outliers, training: TrainingConfig, total: int, lo
     0.1-0.3 ms when drawn in each batch's call), and the device gathers the windows and
     converts them to float32: no gather of rows, then a pad and a gather of shifted rows, on
     float32 four times the bytes. In bench/jax_steps.py it took 0.2-0.35 ms less CPU time a
-    step than the general path (docs/speed.md).
+    step than the general path (docs/speed.md). `others` and `targets` are `host_banks`'.
     """
     pixels = training.augment.jitter_pixels
     side = 2 * pixels + 1
-    others = outliers if outliers is not None else np.zeros((0, 28, 28), np.uint8)
     padded = np.zeros((len(x) + len(others), 28 + 2 * pixels, 28 + 2 * pixels), np.uint8)
     padded[: len(x), pixels: pixels + 28, pixels: pixels + 28] = x
     padded[len(x):, pixels: pixels + 28, pixels: pixels + 28] = others
     bank = jnp.asarray(padded)
     del padded
-    targets = np.concatenate([np.eye(NUM_CLASSES, dtype=np.float32)[y],
-                              np.full((1, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)])
     targets = jnp.asarray(targets)  # the last row: the outliers' uniform target
     slices = jitter_slices(total, pixels)
     offsets = offset_drawer(training.seed, pixels)
