@@ -94,21 +94,21 @@ def hand_written(training, batch: int):
     return jax.jit(step, donate_argnums=(0, 1, 2))
 
 
-def sides(splits, outliers, training) -> dict:
+def sides(splits, outliers, config, steps: int) -> dict:
     """name -> (fn() running one call of steps_per_execution steps, images per call)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from digitnet.config import NUM_CLASSES, load_config
+    from digitnet.config import NUM_CLASSES
     from digitnet.training.backends import jax as backend
     from digitnet.training.model import build_model
-    from digitnet.training.train import compile_model, steps_per_epoch
+    from digitnet.training.train import compile_model
 
-    model = build_model(load_config(REPO / "configs/default.yaml").model)
+    training = config.training
+    model = build_model(config.model)
     compile_model(model, training, len(splits.x_train))
     per_call = model.steps_per_execution
-    steps = steps_per_epoch(len(splits.x_train), training)
     stream = backend.training_batches(splits.x_train, splits.y_train, training, 0, steps,
                                       outliers)
     shifts_only = backend.only_shifts
@@ -178,7 +178,8 @@ def main() -> None:
     from digitnet.training.outliers import outlier_images
     from digitnet.training.train import seed_everything, steps_per_epoch
 
-    training = load_config(REPO / "configs/default.yaml").training
+    config = load_config(REPO / "configs/default.yaml")
+    training = config.training
     seed_everything(training.seed, True)
     splits = split_validation(load_mnist(args.data_dir), 5000, training.seed)
     outliers = outlier_images(training.seed)
@@ -186,7 +187,7 @@ def main() -> None:
     epoch_images = steps * (training.batch_size + round(training.outliers * training.batch_size))
     results = {"load_average_before": os.getloadavg(), "epoch_images": epoch_images,
                "floors": [floor(epoch_images)]}
-    runs = sides(splits, outliers, training)
+    runs = sides(splits, outliers, config, steps)
     for call, _ in runs.values():  # compile
         jax.block_until_ready(call())
     seconds = {name: [] for name in runs}

@@ -18,6 +18,7 @@ training (each process of a multi-process job holds its own copy).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -102,8 +103,6 @@ if __name__ == "__main__":
     if os.environ.get("DIGITNET_TEST_READY") or os.environ.get("DIGITNET_TEST_WEIGHTS"):
         patch_fit()
     if os.environ.get("DIGITNET_TEST_CONVERTER"):  # Python code run as the LiteRT converter
-        import sys
-
         import digitnet.export.converter
 
         digitnet.export.converter.command = lambda: [

@@ -276,7 +276,6 @@ def shifted_batch_maker(x, others, targets, training: TrainingConfig, total: int
     padded[: len(x), pixels: pixels + 28, pixels: pixels + 28] = x
     padded[len(x):, pixels: pixels + 28, pixels: pixels + 28] = others
     bank = jnp.asarray(padded)
-    del padded
     targets = jnp.asarray(targets)  # the last row: the outliers' uniform target
     slices = jitter_rows(total, pixels)  # all the first offset (no shift) without jitter
     offsets = offset_drawer(training.seed, pixels)
