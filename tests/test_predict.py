@@ -1,6 +1,9 @@
 """`digitnet predict` through the CLI: tables, JSON, many inputs, unknowns and bad files."""
 
+import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +102,30 @@ def test_bad_files_get_one_line_errors_and_the_rest_is_predicted(tiny_run, tmp_p
     assert f"{good} " in result.output
     assert "Traceback" not in result.output
     assert result.output.count("\n") == 6  # the model, then one line per file
+
+
+def test_damaged_and_extreme_files_print_nothing_but_their_lines(tiny_run, tmp_path):
+    """A TIFF cut after its header made Pillow warn (two lines on stderr above the error), a
+    float TIFF spanning float32's range made numpy warn (six lines), and a PNG 1,049,000 pixels
+    long made OpenCV's libpng complain (two lines): each file now gets its one line."""
+    buffer = io.BytesIO()
+    Image.new("L", (10, 10)).save(buffer, format="TIFF")
+    damaged = tmp_path / "damaged.tif"
+    damaged.write_bytes(buffer.getvalue()[:40])
+    extreme = tmp_path / "extreme.tif"
+    values = np.full((100, 100), 3e38, np.float32)
+    values[20:80, 45:55] = -3e38
+    Image.fromarray(values, "F").save(extreme)
+    long = tmp_path / "long.png"
+    Image.new("L", (1_049_000, 1), 255).save(long)
+    result = subprocess.run([sys.executable, "-m", "digitnet", "predict", str(damaged),
+                             str(extreme), str(long), "--model", str(tiny_run)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {damaged}: not an image file (cannot identify image format)",
+        f"Error: {long}: image is 1049000x1 pixels, a side above the limit of 30000"]
+    assert [row.split()[0] for row in result.stdout.splitlines()[1:]] == [str(extreme)]
 
 
 def test_json_reports_errors_in_the_stream(tiny_run, tmp_path):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
+import warnings
 import zlib
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from digitnet.images import batch as imagebatch
 from digitnet.images import decode as imagefile
 from digitnet.images import ink, preprocess, resample, selection
 from digitnet.images.batch import preprocess_files, save_preprocessed
-from digitnet.images.decode import MAX_PIXELS, load_image
+from digitnet.images.decode import MAX_PIXELS, MAX_SIDE, load_image
 from digitnet.images.preprocess import preprocess_bytes, preprocess_file, to_mnist
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -597,6 +599,46 @@ def test_decompression_bomb_refused_before_decoding(tmp_path, width, height):
     assert str(err.value) == (f"{path}: image is {width}x{height} = {width * height} pixels, "
                               f"above the limit of {MAX_PIXELS} (decompression bomb?)")
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own check is back on
+
+
+def test_a_side_above_the_limit_is_refused_before_decoding(tmp_path):
+    """A 1x49,000,000 sliver is within MAX_PIXELS, but Pillow keeps a pointer per row: it took
+    1.7 GB and 12 s (and OpenCV's PNG reader printed libpng's complaint on stderr)."""
+    path = bomb_png(tmp_path / "sliver.png", 1, 49_000_000)
+    assert imagefile.read_plain_png(str(path)) is None  # not handed to OpenCV either
+    start = time.perf_counter()
+    with pytest.raises(DigitnetError) as err:
+        preprocess_file(path)
+    assert time.perf_counter() - start < 0.5
+    assert str(err.value) == (f"{path}: image is 1x49000000 pixels, a side above the limit of "
+                              f"{MAX_SIDE}")
+
+
+def test_a_float_image_spanning_float32s_range_is_read_without_overflow():
+    """-3e38 ink on 3e38 paper: the range's span overflowed float32 (RuntimeWarnings on stderr,
+    NaN everywhere, and the digit read as a blank page)."""
+    values = np.full((200, 200), 3e38, np.float32)
+    values[40:160, 95:105] = -3e38
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        array = to_mnist(Image.fromarray(values, "F"))
+    expected = to_mnist(Image.fromarray(np.where(values > 0, 1.0, 0.0).astype(np.float32), "F"))
+    np.testing.assert_array_equal(array, expected)
+    assert array.any()
+
+
+def test_a_large_float_image_is_stretched_in_place():
+    """A 49-megapixel float image's copy is 196 MB: stretch's arithmetic is in place, so that
+    such an image stays under 1 GB (it took 1.25 GB). grayscale held 5.3 copies at once; now
+    3.5, of which numpy's reading of the Pillow image is 2."""
+    image = Image.fromarray(np.random.default_rng(0).random((1000, 1000), np.float32), "F")
+    tracemalloc.start()
+    try:
+        preprocess.grayscale(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4.3 * image.width * image.height * 4
 
 
 # ----------------------------------------------------------------- batches and output

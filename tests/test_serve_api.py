@@ -39,12 +39,13 @@ def drawing(seed: int, size: int = 120, mode: str = "L") -> Image.Image:
     return image
 
 
-def bomb_png(side: int = 20000) -> bytes:
-    """A small PNG whose header claims side x side pixels (a decompression bomb)."""
+def bomb_png(side: int = 20000, height: int | None = None) -> bytes:
+    """A small PNG whose header claims side x side pixels (a decompression bomb), or side x
+    height."""
     def chunk(kind, data):
         return (struct.pack(">I", len(data)) + kind + data
                 + struct.pack(">I", zlib.crc32(kind + data)))
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", side, height or side, 8, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
 
@@ -122,6 +123,7 @@ def test_blank_canvas_is_unknown(client):
     ("drawing.svg", b'<svg xmlns="http://www.w3.org/2000/svg"></svg>'),
     ("cut.png", png_bytes(drawing(2))[:70]),
     ("bomb.png", bomb_png()),
+    ("sliver.png", bomb_png(1, 49_000_000)),  # took 6.4 s and 1.7 GB, then answered
 ])
 def test_unusable_image_is_422_with_the_cli_message(client, tiny_run, tmp_path, name, data):
     path = tmp_path / name

@@ -244,3 +244,42 @@ def test_a_server_freezes_what_start_up_made_before_it_answers():
     finally:
         gc.unfreeze()
     assert recorder.frozen > 10_000  # this test process's modules, at least
+
+
+def test_a_client_that_never_finishes_its_headers_gets_408_and_is_closed(tiny_run,
+                                                                          monkeypatch):
+    """uvicorn timed a connection out only between requests: one that sent nothing, or part
+    of its headers (also after a first answer), was held forever, a file descriptor each."""
+    from digitnet.serving import server as serving
+    from digitnet.serving.app import create_app
+    from digitnet.serving.model import load_served_model
+    from digitnet.serving.settings import ServeSettings
+
+    monkeypatch.setattr(serving, "HEADER_SECONDS", 0.5)
+    app = create_app(None, ServeSettings(), model=load_served_model(tiny_run))
+    uvicorn_server = serving.GracefulServer(serving.config(app))
+    sock = serving.bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        while not uvicorn_server.started:
+            time.sleep(0.01)
+        answered = socket.create_connection(("127.0.0.1", port), timeout=10)
+        answered.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(answered)[0] == 200
+        for client, head in ((socket.create_connection(("127.0.0.1", port), timeout=10), b""),
+                             (socket.create_connection(("127.0.0.1", port), timeout=10),
+                              b"POST /predict HTTP/1.1\r\nHost: x\r\n"),
+                             (answered, b"GET /heal")):
+            client.sendall(head)
+            began = time.monotonic()
+            status, answer = read_response(client)
+            assert (status, answer) == (408, {"error": "request headers: not received within "
+                                                       "0.5 s"})
+            assert client.recv(1) == b""  # closed
+            assert time.monotonic() - began < 5
+            client.close()
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(30)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 import zlib
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from digitnet.errors import DigitnetError, os_reason
 from digitnet.inputs import not_regular_reason
 
 MAX_PIXELS = 50_000_000  # larger images are refused before any pixel is decoded
+MAX_SIDE = 30_000  # ... and so are longer ones: Pillow keeps a pointer per row, resizing a
+# weight per source pixel, so a 1x49,000,000 sliver took 1.7 GB and 12 s (and OpenCV's PNG
+# reader refuses sides above 1,000,000, printing libpng's complaint on stderr)
 SVG_SUFFIXES = (".svg", ".svgz")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLAIN_PNG_HEAD = 33  # the signature and the IHDR chunk, which must come first
@@ -27,6 +31,11 @@ PLAIN_PNG_HEAD = 33  # the signature and the IHDR chunk, which must come first
 PLAIN_PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"pHYs", b"tIME"})
 GREY = (0,)  # PNG colour types: grey
 ANY_COLOUR = (0, 2, 4, 6)  # ... grey, RGB, grey and alpha, RGBA (not palette)
+
+# Pillow warns about damage it works around in users' files (a TIFF's corrupt EXIF, say): the
+# file is then decoded or refused with a one-line error, and the warning, printed on stderr
+# above it, would only break the promise of one line per file.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 def load_image(path, draft_side: int | None = None) -> Image.Image:
@@ -42,7 +51,7 @@ def load_image(path, draft_side: int | None = None) -> Image.Image:
 
     Raises:
       DigitnetError: a one-line message naming the file when it is missing, empty, not an
-        image, an SVG, above MAX_PIXELS, truncated or corrupt.
+        image, an SVG, above MAX_PIXELS or MAX_SIDE, truncated or corrupt.
     """
     name = os.fspath(path)  # messages name the file as the user wrote it
     check_file(name)
@@ -67,11 +76,13 @@ def load_image_bytes(data: bytes, name: str, draft_side: int | None = None) -> I
 def decode(source, name: str, draft_side: int | None) -> Image.Image:
     """Decode a checked image (a file name or a binary stream); errors name it `name`."""
     try:
-        with open_checked(source, name) as image:
+        with open_checked(source, name) as image:  # closes the file, keeps the pixels
             if draft_side:
                 image.draft(image.mode, (draft_side, draft_side))
-            image.load()
-            return ImageOps.exif_transpose(image)  # a detached copy of the first frame
+            image.load()  # the first frame only
+            # in place: a copy of a 49-megapixel RGBA image would be 196 MB more
+            ImageOps.exif_transpose(image, in_place=True)
+        return image
     except UnidentifiedImageError:
         raise DigitnetError(f"{name}: not an image file (cannot identify image format)") from None
     except Image.DecompressionBombError as err:
@@ -124,6 +135,10 @@ def open_checked(source, name: str) -> Image.Image:
         raise DigitnetError(
             f"{name}: image is {width}x{height} = {width * height} pixels, above the limit of "
             f"{MAX_PIXELS} (decompression bomb?)")
+    if max(width, height) > MAX_SIDE:
+        image.close()
+        raise DigitnetError(f"{name}: image is {width}x{height} pixels, a side above the "
+                            f"limit of {MAX_SIDE}")
     return image
 
 
@@ -237,10 +252,10 @@ def plain_png_chunks(data: memoryview, colours: tuple[int, ...] = GREY) -> bool:
 
 def plain_png_header(header: bytes | memoryview, colours: tuple[int, ...] = GREY) -> bool:
     """Whether an IHDR chunk's data describes a plain 8-bit image of these colour types
-    within MAX_PIXELS."""
+    within MAX_PIXELS and MAX_SIDE."""
     if len(header) != 13:
         return False
     width, height = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
     depth, colour, _, _, interlace = header[8:13]
     return (depth == 8 and colour in colours and not interlace
-            and 0 < width * height <= MAX_PIXELS)
+            and 0 < width * height <= MAX_PIXELS and max(width, height) <= MAX_SIDE)

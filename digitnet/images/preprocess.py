@@ -126,13 +126,18 @@ def grayscale(image: Image.Image) -> np.ndarray:
 
 
 def layers_to_gray(lum: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
-    """grayscale() of an 8-bit image given as its luminance and alpha (None: no transparency)."""
-    lum = lum.astype(np.float32) / 255.0
+    """grayscale() of an 8-bit image given as its luminance and alpha (None: no transparency).
+
+    The arithmetic is in place: a 49-megapixel image's float copies are 196 MB each."""
+    lum = lum.astype(np.float32)
+    lum /= 255.0
     if alpha is None or alpha.min() == 255:
         return shrink(lum)  # an opaque alpha: lum * 1.0, and composite would return it as is
-    alpha = alpha.astype(np.float32) / 255.0
+    alpha = alpha.astype(np.float32)
+    alpha /= 255.0
     # premultiplied, so that shrinking does not bleed the colour of transparent pixels in
-    return composite(shrink(lum * alpha), shrink(alpha))
+    lum *= alpha
+    return composite(shrink(lum), shrink(alpha))
 
 
 def as_mode(image: Image.Image, mode: str) -> Image.Image:
@@ -146,12 +151,21 @@ def as_mode(image: Image.Image, mode: str) -> Image.Image:
 
 
 def stretch(values: np.ndarray) -> np.ndarray:
-    """Map a high-bit-depth image's own finite range onto [0, 1]; a flat one becomes zeros."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0 or finite.min() == finite.max():
+    """Map a high-bit-depth image's own finite range onto [0, 1]; a flat one becomes zeros.
+    Infinities go to the range's ends, NaN to 0; no float32 arithmetic overflows."""
+    finite = np.isfinite(values)
+    if not finite.any():
         return np.zeros_like(values)
-    low, high = float(finite.min()), float(finite.max())
-    return np.nan_to_num(np.clip((values - low) / (high - low), 0.0, 1.0), nan=0.0)
+    low = float(values.min(initial=np.inf, where=finite))
+    high = float(values.max(initial=-np.inf, where=finite))
+    if low == high:
+        return np.zeros_like(values)
+    if high - low > float(np.finfo(np.float32).max):  # a float TIFF of -3e38..3e38: halved
+        values, low, high = values / 2, low / 2, high / 2  # (exactly) the span fits float32
+    stretched = values - low
+    stretched /= high - low
+    np.clip(stretched, 0.0, 1.0, out=stretched)
+    return np.nan_to_num(stretched, copy=False, nan=0.0)
 
 
 def composite(premultiplied: np.ndarray, alpha: np.ndarray) -> np.ndarray:

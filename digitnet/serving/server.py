@@ -22,6 +22,7 @@ import time
 
 import cv2
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from digitnet.errors import DigitnetError, InputError, os_reason
 from digitnet.serving.app import create_app
@@ -31,6 +32,7 @@ from digitnet.serving.settings import ServeSettings
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 30  # in-flight requests get this long to finish after a stop signal
 KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this
+HEADER_SECONDS = 10  # a request's line and headers must arrive within this (then 408)
 # Linux spreads connections over sockets sharing a port (SO_REUSEPORT); elsewhere the workers
 # share the first process's socket.
 SPREAD = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
@@ -115,8 +117,48 @@ def bind(host: str, port: int, spread: bool = False) -> socket.socket:
 
 def config(app) -> uvicorn.Config:
     return uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                          timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                          http=HeaderDeadline, timeout_keep_alive=KEEP_ALIVE_SECONDS,
                           timeout_graceful_shutdown=GRACE_SECONDS, server_header=False)
+
+
+class HeaderDeadline(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, with a deadline for each request's line and headers.
+
+    uvicorn times a connection out only between requests, and not once a byte of the next one
+    has come: a client that connects and sends nothing, or part of its headers, held its
+    connection (and a file descriptor) forever, and a few thousand such clients would hold
+    them all. Now it gets a 408 and is closed after HEADER_SECONDS, counted from the
+    connection or from the previous answer (the body has its own timeout, body_timeout).
+    """
+
+    waiting_since: float | None = None  # awaiting a request's headers since (loop time)
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.await_headers()
+
+    def on_headers_complete(self) -> None:
+        self.waiting_since = None
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.cycle.response_complete:  # not a pipelined request's, whose headers are in
+            self.await_headers()
+
+    def await_headers(self) -> None:
+        started = self.waiting_since = self.loop.time()
+        self.loop.call_later(HEADER_SECONDS, self.headers_overdue, started)
+
+    def headers_overdue(self, started: float) -> None:
+        if self.waiting_since != started or self.transport.is_closing():
+            return  # they came (this deadline is an earlier request's)
+        body = json.dumps({"error": f"request headers: not received within "
+                                    f"{HEADER_SECONDS:g} s"}, separators=(",", ":")).encode()
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json"
+                             b"\r\nconnection: close\r\ncontent-length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.transport.close()
 
 
 def run(server: uvicorn.Server, sock: socket.socket) -> None:
