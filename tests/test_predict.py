@@ -128,6 +128,29 @@ def test_damaged_and_extreme_files_print_nothing_but_their_lines(tiny_run, tmp_p
     assert [row.split()[0] for row in result.stdout.splitlines()[1:]] == [str(extreme)]
 
 
+def test_a_path_given_twice_keeps_each_answer_in_its_place(tiny_run, tmp_path):
+    """A file read once and refused once (replaced between the two) in one batch: answers were
+    matched by path, and the refusal got the other reading's answer."""
+    from digitnet.errors import DigitnetError
+    from digitnet.images.batch import Preprocessed
+    from digitnet.images.preprocess import preprocess_file
+    from digitnet.inference.classifier import load_classifier
+    from digitnet.inference.predict import predict_batch
+
+    path = str(digit_png(tmp_path / "d.png"))
+    items = [Preprocessed(path, error=DigitnetError(f"{path}: file is empty (0 bytes)")),
+             Preprocessed(path, image=preprocess_file(path))]
+    first, second = predict_batch(load_classifier(tiny_run), items, 3, 0.0, None)
+    assert (first.error, first.digit) == (f"{path}: file is empty (0 bytes)", None)
+    assert second.error is None and second.digit is not None
+
+
+def test_an_empty_path_is_named(tiny_run):
+    result = run("predict", "", "--model", str(tiny_run))
+    assert result.exit_code == 1
+    assert result.output.endswith("\nError: '': file not found\n")
+
+
 def test_json_reports_errors_in_the_stream(tiny_run, tmp_path):
     good = digit_png(tmp_path / "good.png")
     result = run("predict", str(tmp_path / "nope.png"), str(good), "--model", str(tiny_run),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFile
 
 from digitnet.errors import DigitnetError
 from digitnet.images import batch as imagebatch
@@ -606,6 +607,41 @@ def test_decompression_bomb_refused_before_decoding(tmp_path, width, height, pro
     assert time.perf_counter() - start < 0.5
     assert str(err.value) == f"{path}: image is {width}x{height} {problem}"
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own check is back on
+
+
+def icon(png: bytes) -> bytes:
+    """An ICO file holding one PNG (its directory says 256x256, as for any large icon)."""
+    return (struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32,
+                                                        len(png), 22) + png)
+
+
+def test_an_icon_holding_a_bomb_is_refused_before_decoding(tmp_path):
+    """Pillow decodes an ICO's image as it opens it, before the size is checked: a 1.5 MB icon
+    holding a 20000x20000 PNG took 1.6 GB (and 5 s) before it was refused."""
+    path = tmp_path / "icon.ico"
+    path.write_bytes(icon(bomb_png(tmp_path / "big.png", 8000, 8000).read_bytes()))
+    limit = Image.MAX_IMAGE_PIXELS
+    start = time.perf_counter()
+    with pytest.raises(DigitnetError) as err:
+        preprocess_file(path)
+    assert time.perf_counter() - start < 0.5
+    assert str(err.value) == (f"{path}: Image size (64000000 pixels) exceeds limit of "
+                              f"{MAX_PIXELS} pixels, could be decompression bomb DOS attack.")
+    assert limit == Image.MAX_IMAGE_PIXELS  # Pillow's own limit is back as it was
+    draw_digit(size=(64, 64), box=(8, 8, 56, 56), width=4).save(tmp_path / "small.ico")
+    assert preprocess_file(tmp_path / "small.ico").any()  # an ordinary icon is read
+
+
+def test_an_image_too_large_for_memory_is_a_one_line_error(tmp_path, monkeypatch):
+    path = save(draw_digit(), tmp_path / "d.png")
+
+    def no_memory(image):
+        raise MemoryError
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
+    with pytest.raises(DigitnetError) as err:
+        load_image(path)
+    assert str(err.value) == f"{path}: not enough memory to decode this image"
 
 
 def test_a_float_image_spanning_float32s_range_is_read_without_overflow():

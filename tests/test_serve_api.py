@@ -22,6 +22,8 @@ from digitnet.serving.app import create_app
 from digitnet.serving.batcher import MicroBatcher
 from digitnet.serving.model import ServedModel, load_served_model
 from digitnet.serving.settings import ServeSettings, parse_size
+from digitnet.serving.uploads import Upload
+from tests.test_preprocess import icon
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -124,6 +126,7 @@ def test_blank_canvas_is_unknown(client):
     ("cut.png", png_bytes(drawing(2))[:70]),
     ("bomb.png", bomb_png()),
     ("sliver.png", bomb_png(1, 49_000_000)),  # took 6.4 s and 1.7 GB, then answered
+    ("icon.ico", icon(bomb_png(8000))),  # decoded (256 MB) before it was refused
 ])
 def test_unusable_image_is_422_with_the_cli_message(client, tiny_run, tmp_path, name, data):
     path = tmp_path / name
@@ -375,13 +378,11 @@ def test_serve_settings_check_themselves_when_made(values, message):
     assert ServeSettings(**{key: 1 for key in values if key != "batching"}).max_body >= 1
 
 
-def test_no_more_uploads_are_preprocessed_at_once_than_there_are_cpus(served, monkeypatch):
-    """Preprocessing holds the GIL: requests beyond a thread per CPU wait their turn instead of
-    taking turns at the GIL (which cost more CPU than the work itself)."""
+def most_at_once(served, monkeypatch, body: bytes, requests: int = 12) -> int:
+    """How many of `requests` concurrent requests posting `body` were preprocessed at once."""
     import threading
     import time
 
-    from digitnet.backend import available_cpus
     from digitnet.serving.routers import api
 
     running, most, lock = [0], [0], threading.Lock()
@@ -399,12 +400,34 @@ def test_no_more_uploads_are_preprocessed_at_once_than_there_are_cpus(served, mo
                 running[0] -= 1
 
     monkeypatch.setattr(api, "preprocess_uploads", counted)
-    body = png_bytes(drawing(1, 400))  # above INLINE_PIXELS: preprocessed in a thread
-    with TestClient(create_app(None, model=served)) as client, ThreadPoolExecutor(12) as pool:
+    with TestClient(create_app(None, model=served)) as client, \
+            ThreadPoolExecutor(requests) as pool:
         statuses = list(pool.map(lambda _: client.post("/predict", content=body).status_code,
-                                 range(12)))
-    assert statuses == [200] * 12
-    assert 1 <= most[0] <= available_cpus()
+                                 range(requests)))
+    assert statuses == [200] * requests
+    return most[0]
+
+
+def test_no_more_uploads_are_preprocessed_at_once_than_there_are_cpus(served, monkeypatch):
+    """Preprocessing holds the GIL: requests beyond a thread per CPU wait their turn instead of
+    taking turns at the GIL (which cost more CPU than the work itself)."""
+    from digitnet.backend import available_cpus
+
+    body = png_bytes(drawing(1, 400))  # above INLINE_PIXELS: preprocessed in a thread
+    assert 1 <= most_at_once(served, monkeypatch, body) <= available_cpus()
+
+
+def test_large_images_are_preprocessed_one_at_a_time(served, monkeypatch):
+    """One 49-megapixel image takes up to 1 GB: six 200 KB uploads of them, two at once, took
+    the server to 1.8 GB (a core each, as for small images, would take 1 GB each)."""
+    from digitnet.serving.routers import api
+
+    monkeypatch.setattr(api, "LARGE_PIXELS", 300 * 300)
+    buffer = io.BytesIO()
+    drawing(1, 400, "RGB").save(buffer, format="TIFF")  # not a PNG: its size read by Pillow
+    assert most_at_once(served, monkeypatch, buffer.getvalue()) == 1
+    assert not api.large([Upload("a.png", png_bytes(drawing(1, 299)))])
+    assert not api.large([Upload("notes.png", b"not an image")])
 
 
 def test_small_pngs_are_preprocessed_on_the_event_loop_and_others_in_a_thread(served,

@@ -246,25 +246,45 @@ def test_a_server_freezes_what_start_up_made_before_it_answers():
     assert recorder.frozen > 10_000  # this test process's modules, at least
 
 
-def test_a_client_that_never_finishes_its_headers_gets_408_and_is_closed(tiny_run,
-                                                                          monkeypatch):
-    """uvicorn timed a connection out only between requests: one that sent nothing, or part
-    of its headers (also after a first answer), was held forever, a file descriptor each."""
+@contextlib.contextmanager
+def in_process(model, monkeypatch, **constants):
+    """The server's app on uvicorn, as `digitnet serve` runs it, in a thread of this process
+    (so that its constants can be patched); yields the port."""
     from digitnet.serving import server as serving
     from digitnet.serving.app import create_app
     from digitnet.serving.model import load_served_model
     from digitnet.serving.settings import ServeSettings
 
-    monkeypatch.setattr(serving, "HEADER_SECONDS", 0.5)
-    app = create_app(None, ServeSettings(), model=load_served_model(tiny_run))
+    for name, value in constants.items():
+        monkeypatch.setattr(serving, name, value)
+    app = create_app(None, ServeSettings(), model=load_served_model(model))
     uvicorn_server = serving.GracefulServer(serving.config(app))
     sock = serving.bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
     thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]})
     thread.start()
     try:
         while not uvicorn_server.started:
             time.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(30)
+
+
+def refused(client: socket.socket, head: bytes) -> tuple[int, dict]:
+    """The answer to `head` (sent, and no more), once the server has closed the connection."""
+    client.sendall(head)
+    answer = read_response(client)
+    assert client.recv(1) == b""  # closed
+    client.close()
+    return answer
+
+
+def test_a_client_that_never_finishes_its_headers_gets_408_and_is_closed(tiny_run,
+                                                                          monkeypatch):
+    """uvicorn timed a connection out only between requests: one that sent nothing, or part
+    of its headers (also after a first answer), was held forever, a file descriptor each."""
+    with in_process(tiny_run, monkeypatch, HEADER_SECONDS=0.5) as port:
         answered = socket.create_connection(("127.0.0.1", port), timeout=10)
         answered.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(answered)[0] == 200
@@ -272,14 +292,23 @@ def test_a_client_that_never_finishes_its_headers_gets_408_and_is_closed(tiny_ru
                              (socket.create_connection(("127.0.0.1", port), timeout=10),
                               b"POST /predict HTTP/1.1\r\nHost: x\r\n"),
                              (answered, b"GET /heal")):
-            client.sendall(head)
             began = time.monotonic()
-            status, answer = read_response(client)
-            assert (status, answer) == (408, {"error": "request headers: not received within "
-                                                       "0.5 s"})
-            assert client.recv(1) == b""  # closed
+            assert refused(client, head) == (408, {"error": "request headers: not received "
+                                                            "within 0.5 s"})
             assert time.monotonic() - began < 5
-            client.close()
-    finally:
-        uvicorn_server.should_exit = True
-        thread.join(30)
+
+
+def test_headers_too_long_are_431_and_what_is_not_http_is_a_json_400(tiny_run, monkeypatch):
+    """A 40 MB header was read into memory (and answered); garbage got uvicorn's plain text."""
+    with in_process(tiny_run, monkeypatch, HEADER_SECONDS=30) as port:
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70_000
+        assert refused(socket.create_connection(("127.0.0.1", port), timeout=10), head) == (
+            431, {"error": "request headers: more than 65536 bytes"})
+        assert refused(socket.create_connection(("127.0.0.1", port), timeout=10),
+                       b"NOT HTTP AT ALL\r\n\r\n") == (
+            400, {"error": "request: not valid HTTP/1.1 (Invalid HTTP request received)"})
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 60_000
+                       + b"\r\n\r\n")
+        assert read_response(client)[0] == 200  # long, within the limit
+        client.close()

@@ -29,6 +29,7 @@ PLAIN_PNG_HEAD = 33  # the signature and the IHDR chunk, which must come first
 # chunks that change nothing Pillow makes of a grayscale PNG (tEXt and iTXt may hold XMP
 # orientation, iCCP makes libpng print warnings)
 PLAIN_PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"pHYs", b"tIME"})
+ICON_HEAD = b"\x00\x00\x01\x00"  # an ICO file: Pillow decodes its largest image as it opens it
 GREY = (0,)  # PNG colour types: grey
 ANY_COLOUR = (0, 2, 4, 6)  # ... grey, RGB, grey and alpha, RGBA (not palette)
 
@@ -36,6 +37,7 @@ ANY_COLOUR = (0, 2, 4, 6)  # ... grey, RGB, grey and alpha, RGBA (not palette)
 # file is then decoded or refused with a one-line error, and the warning, printed on stderr
 # above it, would only break the promise of one line per file.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # (see open_checked)
 
 
 def load_image(path, draft_side: int | None = None) -> Image.Image:
@@ -87,6 +89,8 @@ def decode(source, name: str, draft_side: int | None) -> Image.Image:
         raise DigitnetError(f"{name}: not an image file (cannot identify image format)") from None
     except Image.DecompressionBombError as err:
         raise DigitnetError(f"{name}: {err}") from None
+    except MemoryError:
+        raise DigitnetError(f"{name}: not enough memory to decode this image") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as err:
         raise DigitnetError(f"{name}: truncated or corrupt image ({err})") from None
 
@@ -96,7 +100,7 @@ def check_file(name: str) -> None:
     path = Path(name)
     reason = not_regular_reason(name)  # a FIFO would block the read below forever
     if reason == "not found":
-        raise DigitnetError(f"{name}: file not found")
+        raise DigitnetError(f"{name or repr(name)}: file not found")  # '': file not found
     if path.is_dir():
         raise DigitnetError(f"{name}: is a folder, not an image file")
     if reason is not None:
@@ -122,9 +126,12 @@ def open_checked(source, name: str) -> Image.Image:
 
     This check, with its clearer message, stands in for Pillow's own decompression-bomb check
     while the header is parsed (nothing large is allocated then); Pillow's is back on after.
+    An ICO is the exception: Pillow decodes its image as it opens it (a 1.5 MB icon holding a
+    20000x20000 PNG took 1.6 GB before it was refused), so Pillow's check stays on for it,
+    refusing (DecompressionBombError) what is above MAX_PIXELS.
     """
     limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2 if head(source, 4) == ICON_HEAD else None
     try:
         image = Image.open(source)
     finally:
@@ -140,6 +147,17 @@ def open_checked(source, name: str) -> Image.Image:
         raise DigitnetError(f"{name}: image is {width}x{height} pixels, a side above the "
                             f"limit of {MAX_SIDE}")
     return image
+
+
+def head(source, size: int) -> bytes:
+    """The first `size` bytes of a file name's file or of a binary stream (left where it was)."""
+    if isinstance(source, str):
+        with open(source, "rb") as file:
+            return file.read(size)
+    position = source.tell()
+    data = source.read(size)
+    source.seek(position)
+    return data
 
 
 def read_plain_png(name: str) -> np.ndarray | None:
@@ -162,6 +180,20 @@ def read_plain_png(name: str) -> np.ndarray | None:
     except OSError:
         return None
     return plain_png_pixels(data)
+
+
+def claimed_pixels(data: bytes) -> int:
+    """The pixels an encoded image's header claims, read without decoding it: what decoding
+    it may take. 0 for data whose header is refused or unreadable (decoding stops at once)."""
+    pixels = png_pixels(data)
+    if pixels is not None:
+        return pixels
+    try:
+        with open_checked(io.BytesIO(data), "upload") as image:
+            return image.width * image.height
+    except (DigitnetError, UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            IndexError, MemoryError):
+        return 0
 
 
 def png_pixels(data: bytes) -> int | None:

@@ -122,11 +122,11 @@ def predict_batch(classifier, items: list[Preprocessed], top_k: int, min_confide
     probabilities = classifier.predict(np.stack(images)[..., None]) if good else []
     if save_dir is not None and good:
         save_inputs(paths, images, save_dir)
-    found = answers(paths, probabilities, top_k, min_confidence,
-                    [bool(image.any()) for image in images], max_entropy)
-    by_path = {prediction.file: prediction for prediction in found}
-    results = [by_path.get(item.path) or Prediction(file=item.path, error=str(item.error))
-               for item in items]
+    found = iter(answers(paths, probabilities, top_k, min_confidence,
+                         [bool(image.any()) for image in images], max_entropy))
+    # in order, not by path: a path given twice may be read once and refused once
+    results = [next(found) if item.error is None
+               else Prediction(file=item.path, error=str(item.error)) for item in items]
     for result in results:
         result.model = str(classifier.path)
     return results

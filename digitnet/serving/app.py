@@ -58,6 +58,9 @@ def create_app(model_path: str | Path | None, settings: ServeSettings | None = N
         # as more only take turns (32 requests in 32 threads spent half the server's CPU
         # handing the GIL between them; bench/serve_load.py: 3.5 -> 1.9 ms per 28x28 answer).
         app.state.preprocessing = anyio.CapacityLimiter(available_cpus())
+        # ... and a large image (up to 1 GB) one at a time: six 200 KB uploads of 49-megapixel
+        # PNGs, two at once, took the server to 1.8 GB, and a core each would take 1 GB each
+        app.state.large_images = anyio.CapacityLimiter(1)
         predictor.start()
         yield
         await predictor.stop()

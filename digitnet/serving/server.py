@@ -33,6 +33,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 30  # in-flight requests get this long to finish after a stop signal
 KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this
 HEADER_SECONDS = 10  # a request's line and headers must arrive within this (then 408)
+HEADER_BYTES = 64 * 1024  # ... and be no longer than this (then 431)
 # Linux spreads connections over sockets sharing a port (SO_REUSEPORT); elsewhere the workers
 # share the first process's socket.
 SPREAD = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
@@ -122,16 +123,30 @@ def config(app) -> uvicorn.Config:
 
 
 class HeaderDeadline(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, with a deadline for each request's line and headers.
+    """uvicorn's HTTP protocol, with a deadline for each request's line and headers, and
+    errors before a request reaches the app worded as the app words its own.
 
     uvicorn times a connection out only between requests, and not once a byte of the next one
     has come: a client that connects and sends nothing, or part of its headers, held its
     connection (and a file descriptor) forever, and a few thousand such clients would hold
     them all. Now it gets a 408 and is closed after HEADER_SECONDS, counted from the
     connection or from the previous answer (the body has its own timeout, body_timeout).
+    Nor did it bound their size: a 40 MB header was read into memory and answered; now more
+    than HEADER_BYTES is a 431. A request that is not HTTP got uvicorn's plain-text 400; it
+    gets `{"error": ...}` too.
     """
 
     waiting_since: float | None = None  # awaiting a request's headers since (loop time)
+    head_bytes = 0  # bytes received since, while awaiting them
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiting_since is not None:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        if (self.waiting_since is not None and self.head_bytes > HEADER_BYTES
+                and not self.transport.is_closing()):
+            self.refuse(b"431 Request Header Fields Too Large",
+                        f"request headers: more than {HEADER_BYTES} bytes")
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -148,15 +163,23 @@ class HeaderDeadline(HttpToolsProtocol):
 
     def await_headers(self) -> None:
         started = self.waiting_since = self.loop.time()
+        self.head_bytes = 0
         self.loop.call_later(HEADER_SECONDS, self.headers_overdue, started)
 
     def headers_overdue(self, started: float) -> None:
         if self.waiting_since != started or self.transport.is_closing():
             return  # they came (this deadline is an earlier request's)
-        body = json.dumps({"error": f"request headers: not received within "
-                                    f"{HEADER_SECONDS:g} s"}, separators=(",", ":")).encode()
-        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json"
-                             b"\r\nconnection: close\r\ncontent-length: "
+        self.refuse(b"408 Request Timeout",
+                    f"request headers: not received within {HEADER_SECONDS:g} s")
+
+    def send_400_response(self, msg: str) -> None:
+        self.refuse(b"400 Bad Request", f"request: not valid HTTP/1.1 ({msg.rstrip('.')})")
+
+    def refuse(self, status: bytes, message: str) -> None:
+        """Answer `{"error": message}` with `status` and close the connection."""
+        body = json.dumps({"error": message}, separators=(",", ":")).encode()
+        self.transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+                             b"connection: close\r\ncontent-length: "
                              + str(len(body)).encode() + b"\r\n\r\n" + body)
         self.transport.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Annotated
 
 import numpy as np
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse
 from digitnet.config import NUM_CLASSES
 from digitnet.errors import DigitnetError
 from digitnet.images.batch import preprocessed_pixels
-from digitnet.images.decode import png_pixels
+from digitnet.images.decode import claimed_pixels, png_pixels
 from digitnet.images.preprocess import preprocess_bytes
 from digitnet.inference.predict import answers
 from digitnet.serving.dependencies import Model, Predictor, Settings
@@ -24,6 +25,9 @@ router = APIRouter(tags=["api"])
 # preprocessed on the event loop: a few milliseconds, less than handing them to a thread and
 # back costs; larger ones, and other formats, in a thread, so that they do not hold up others.
 INLINE_PIXELS = 100_000
+# An upload claiming more pixels than this takes up to 1 GB to preprocess: such requests are
+# preprocessed one at a time (app.state.large_images), others beside them as before.
+LARGE_PIXELS = 8_000_000
 
 IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
@@ -54,8 +58,9 @@ async def predict(request: Request, predictor: Predictor, settings: Settings,
         if small(uploads):
             arrays = preprocess_uploads(uploads)
         else:
-            arrays = await to_thread.run_sync(preprocess_uploads, uploads,
-                                              limiter=request.app.state.preprocessing)
+            async with (request.app.state.large_images if large(uploads) else nullcontext()):
+                arrays = await to_thread.run_sync(preprocess_uploads, uploads,
+                                                  limiter=request.app.state.preprocessing)
     good = [array for array in arrays if not isinstance(array, DigitnetError)]
     if not good:
         raise RequestError(422, str(arrays[0]))
@@ -77,6 +82,11 @@ def small(uploads: list[Upload]) -> bool:
             return False
         total += pixels
     return total <= INLINE_PIXELS
+
+
+def large(uploads: list[Upload]) -> bool:
+    """Whether an upload's header claims more than LARGE_PIXELS pixels."""
+    return any(claimed_pixels(upload.data) > LARGE_PIXELS for upload in uploads)
 
 
 def preprocess_uploads(uploads: list[Upload]) -> list:
