@@ -27,6 +27,8 @@ def not_regular_reason(path: str | os.PathLike) -> str | None:
         return "not found"
     except OSError as error:
         return f"cannot be read ({os_reason(error)})"
+    except ValueError:  # os.stat's "embedded null byte": a path read from stdin may hold one
+        return "cannot be read (a path cannot hold a NUL byte)"
     if stat.S_ISREG(mode):
         return None
     return f"is {FILE_KINDS.get(stat.S_IFMT(mode), 'a special file')}, not a regular file"

@@ -145,10 +145,19 @@ def test_a_path_given_twice_keeps_each_answer_in_its_place(tiny_run, tmp_path):
     assert second.error is None and second.digit is not None
 
 
-def test_an_empty_path_is_named(tiny_run):
-    result = run("predict", "", "--model", str(tiny_run))
+def test_paths_no_file_can_have_are_named_not_tracebacks(tiny_run, tmp_path):
+    """An empty path said ": file not found"; a name too long for the file system and a NUL
+    byte in a path read from stdin were tracebacks (OSError, ValueError)."""
+    good = digit_png(tmp_path / "good.png")
+    long = tmp_path / ("a" * 300 + ".png")
+    result = run("predict", "", str(long), "-", "--model", str(tiny_run),
+                 input=f"nul\0.png\n{good}\n")
     assert result.exit_code == 1
-    assert result.output.endswith("\nError: '': file not found\n")
+    lines = result.output.splitlines()
+    assert lines[1:4] == ["Error: '': file not found",
+                          f"Error: {long}: cannot be read (File name too long)",
+                          "Error: nul\\x00.png: cannot be read (a path cannot hold a NUL byte)"]
+    assert lines[4].startswith(f"{good} ") and len(lines) == 5
 
 
 def test_json_reports_errors_in_the_stream(tiny_run, tmp_path):

@@ -101,7 +101,7 @@ def check_file(name: str) -> None:
     reason = not_regular_reason(name)  # a FIFO would block the read below forever
     if reason == "not found":
         raise DigitnetError(f"{name or repr(name)}: file not found")  # '': file not found
-    if path.is_dir():
+    if os.path.isdir(name):  # (Path.is_dir raises for a name too long)
         raise DigitnetError(f"{name}: is a folder, not an image file")
     if reason is not None:
         raise DigitnetError(f"{name}: {reason}")
