@@ -191,8 +191,8 @@ def claimed_pixels(data: bytes) -> int:
     try:
         with open_checked(io.BytesIO(data), "upload") as image:
             return image.width * image.height
-    except (DigitnetError, UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
-            IndexError, MemoryError):
+    except (DigitnetError, UnidentifiedImageError, Image.DecompressionBombError, OSError,
+            SyntaxError, ValueError, EOFError, IndexError, MemoryError):
         return 0
 
 
