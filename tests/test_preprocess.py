@@ -632,16 +632,25 @@ def test_an_icon_holding_a_bomb_is_refused_before_decoding(tmp_path):
     assert preprocess_file(tmp_path / "small.ico").any()  # an ordinary icon is read
 
 
-def test_an_image_too_large_for_memory_is_a_one_line_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("raised,problem", [
+    (MemoryError(), "not enough memory to decode this image"),
+    # found by fuzzing: what Pillow's parsers raise on some damaged AVIF and TIFF files
+    (RuntimeError("Failed to decode frame 0: Decoding of color planes failed"),
+     "truncated or corrupt image (RuntimeError: Failed to decode frame 0: Decoding of color "
+     "planes failed)"),
+    (TypeError("'IFDRational' object cannot be interpreted as an integer"),
+     "truncated or corrupt image (TypeError: 'IFDRational' object cannot be interpreted as an "
+     "integer)")])
+def test_whatever_decoding_raises_is_a_one_line_error(tmp_path, monkeypatch, raised, problem):
     path = save(draw_digit(), tmp_path / "d.png")
 
-    def no_memory(image):
-        raise MemoryError
+    def failing(image):
+        raise raised
 
-    monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", failing)
     with pytest.raises(DigitnetError) as err:
         load_image(path)
-    assert str(err.value) == f"{path}: not enough memory to decode this image"
+    assert str(err.value) == f"{path}: {problem}"
 
 
 def test_a_float_image_spanning_float32s_range_is_read_without_overflow():

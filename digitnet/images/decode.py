@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from digitnet.errors import DigitnetError, os_reason
+from digitnet.errors import DigitnetError, first_line, os_reason
 from digitnet.inputs import not_regular_reason
 
 MAX_PIXELS = 50_000_000  # larger images are refused before any pixel is decoded
@@ -93,6 +93,12 @@ def decode(source, name: str, draft_side: int | None) -> Image.Image:
         raise DigitnetError(f"{name}: not enough memory to decode this image") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as err:
         raise DigitnetError(f"{name}: truncated or corrupt image ({err})") from None
+    except DigitnetError:
+        raise
+    except Exception as err:  # what else Pillow's parsers raise on damaged data: AVIF's
+        # RuntimeError, a TIFF tag's TypeError, ... (found by fuzzing; a traceback, or a 500)
+        raise DigitnetError(f"{name}: truncated or corrupt image "
+                            f"({type(err).__name__}: {first_line(err)})") from None
 
 
 def check_file(name: str) -> None:
@@ -191,8 +197,7 @@ def claimed_pixels(data: bytes) -> int:
     try:
         with open_checked(io.BytesIO(data), "upload") as image:
             return image.width * image.height
-    except (DigitnetError, UnidentifiedImageError, Image.DecompressionBombError, OSError,
-            SyntaxError, ValueError, EOFError, IndexError, MemoryError):
+    except Exception:  # refused or unreadable: decoding will stop at once
         return 0
 
 
