@@ -552,6 +552,13 @@ SVG_REFUSED = "SVG is not supported; export it as PNG"
     ("photo.png", b"hello, not an image\n", "not an image file (cannot identify image format)"),
     ("d.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", SVG_REFUSED),
     ("d.png", b"<?xml version='1.0'?>\n<svg></svg>", SVG_REFUSED),
+    # said "not an image file", or (EPS) "truncated or corrupt image (Unable to locate
+    # Ghostscript on paths)": Pillow runs Ghostscript on an EPS, where it is installed
+    ("photo.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic",
+     "HEIC/HEIF is not supported; export it as JPEG or PNG"),
+    ("page.pdf", b"%PDF-1.4\n%%EOF\n", "PDF is not supported; export it as PNG"),
+    ("page.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n",
+     "PostScript is not supported; export it as PNG"),
 ])
 def test_bad_files(tmp_path, name, content, message):
     path = tmp_path / name
@@ -907,6 +914,34 @@ def png_bytes(image: Image.Image, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", **options)
     return buffer.getvalue()
+
+
+def no_palette_png() -> bytes:
+    """An 8x8 palette PNG without its palette (PLTE chunk)."""
+    header = struct.pack(">IIBBBBB", 8, 8, 8, 3, 0, 0, 0)  # 8x8, 8-bit palette indices
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+            + png_chunk(b"IDAT", zlib.compress(b"\0" * 9 * 8)) + png_chunk(b"IEND", b""))
+
+
+def test_a_palette_png_without_its_palette_is_refused(tmp_path):
+    """Pillow decoded it, then failed an assert asked for its colours (a traceback, a 500)."""
+    path = tmp_path / "no-palette.png"
+    path.write_bytes(no_palette_png())
+    with pytest.raises(DigitnetError) as err:
+        preprocess_file(path)
+    assert str(err.value) == f"{path}: truncated or corrupt image (a palette image without its " \
+                             f"palette)"
+
+
+def test_the_quick_path_leaves_a_second_header_chunk_to_pillow_quietly(tmp_path, capfd):
+    """OpenCV's libpng printed "libpng error: IHDR: out of place" on stderr (then Pillow read
+    the file, as now)."""
+    plain = png_bytes(draw_digit(size=(60, 50), box=(10, 5, 50, 45), width=4))
+    path = tmp_path / "header-twice.png"
+    path.write_bytes(with_chunk(plain, plain[8:33]))
+    assert imagefile.read_plain_png(str(path)) is None
+    assert preprocess_file(path).any()
+    assert capfd.readouterr().err == ""
 
 
 def png_variants(tmp_path: Path) -> dict:

@@ -23,7 +23,7 @@ from digitnet.serving.batcher import MicroBatcher
 from digitnet.serving.model import ServedModel, load_served_model
 from digitnet.serving.settings import ServeSettings, parse_size
 from digitnet.serving.uploads import Upload
-from tests.test_preprocess import icon
+from tests.test_preprocess import icon, no_palette_png
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -127,6 +127,7 @@ def test_blank_canvas_is_unknown(client):
     ("bomb.png", bomb_png()),
     ("sliver.png", bomb_png(1, 49_000_000)),  # took 6.4 s and 1.7 GB, then answered
     ("icon.ico", icon(bomb_png(8000))),  # decoded (256 MB) before it was refused
+    ("no-palette.png", no_palette_png()),  # a 500 (Pillow's AssertionError)
 ])
 def test_unusable_image_is_422_with_the_cli_message(client, tiny_run, tmp_path, name, data):
     path = tmp_path / name

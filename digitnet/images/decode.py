@@ -6,6 +6,7 @@ The first stage of preprocessing (see digitnet.images.preprocess). No TensorFlow
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -29,6 +30,12 @@ PLAIN_PNG_HEAD = 33  # the signature and the IHDR chunk, which must come first
 # chunks that change nothing Pillow makes of a grayscale PNG (tEXt and iTXt may hold XMP
 # orientation, iCCP makes libpng print warnings)
 PLAIN_PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"pHYs", b"tIME"})
+# What a file's first bytes say it is, when Pillow will not read it: a clearer refusal than
+# "not an image file". EPS is read by running Ghostscript on the file (were it installed), which
+# no file from a stranger should do: refused like the others.
+NOT_READ = {b"%PDF": "PDF", b"%!PS": "PostScript", b"\xc5\xd0\xd3\xc6": "PostScript"}
+HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+NOT_OPENED = ("EPS",)  # Pillow's formats never opened (see NOT_READ)
 ICON_HEAD = b"\x00\x00\x01\x00"  # an ICO file: Pillow decodes its largest image as it opens it
 GREY = (0,)  # PNG colour types: grey
 ANY_COLOUR = (0, 2, 4, 6)  # ... grey, RGB, grey and alpha, RGBA (not palette)
@@ -82,11 +89,15 @@ def decode(source, name: str, draft_side: int | None) -> Image.Image:
             if draft_side:
                 image.draft(image.mode, (draft_side, draft_side))
             image.load()  # the first frame only
+            if image.mode in ("P", "PA") and image.palette is None:  # a PNG without PLTE:
+                # Pillow decodes it, and fails an assert when asked for its colours
+                raise DigitnetError(f"{name}: truncated or corrupt image (a palette image "
+                                    f"without its palette)")
             # in place: a copy of a 49-megapixel RGBA image would be 196 MB more
             ImageOps.exif_transpose(image, in_place=True)
         return image
     except UnidentifiedImageError:
-        raise DigitnetError(f"{name}: not an image file (cannot identify image format)") from None
+        raise DigitnetError(f"{name}: {unidentified(head(source, 12))}") from None
     except Image.DecompressionBombError as err:
         raise DigitnetError(f"{name}: {err}") from None
     except MemoryError:
@@ -99,6 +110,23 @@ def decode(source, name: str, draft_side: int | None) -> Image.Image:
         # RuntimeError, a TIFF tag's TypeError, ... (found by fuzzing; a traceback, or a 500)
         raise DigitnetError(f"{name}: truncated or corrupt image "
                             f"({type(err).__name__}: {first_line(err)})") from None
+
+
+def unidentified(start: bytes) -> str:
+    """What to say of a file Pillow does not open, from its first 12 bytes."""
+    if start[4:8] == b"ftyp" and start[8:12] in HEIF_BRANDS:
+        return "HEIC/HEIF is not supported; export it as JPEG or PNG"
+    for magic, kind in NOT_READ.items():
+        if start.startswith(magic):
+            return f"{kind} is not supported; export it as PNG"
+    return "not an image file (cannot identify image format)"
+
+
+@functools.cache
+def opened_formats() -> tuple[str, ...]:
+    """The formats Pillow may open: all it has but NOT_OPENED."""
+    Image.init()
+    return tuple(kind for kind in Image.OPEN if kind not in NOT_OPENED)
 
 
 def check_file(name: str) -> None:
@@ -139,7 +167,7 @@ def open_checked(source, name: str) -> Image.Image:
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2 if head(source, 4) == ICON_HEAD else None
     try:
-        image = Image.open(source)
+        image = Image.open(source, formats=opened_formats())
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     width, height = image.size
@@ -276,6 +304,8 @@ def plain_png_chunks(data: memoryview, colours: tuple[int, ...] = GREY) -> bool:
         end = position + 12 + length
         if end > len(data) or kind not in PLAIN_PNG_CHUNKS:
             return False
+        if (kind == b"IHDR") != (position == len(PNG_SIGNATURE)):
+            return False  # IHDR first and only once (libpng would print its complaint)
         if zlib.crc32(data[position + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
             return False
         if position == len(PNG_SIGNATURE) and not plain_png_header(
