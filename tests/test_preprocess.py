@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -933,14 +934,27 @@ def test_a_palette_png_without_its_palette_is_refused(tmp_path):
                              f"palette)"
 
 
-def test_the_quick_path_leaves_a_second_header_chunk_to_pillow_quietly(tmp_path, capfd):
-    """OpenCV's libpng printed "libpng error: IHDR: out of place" on stderr (then Pillow read
-    the file, as now)."""
+def split_idat(png: bytes) -> bytes:
+    """The PNG with its one IDAT chunk cut in two around another chunk (pHYs)."""
+    start = png.index(b"IDAT") - 4
+    end = start + 12 + int.from_bytes(png[start:start + 4], "big")
+    data = png[start + 8:end - 4]
+    return (png[:start] + png_chunk(b"IDAT", data[:9])
+            + png_chunk(b"pHYs", struct.pack(">IIB", 1, 1, 0)) + png_chunk(b"IDAT", data[9:])
+            + png[end:])
+
+
+@pytest.mark.parametrize("variant", ["header-twice", "split-idat"])
+def test_the_quick_path_leaves_odd_chunks_to_pillow_quietly(tmp_path, capfd, variant):
+    """OpenCV's libpng printed "libpng error: IHDR: out of place" or "libpng error: Not enough
+    image data" on stderr above the file's answer or its one-line error."""
     plain = png_bytes(draw_digit(size=(60, 50), box=(10, 5, 50, 45), width=4))
-    path = tmp_path / "header-twice.png"
-    path.write_bytes(with_chunk(plain, plain[8:33]))
+    path = tmp_path / f"{variant}.png"
+    path.write_bytes(with_chunk(plain, plain[8:33]) if variant == "header-twice"
+                     else split_idat(plain))
     assert imagefile.read_plain_png(str(path)) is None
-    assert preprocess_file(path).any()
+    with contextlib.suppress(DigitnetError):  # Pillow refuses the split IDAT, in one line
+        preprocess_file(path)
     assert capfd.readouterr().err == ""
 
 

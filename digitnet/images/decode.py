@@ -296,8 +296,14 @@ def is_grey(bgr: np.ndarray) -> bool:
 
 
 def plain_png_chunks(data: memoryview, colours: tuple[int, ...] = GREY) -> bool:
-    """Whether a PNG file's chunks are those of a plain 8-bit image of these colour types."""
+    """Whether a PNG file's chunks are those of a plain 8-bit image of these colour types,
+    its image data one run of IDAT chunks.
+
+    The IDAT data is not inflated here (a check that would cost half of a canvas's decoding
+    time): a file crafted with right checksums around corrupt compressed data makes OpenCV's
+    libpng print a line on stderr before Pillow refuses it."""
     position = len(PNG_SIGNATURE)
+    idats_end = None  # where the run of IDAT chunks ended
     while position + 12 <= len(data):
         length = int.from_bytes(data[position:position + 4], "big")
         kind = bytes(data[position + 4:position + 8])
@@ -311,6 +317,10 @@ def plain_png_chunks(data: memoryview, colours: tuple[int, ...] = GREY) -> bool:
         if position == len(PNG_SIGNATURE) and not plain_png_header(
                 data[position + 8:end - 4], colours):
             return False
+        if kind == b"IDAT":
+            if idats_end not in (None, position):
+                return False  # two runs of IDAT (libpng would print its complaint)
+            idats_end = end
         if kind == b"IEND":
             return True
         position = end
