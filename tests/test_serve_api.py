@@ -427,8 +427,18 @@ def test_large_images_are_preprocessed_one_at_a_time(served, monkeypatch):
     buffer = io.BytesIO()
     drawing(1, 400, "RGB").save(buffer, format="TIFF")  # not a PNG: its size read by Pillow
     assert most_at_once(served, monkeypatch, buffer.getvalue()) == 1
-    assert not api.large([Upload("a.png", png_bytes(drawing(1, 299)))])
-    assert not api.large([Upload("notes.png", b"not an image")])
+    assert api.claimed_largest([Upload("a.png", png_bytes(drawing(1, 299))),
+                                Upload("notes.png", b"not an image")]) == 299 * 299
+
+
+def test_a_form_of_too_many_pixels_in_all_is_413_before_any_is_decoded(client):
+    """64 files of 7000x7000 (a 4 MB form) took 40 s of the server's CPU."""
+    files = [("file", (f"{i}.png", bomb_png(7000), "image/png")) for i in range(5)]
+    response = client.post("/predict", files=files)
+    assert (response.status_code, response.json()) == (413, {
+        "error": "request body: images of 245000000 pixels in all, above this server's limit "
+                 "of 200000000 a request (send them in several)"})
+    assert client.post("/predict", files=files[:4]).status_code == 422  # each refused alone
 
 
 def test_small_pngs_are_preprocessed_on_the_event_loop_and_others_in_a_thread(served,

@@ -218,10 +218,12 @@ def read_plain_png(name: str) -> np.ndarray | None:
 
 def claimed_pixels(data: bytes) -> int:
     """The pixels an encoded image's header claims, read without decoding it: what decoding
-    it may take. 0 for data whose header is refused or unreadable (decoding stops at once)."""
+    it may take. 0 for data whose header is refused (above MAX_PIXELS or MAX_SIDE) or
+    unreadable: its decoding stops at once."""
     pixels = png_pixels(data)
     if pixels is not None:
-        return pixels
+        sides = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return pixels if pixels <= MAX_PIXELS and max(sides) <= MAX_SIDE else 0
     try:
         with open_checked(io.BytesIO(data), "upload") as image:
             return image.width * image.height

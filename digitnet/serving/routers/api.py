@@ -13,11 +13,11 @@ from fastapi.responses import JSONResponse
 from digitnet.config import NUM_CLASSES
 from digitnet.errors import DigitnetError
 from digitnet.images.batch import preprocessed_pixels
-from digitnet.images.decode import claimed_pixels, png_pixels
+from digitnet.images.decode import MAX_PIXELS, claimed_pixels, png_pixels
 from digitnet.images.preprocess import preprocess_bytes
 from digitnet.inference.predict import answers
 from digitnet.serving.dependencies import Model, Predictor, Settings
-from digitnet.serving.uploads import RequestError, Upload, read_uploads
+from digitnet.serving.uploads import BODY_NAME, RequestError, Upload, read_uploads
 
 router = APIRouter(tags=["api"])
 
@@ -28,6 +28,9 @@ INLINE_PIXELS = 100_000
 # An upload claiming more pixels than this takes up to 1 GB to preprocess: such requests are
 # preprocessed one at a time (app.state.large_images), others beside them as before.
 LARGE_PIXELS = 8_000_000
+# The images of one request claim at most this many pixels in all: 64 files of 7000x7000 (a
+# 4 MB form) took minutes of CPU; more is refused (413) before any is decoded.
+MAX_REQUEST_PIXELS = 4 * MAX_PIXELS
 
 IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
@@ -58,7 +61,9 @@ async def predict(request: Request, predictor: Predictor, settings: Settings,
         if small(uploads):
             arrays = preprocess_uploads(uploads)
         else:
-            async with (request.app.state.large_images if large(uploads) else nullcontext()):
+            largest = claimed_largest(uploads)
+            async with (request.app.state.large_images if largest > LARGE_PIXELS
+                        else nullcontext()):
                 arrays = await to_thread.run_sync(preprocess_uploads, uploads,
                                                   limiter=request.app.state.preprocessing)
     good = [array for array in arrays if not isinstance(array, DigitnetError)]
@@ -84,9 +89,18 @@ def small(uploads: list[Upload]) -> bool:
     return total <= INLINE_PIXELS
 
 
-def large(uploads: list[Upload]) -> bool:
-    """Whether an upload's header claims more than LARGE_PIXELS pixels."""
-    return any(claimed_pixels(upload.data) > LARGE_PIXELS for upload in uploads)
+def claimed_largest(uploads: list[Upload]) -> int:
+    """The most pixels an upload's header claims.
+
+    Raises:
+      RequestError: 413 when they claim more than MAX_REQUEST_PIXELS in all.
+    """
+    claimed = [claimed_pixels(upload.data) for upload in uploads]
+    if sum(claimed) > MAX_REQUEST_PIXELS:
+        raise RequestError(413, f"{BODY_NAME}: images of {sum(claimed)} pixels in all, above "
+                                f"this server's limit of {MAX_REQUEST_PIXELS} a request (send "
+                                f"them in several)")
+    return max(claimed)
 
 
 def preprocess_uploads(uploads: list[Upload]) -> list:
