@@ -170,6 +170,7 @@ class AugmentConfig:
     jitter_pixels: int = 0  # random shift by whole pixels in +-jitter_pixels: a copy, no resampling
     elastic_pixels: float = 0.0  # elastic distortion (Simard 2003): largest displacement in px
     lines: float = 0.0  # probability of a straight line near the digit: a box edge, a ruled line
+    pipeline: float = 0.0  # share of digits swapped for what predict's preprocessing makes of them
 
     def __post_init__(self) -> None:
         self.check()
@@ -180,7 +181,7 @@ class AugmentConfig:
             value = getattr(self, name)
             _require(f"training.augment.{name}", value >= 0, "a number >= 0", value)
         _require("training.augment.scale", self.scale < 1, "a number in [0, 1)", self.scale)
-        for name in ("thickness", "lines"):
+        for name in ("thickness", "lines", "pipeline"):
             value = getattr(self, name)
             _require(f"training.augment.{name}", 0 <= value <= 1, "a probability in [0, 1]",
                      value)

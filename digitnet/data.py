@@ -7,6 +7,7 @@ run's manifest can say exactly which data trained it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import gzip
 import logging
 import math
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.errors import DigitnetError, first_line, os_reason
-from digitnet.runs.layout import file_sha256
+from digitnet.runs.layout import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,23 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> None:
 
 def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "digitnet")
+
+
+def cached_images(path: Path, shape: tuple, make) -> np.ndarray:
+    """The uint8 array of `shape` kept at `path` (a generated bank in the cache folder), or
+    `make()`'s, then kept there; a file that is not such an array (unreadable, another shape or
+    type, a header claiming more than memory holds) is made again, and an unwritable folder
+    only costs the time again next run."""
+    with contextlib.suppress(OSError, ValueError, EOFError, MemoryError):
+        bank = np.load(path)
+        if bank.dtype == np.uint8 and bank.shape == tuple(shape):
+            return bank
+    bank = make()
+    with contextlib.suppress(OSError, DigitnetError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            np.save(tmp, bank)
+    return bank
 
 
 def download_mnist(url: str = MNIST_URL, sha256: str = MNIST_SHA256) -> Path:

@@ -327,6 +327,49 @@ def test_jax_batches_made_on_the_device_are_the_defined_ones():
     assert not np.array_equal(np.asarray(images), padded[:, 1:29, 1:29])
 
 
+def test_jax_batches_swap_that_share_of_the_digits_for_their_pipeline_versions(monkeypatch):
+    """training.augment.pipeline on JAX: each digit is its preprocessed version where the step's
+    draw (seed, step, 2) says so, its label unchanged; the outliers stay as they were; the
+    batches from one gather of windows (jitter alone) are the general path's."""
+    from digitnet.config import TrainingConfig
+    from digitnet.data import to_model_input
+    from digitnet.training.backends import jax as jax_backend
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 256, (23, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, 23)
+    preprocessed = 255 - x
+    others = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    training = TrainingConfig(batch_size=5, seed=3, outliers=0.4,
+                              augment=AugmentConfig(pipeline=0.5))
+    batches = jax_backend.training_batches(x, y, training, 0, 4, others, preprocessed)
+    swapped = 0
+    for step in range(8):
+        epoch, row = divmod(step, 4)
+        rows = np.random.default_rng([3, epoch]).permutation(23)[row * 5: row * 5 + 5]
+        chosen = np.random.default_rng([3, step, 2]).random(5) < 0.5
+        pick = np.random.default_rng([3, step, 1]).integers(0, 7, 2)
+        digits = np.where(chosen[:, None, None], preprocessed[rows], x[rows])
+        images, labels = next(batches)
+        assert np.array_equal(np.asarray(images),
+                              to_model_input(np.concatenate([digits, others[pick]])))
+        assert np.array_equal(np.asarray(labels)[:5], np.eye(10, dtype=np.float32)[y[rows]])
+        assert np.array_equal(np.asarray(labels)[5:], np.full((2, 10), 0.1, np.float32))
+        swapped += chosen.sum()
+    assert 0 < swapped < 40
+    jittered = dataclasses.replace(training, augment=AugmentConfig(pipeline=0.5, jitter_pixels=1))
+    monkeypatch.setattr(jax_backend, "only_shifts", lambda augment: False)
+    general = jax_backend.training_batches(x, y, jittered, 0, 4, others, preprocessed)
+    wanted = [next(general) for _ in range(6)]
+    monkeypatch.undo()
+    assert jax_backend.only_shifts(jittered.augment)
+    shifted = jax_backend.training_batches(x, y, jittered, 0, 4, others, preprocessed)
+    for want_images, want_labels in wanted:
+        images, labels = next(shifted)
+        assert np.array_equal(np.asarray(images), np.asarray(want_images))
+        assert np.array_equal(np.asarray(labels), np.asarray(want_labels))
+
+
 def test_jax_pixels_convert_to_numpys_quotient_for_every_value():
     """uint8 -> float32 on the device is numpy's x / 255 (to_model_input) for all 256 values,
     compiled; XLA's own x / 255 differs in the last bit for some of them."""

@@ -14,16 +14,13 @@ and other shapes, and solid blobs (what a photo, a blank page or noise becomes).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitnet.data import cache_dir
-from digitnet.errors import DigitnetError
-from digitnet.runs import layout
+from digitnet.data import cache_dir, cached_images
 
 # The drawing code imports Pillow and digitnet.images (with OpenCV) in its functions: a run whose
 # bank is in the cache does not need them (20 MB).
@@ -199,13 +196,4 @@ def outlier_images(seed: int) -> np.ndarray:
     seconds); a cached file that is not such a bank (unreadable, another shape, a header claiming
     more than memory holds) is made again."""
     path = cache_dir() / f"outliers-v{BANK_VERSION}-seed{seed}.npy"
-    with contextlib.suppress(OSError, ValueError, EOFError, MemoryError):
-        bank = np.load(path)
-        if bank.dtype == np.uint8 and bank.shape == (BANK_SIZE, 28, 28):
-            return bank
-    bank = outlier_bank(seed=seed)
-    with contextlib.suppress(OSError, DigitnetError):  # unwritable: it costs the time next run
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with layout.atomic_path(path) as tmp:
-            np.save(tmp, bank)
-    return bank
+    return cached_images(path, (BANK_SIZE, 28, 28), lambda: outlier_bank(seed=seed))

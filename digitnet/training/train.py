@@ -111,14 +111,17 @@ def steps_per_epoch(num_examples: int, training: TrainingConfig) -> int:
 
 
 def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, first_epoch: int,
-                     outliers: np.ndarray | None = None):
+                     outliers: np.ndarray | None = None, preprocessed: np.ndarray | None = None):
     """The backend's endless stream of shuffled one-hot batches from uint8 images, epoch after
     epoch; each epoch's order is a pure function of (seed, epoch), so a resume is exact. With
     `outliers` (uint8 non-digits) and `training.outliers` > 0, each batch also gets that share
     of them, drawn by the global step, with the uniform distribution as their target (outlier
-    exposure)."""
+    exposure). With `preprocessed` (uint8, row i what predict's preprocessing makes of x[i]) and
+    `training.augment.pipeline` > 0, each digit of a batch is that version of itself with that
+    probability, drawn by the global step."""
     return backends.current().training_batches(x, y, training, first_epoch,
-                                               steps_per_epoch(len(x), training), outliers)
+                                               steps_per_epoch(len(x), training), outliers,
+                                               preprocessed)
 
 
 def fit(model, splits: Splits, config: Config, first_epoch: int = 0,
@@ -132,9 +135,15 @@ def fit(model, splits: Splits, config: Config, first_epoch: int = 0,
         from digitnet.training.outliers import outlier_images  # drawing code: on a cache miss
 
         outliers = outlier_images(training.seed)
+    preprocessed = None
+    if training.augment.pipeline:  # the same: made once per training set, then cached
+        from digitnet.training.preprocessed import preprocessed_images
+
+        preprocessed = preprocessed_images(splits.x_train)
     started = time.perf_counter()
     model.fit(
-        training_batches(splits.x_train, splits.y_train, training, first_epoch, outliers),
+        training_batches(splits.x_train, splits.y_train, training, first_epoch, outliers,
+                         preprocessed),
         steps_per_epoch=steps_per_epoch(len(splits.x_train), training),
         epochs=training.epochs, initial_epoch=first_epoch,
         callbacks=[EagerValidation(splits.x_val, splits.y_val), *callbacks],

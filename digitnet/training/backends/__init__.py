@@ -10,7 +10,8 @@ One module per backend (tensorflow.py, jax.py) with the same small interface:
     distribution(devices)                   a context manager: data-parallel over `devices`
     fuse_adam(optimizer) -> optimizer       TensorFlow's one-pass Adam kernel, or as is
     learning_rate(optimizer) -> float       the rate of the next step, for the logs
-    training_batches(x, y, training, first_epoch, steps)   the input pipeline and augmentation
+    training_batches(x, y, training, first_epoch, steps, outliers, preprocessed)   the input
+                                            pipeline and augmentation
     prepare_export()                        start what the export will need (JAX: its process)
     start_litert_export(model, keras_path, tflite_path) -> wait()   the LiteRT file of a saved
                                             model; wait() returns once it is written

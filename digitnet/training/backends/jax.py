@@ -183,7 +183,7 @@ def fuse_adam(optimizer):
 
 
 def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: int,
-                     outliers=None):
+                     outliers=None, preprocessed=None):
     """An endless stream of shuffled one-hot batches, epoch after epoch, made on the device.
 
     Each epoch's order is a pure function of (seed, epoch) and each batch's augmentation and
@@ -191,17 +191,26 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
     step), so a resumed run sees exactly the batches an uninterrupted run would. In a
     multi-process job each process yields its own contiguous slice of every global batch; the
     random draws are made for the whole batch and sliced, so the job trains on the same images
-    as one process would.
+    as one process would. With `preprocessed` (row i: predict's preprocessing of x[i]) and
+    `training.augment.pipeline` > 0, each digit is swapped for that version of itself with that
+    probability, drawn by the global step: the batch makers see the two as one bank of digits.
     """
     batch, process, processes = training.batch_size, jax.process_index(), jax.process_count()
     extra = round(training.outliers * batch) if outliers is not None else 0
     total = batch + extra
     local = slice(process * total // processes, (process + 1) * total // processes)
+    count = len(x)
+    swap = training.augment.pipeline if preprocessed is not None else 0.0
+    if swap:  # row count + i: x[i] as predict's preprocessing gives it to the model
+        x, y = np.concatenate([x, preprocessed]), np.concatenate([y, y])
     make = batch_maker(x, y, outliers if extra else None, training, extra, local)
     step = first_epoch * steps
     for epoch in itertools.count(first_epoch):
-        order = np.random.default_rng([training.seed, epoch]).permutation(len(x))
+        order = np.random.default_rng([training.seed, epoch]).permutation(count)
         for rows in order[: steps * batch].reshape(steps, batch):
+            if swap:
+                chosen = np.random.default_rng([training.seed, step, 2]).random(batch) < swap
+                rows = np.where(chosen, rows + count, rows)
             pick = (np.random.default_rng([training.seed, step, 1]).integers(
                 0, len(outliers), extra) if extra else NO_ROWS)
             yield make(rows.astype(np.int32), pick.astype(np.int32), np.int32(step))
@@ -304,8 +313,9 @@ OFFSET_STEPS = 256  # the jitter offsets of this many steps are drawn by one cal
 
 
 def only_shifts(augment: AugmentConfig) -> bool:
-    """Whether the augmentation is jitter alone, or none: whole-pixel shifts of the images."""
-    return not dataclasses.replace(augment, jitter_pixels=0).enabled
+    """Whether the augmentation is jitter alone, or none: whole-pixel shifts of the images (the
+    pipeline's versions of the digits are rows of the bank, swapped in before either maker)."""
+    return not dataclasses.replace(augment, jitter_pixels=0, pipeline=0.0).enabled
 
 
 def offset_drawer(seed: int, pixels: int):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from digitnet.config import NUM_CLASSES, TrainingConfig
@@ -95,7 +96,7 @@ def fused_adam_update(self, gradient, variable, learning_rate):
 
 
 def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: int,
-                     outliers=None):
+                     outliers=None, preprocessed=None):
     """An endless tf.data stream of shuffled one-hot batches, epoch after epoch.
 
     `x` holds uint8 images (N, 28, 28); each batch becomes float32 (B, 28, 28, 1) in [0, 1] as
@@ -104,12 +105,15 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
     Each epoch's order is a pure function of (seed, epoch), so a resumed run sees exactly the
     batches an uninterrupted run would have seen. With `outliers` (uint8 non-digits) and
     `training.outliers` > 0, each batch also gets that share of them, drawn by the global step,
-    with the uniform distribution as their target (outlier exposure).
+    with the uniform distribution as their target (outlier exposure). With `preprocessed` (row i:
+    predict's preprocessing of x[i]) and `training.augment.pipeline` > 0, each digit is swapped
+    for that version of itself with that probability, drawn by the global step.
     """
     from digitnet.training.augment import augment_batch
 
-    batch = training.batch_size
-    images = rows_of(x)
+    batch, count = training.batch_size, len(x)
+    swap = training.augment.pipeline if preprocessed is not None else 0.0
+    images = rows_of(np.concatenate([x, preprocessed]) if swap else x)  # row count + i: x[i]'s
     labels = tf.one_hot(tf.constant(y), NUM_CLASSES)
 
     def epoch_order(epoch):
@@ -122,8 +126,13 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
     others = rows_of(outliers) if extra else None
 
     def gather(step, idx):
-        batch_images, batch_labels = images(idx), tf.gather(labels, idx)
         seed = tf.stack([tf.constant(training.seed, tf.int64), step])
+        rows = idx
+        if swap:  # these digits as predict's preprocessing gives them to the model
+            chosen = tf.random.stateless_uniform(
+                [batch], tf.random.experimental.stateless_fold_in(seed, 2)) < swap
+            rows = tf.where(chosen, idx + count, idx)
+        batch_images, batch_labels = images(rows), tf.gather(labels, idx)
         if extra:  # outlier exposure: non-digits whose target is "any digit, equally"
             pick = tf.random.stateless_uniform(
                 [extra], tf.random.experimental.stateless_fold_in(seed, 1), 0, len(outliers),

@@ -1,0 +1,135 @@
+"""training.augment.pipeline: training digits swapped for what predict's preprocessing makes
+of them (digitnet/training/preprocessed.py)."""
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from digitnet.config import AugmentConfig, TrainingConfig, load_config
+from digitnet.data import to_model_input
+from digitnet.images.preprocess import preprocess_file
+from digitnet.training.backends import tensorflow as tf_backend
+from digitnet.training.preprocessed import (
+    SCAN_SCALE,
+    preprocessed_bank,
+    preprocessed_images,
+    scan_to_mnist,
+)
+from tests.conftest import TINY_OVERRIDES
+
+
+def drawn_digits() -> np.ndarray:
+    """Three MNIST-like digits, white ink on black, 20 px tall: a 7, a 0 and a 1."""
+    digits = np.zeros((3, 28, 28), np.uint8)
+    cv2.polylines(digits[0], [np.array([[8, 5], [20, 5], [12, 22]])], False, 255, 2, cv2.LINE_AA)
+    cv2.ellipse(digits[1], (14, 14), (6, 9), 0, 0, 360, 255, 2, cv2.LINE_AA)
+    cv2.line(digits[2], (15, 5), (13, 22), 255, 2, cv2.LINE_AA)
+    return digits
+
+
+def centre(image: np.ndarray) -> np.ndarray:
+    """(row, column) of the image's centre of mass."""
+    weights, places = image / image.sum(), np.arange(28)
+    return np.array([(weights.sum(1) * places).sum(), (weights.sum(0) * places).sum()])
+
+
+def test_a_digit_is_what_predict_makes_of_a_clean_scan_of_it(tmp_path):
+    """Each digit of the bank is predict's 28x28 input for a PNG of the digit drawn as dark ink
+    on white paper, SCAN_SCALE times larger; for a clean MNIST-like digit that is the digit
+    itself, redrawn: the same shape, 20 px long, centred by mass."""
+    digits = drawn_digits()
+    bank = scan_to_mnist(digits)
+    assert bank.dtype == np.uint8 and bank.shape == digits.shape
+    side = 28 * SCAN_SCALE
+    for index, (digit, made) in enumerate(zip(digits, bank)):
+        path = tmp_path / f"scan{index}.png"
+        Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BILINEAR).save(path)
+        np.testing.assert_array_equal(made, np.round(preprocess_file(path) * 255))
+        assert made.any() and not np.array_equal(made, digit)  # redrawn, not copied
+        rows = np.flatnonzero((made > 127).any(axis=1))
+        assert 19 <= rows[-1] - rows[0] + 1 <= 21
+        assert np.abs(centre(made) - 14).max() <= 0.6
+        shift = np.round(centre(made) - centre(digit)).astype(int)
+        moved = np.roll(digit, tuple(shift), axis=(0, 1)) > 127
+        ink = made > 127
+        assert (ink & moved).sum() / (ink | moved).sum() > 0.6
+
+
+def test_the_bank_made_in_worker_processes_is_the_serial_one(monkeypatch):
+    monkeypatch.setattr("digitnet.training.preprocessed.CHUNK", 2)
+    digits = np.concatenate([drawn_digits(), drawn_digits()[:2]])
+    np.testing.assert_array_equal(preprocessed_bank(digits, workers=2), scan_to_mnist(digits))
+
+
+def test_the_bank_is_made_once_per_training_set_and_then_read_from_the_cache(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def counting(digits):
+        calls.append(len(digits))
+        return scan_to_mnist(digits)
+
+    monkeypatch.setattr("digitnet.training.preprocessed.preprocessed_bank", counting)
+    digits = drawn_digits()
+    first = preprocessed_images(digits)
+    np.testing.assert_array_equal(preprocessed_images(digits), first)
+    assert calls == [3] and len(list(tmp_path.glob("preprocessed-*.npy"))) == 1
+    other = preprocessed_images(digits[:2])  # another training set: another bank
+    np.testing.assert_array_equal(other, first[:2])
+    assert calls == [3, 2] and len(list(tmp_path.glob("preprocessed-*.npy"))) == 2
+
+
+def test_tensorflow_batches_swap_that_share_of_the_digits_for_their_pipeline_versions():
+    """With training.augment.pipeline p each digit of a batch is its preprocessed version with
+    probability p (drawn by the step: the same again, and the same after a resume), its label
+    unchanged; p = 0 never swaps, p = 1 always."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, 30).astype(np.int32)
+    preprocessed = 255 - x
+    raw, swapped = to_model_input(x), to_model_input(preprocessed)
+    counts = {}
+    for share in (0.0, 0.5, 1.0):
+        training = TrainingConfig(batch_size=10, seed=1, augment=AugmentConfig(pipeline=share))
+        stream = tf_backend.training_batches(x, y, training, 0, 3, None, preprocessed)
+        batches = [(a.numpy(), b.numpy()) for a, b in stream.take(6)]
+        counts[share] = 0
+        for images, labels in batches:
+            for image, label in zip(images, labels):
+                raw_rows = [j for j in range(30) if np.array_equal(image, raw[j])]
+                swapped_rows = [j for j in range(30) if np.array_equal(image, swapped[j])]
+                assert len(raw_rows + swapped_rows) == 1
+                assert label.argmax() == y[(raw_rows + swapped_rows)[0]] and label.max() == 1
+                counts[share] += len(swapped_rows)
+        resumed = tf_backend.training_batches(x, y, training, 1, 3, None, preprocessed)
+        for (images, _), (again, _) in zip(batches[3:], resumed.take(3)):
+            np.testing.assert_array_equal(images, again.numpy())
+    assert counts[0.0] == 0 and counts[1.0] == 60 and 15 <= counts[0.5] <= 45
+
+
+def test_training_with_the_pipeline_share_trains_on_the_training_splits_bank(tmp_path,
+                                                                             monkeypatch,
+                                                                             tiny_data_dir):
+    from digitnet.data import load_mnist, resolve_source, split_validation
+    from digitnet.training import train
+
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DIGITNET_RUNS_DIR", str(tmp_path / "runs"))
+    given = []
+    real = train.training_batches
+
+    def recording(x, y, training, first_epoch, outliers=None, preprocessed=None):
+        given.append((x, preprocessed))
+        return real(x, y, training, first_epoch, outliers, preprocessed)
+
+    monkeypatch.setattr(train, "training_batches", recording)
+    config = load_config(None, (*TINY_OVERRIDES, "training.augment.pipeline=0.5"))
+    (tmp_path / "run").mkdir()
+    train.train_and_evaluate(config, tmp_path / "run", str(tiny_data_dir))
+    split = split_validation(load_mnist(resolve_source(str(tiny_data_dir))), 10, 0)
+    (x, bank), = given
+    np.testing.assert_array_equal(x, split.x_train)
+    np.testing.assert_array_equal(bank, scan_to_mnist(split.x_train))
+    assert len(list((tmp_path / "cache").glob("preprocessed-*.npy"))) == 1
+    assert (tmp_path / "run" / "metrics.json").is_file()
