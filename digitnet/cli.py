@@ -67,7 +67,7 @@ FLAGS = {"device": "--device", "run directory": "--run-dir", "resumed run": "--r
          "split": "--split", "override": "--set", "output": "--output", "format": "--format",
          "storage": "--storage", "study": "--study", "devices": "--devices",
          "coordinator": "--coordinator", "process id": "--process-id",
-         "number of processes": "--num-processes"}
+         "number of processes": "--num-processes", "host": "--host"}
 
 
 def cli_message(error: DigitnetError) -> str:
@@ -265,7 +265,7 @@ def train(config_file, overrides, epochs, batch_size, seed, learning_rate, run_d
       digitnet train --print-config > mine.yaml; digitnet train --config mine.yaml --dry-run
       digitnet train --resume runs/latest --epochs 8
       digitnet train --backend jax --devices all
-      digitnet train --backend jax --run-dir /shared/runs/a --coordinator 10.0.0.1:1234 \
+      digitnet train --backend jax --run-dir /shared/runs/a --coordinator 10.0.0.1:1234 \\
           --num-processes 2 --process-id 0
     """
     from digitnet.config import load_config, save_config

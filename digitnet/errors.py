@@ -76,6 +76,9 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     if not text:
         return type(error).__name__
     line = text.splitlines()[0]
+    end = line.rfind(". ")
+    if line.endswith(":") and end > 0:  # it introduces lines left out: keep whole sentences
+        line = line[: end + 1]
     if len(line) <= limit:
         return line
     end = line.rfind(". ", 0, limit)

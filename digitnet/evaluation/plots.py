@@ -85,7 +85,7 @@ def new_figure(name: str, figure_layout: str | None = "constrained", **subplots)
 
 def save_png(figure, path: Path) -> None:
     """Write `figure` as a PNG atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    layout.make_dir(path.parent, "the plots folder")  # a read-only run: one line, no traceback
     with layout.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
 

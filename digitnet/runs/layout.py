@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitnet.errors import DigitnetError, InputError, os_reason
+from digitnet.inputs import not_regular_reason
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +325,9 @@ def resolve_model(path: str | Path | None) -> ResolvedModel:
     if not saved_model and path.suffix not in MODEL_SUFFIXES:
         raise DigitnetError(f"{path}: expected a run directory, a SavedModel folder, or a "
                             f"{', '.join(MODEL_SUFFIXES)} model file")
+    reason = None if saved_model else not_regular_reason(path)
+    if reason is not None:  # reading a named pipe would wait for a writer forever
+        raise DigitnetError(f"{path}: model file {reason}")
     run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
     return ResolvedModel(path, run_dir)
 
@@ -370,11 +374,14 @@ def shorten(text: str, limit: int) -> str:
 def read_json(path: Path) -> dict:
     """A JSON object from `path`, with a one-line error if it is missing or corrupt."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DigitnetError(f"{path}: not found") from None
     except (OSError, ValueError) as error:
         raise DigitnetError(f"{path}: unreadable or corrupt JSON ({error})") from None
+    if not isinstance(value, dict):  # a hand-edited `[]` or `1`: every caller reads keys
+        raise DigitnetError(f"{path}: expected a JSON object, received {type(value).__name__}")
+    return value
 
 
 def file_sha256(path: str | Path) -> str:

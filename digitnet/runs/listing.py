@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from digitnet.config import parse_yaml
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, os_reason
 from digitnet.runs import layout
 from digitnet.runs.layout import FINISHED, INTERRUPTED, RUNNING, read_state
 from digitnet.runs.lock import is_locked
@@ -52,7 +52,10 @@ def list_runs(root: str | Path | None = None) -> list[dict]:
                             f"pass the folder that holds your runs)")
     if not folder.is_dir():
         raise DigitnetError(f"{folder}: not a folder (expected the folder that holds your runs)")
-    runs = [path for path in folder.iterdir() if is_run_dir(path)]
+    try:
+        runs = [path for path in folder.iterdir() if is_run_dir(path)]
+    except OSError as error:  # a folder this user may not read
+        raise DigitnetError(f"{folder}: cannot list the folder ({os_reason(error)})") from None
     return [describe_run(path) for path in sorted(runs, key=started_at, reverse=True)]
 
 
@@ -63,8 +66,11 @@ def runs_folder(root: str | Path | None) -> Path:
 
 def is_run_dir(path: Path) -> bool:
     """A folder holding any of a run's files; `latest` and other links are pointers, not runs."""
-    return (path.is_dir() and not path.is_symlink() and not path.name.startswith(".")
-            and any((path / name).exists() for name in RUN_FILES))
+    try:
+        return (path.is_dir() and not path.is_symlink() and not path.name.startswith(".")
+                and any((path / name).exists() for name in RUN_FILES))
+    except OSError:  # a folder this user may not look into: not one of theirs to list
+        return False
 
 
 def describe_run(run_dir: Path) -> dict:

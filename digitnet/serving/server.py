@@ -71,6 +71,7 @@ def serve(model: str | None, host: str, port: int, workers: int, settings: Serve
     Raises:
       DigitnetError: the model cannot be loaded, or the address cannot be bound.
     """
+    check_host(host)
     served = load_served_model(model)  # a bad model is a one-line error before anything binds
     sock = bind(host, port)  # a port that anything listens on is refused here
     if workers > 1 and SPREAD:  # the same port, as the first of a group of sockets
@@ -90,6 +91,17 @@ def serve(model: str | None, host: str, port: int, workers: int, settings: Serve
             stop_worker(process)
         for process in others:
             process.wait()
+
+
+def check_host(host: str) -> None:
+    """Refuse an empty host: the socket would listen on every interface, unasked.
+
+    Raises:
+      InputError: `host` is empty or only spaces.
+    """
+    if not host.strip():
+        raise InputError("host", repr(host), "expected an address or a host name (127.0.0.1: "
+                                              "this machine only; 0.0.0.0: every interface)")
 
 
 def bind(host: str, port: int, spread: bool = False) -> socket.socket:

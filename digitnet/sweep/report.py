@@ -59,7 +59,7 @@ def draw_plot(study, name: str, sweep_dir: Path, metric: str) -> str:
             "param-importances": optuna_plots.plot_param_importances,
             "parallel-coordinates": optuna_plots.plot_parallel_coordinate}[name]
     path = plot_path(sweep_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    layout.make_dir(path.parent, "the plots folder")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitnet.errors import DigitnetError, InputError
-from digitnet.runs.layout import runs_root
+from digitnet.runs.layout import make_dir, runs_root
 from digitnet.sweep.results import best_trial, print_header, write_best_config
 from digitnet.sweep.spec import NAME_PATTERN, load_sweep
 from digitnet.sweep.study import (
@@ -67,7 +67,7 @@ def run_sweep(sweep_file: str | Path, trials: int | None = None, jobs: int = 1,
         raise InputError("study", repr(study_name), "expected a name of letters, digits, '.', "
                          "'_' and '-' (it names the folder of its trials)")
     sweep_dir = runs_root() / study_name  # one study's trials: numbers never clash
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(sweep_dir, "the sweep folder")  # a read-only runs/: one line, no traceback
     url = storage or default_storage(sweep_dir)
     try:
         study = open_study(spec, open_storage(url, spec), study_name)  # created once, here

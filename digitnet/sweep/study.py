@@ -26,6 +26,7 @@ FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 SPEC_ATTR = "digitnet_sweep"  # the study remembers the search it was created for
 SCHEMA_ATTEMPTS = 5
 SURPLUS_ATTR = "surplus"  # a trial asked for after the study was full: it never trains
+CONNECT_SECONDS = 10  # a PostgreSQL server not answering by then is reported, not waited for
 
 
 def quiet_optuna() -> None:
@@ -48,9 +49,7 @@ def redact(url: str) -> str:
 def open_storage(url: str, spec: SweepSpec):
     """An RDBStorage with the sweep's heartbeat; failed stale trials are queued again."""
     quiet_optuna()
-    engine = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        engine = {"connect_args": {"timeout": 60}}  # local workers wait for the file's lock
+    engine = engine_options(url)
     try:
         for attempt in range(SCHEMA_ATTEMPTS):
             try:
@@ -70,6 +69,25 @@ def open_storage(url: str, spec: SweepSpec):
     except Exception as error:  # SQLAlchemy: a bad URL, an unreachable server, a refused login
         raise InputError("storage", redact(url),
                          f"cannot open the study database ({first_line(error)})") from None
+
+
+def engine_options(url: str) -> dict:
+    """SQLAlchemy's engine options for the storage at `url`.
+
+    SQLite waits for the file's lock (local workers share it). PostgreSQL gives up on a server
+    that does not answer within CONNECT_SECONDS (a wrong host or port that accepts but never
+    speaks would otherwise wait forever), unless the URL sets its own connect_timeout.
+    """
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    engine = {"pool_pre_ping": True}
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:  # refused by RDBStorage, in its words
+        return engine
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        engine["connect_args"] = {"connect_timeout": CONNECT_SECONDS}
+    return engine
 
 
 def retry_callback():

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from digitnet.errors import DigitnetError, InputError
 
+MAX_PORT = 65535
+
 
 class LostProcess(DigitnetError):
     """A process of the job died or stopped answering; the run is resumable by every process."""
@@ -44,8 +46,10 @@ def make_cluster(coordinator: str, num_processes: int, process_id: int,
     if num_processes == 1:
         return None
     host, _, port = coordinator.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()):
         raise InputError("coordinator", coordinator, "expected HOST:PORT")
+    if not 1 <= int(port) <= MAX_PORT:  # else every process would wait for one that cannot be
+        raise InputError("coordinator", coordinator, f"expected a port in 1..{MAX_PORT}")
     if not 0 <= process_id < num_processes:
         raise InputError("process id", process_id, f"expected 0..{num_processes - 1}")
     if backend != "jax":

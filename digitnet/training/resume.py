@@ -95,7 +95,8 @@ def check_more_to_do(run_dir: Path, run: Config, now: Config) -> None:
     if state.get("status") != layout.FINISHED:
         return
     if epochs == done:
-        raise InputError(RESUMED, run_dir, f"already finished after {done} epochs (set "
+        epochs_done = f"{done} epoch" + ("" if done == 1 else "s")
+        raise InputError(RESUMED, run_dir, f"already finished after {epochs_done} (set "
                                            f"training.epochs above {done} to train further)")
     if state.get("stopped_early") and \
             now.training.early_stopping_patience == run.training.early_stopping_patience:

@@ -1,0 +1,227 @@
+"""Every promise holds under abuse, beyond image files: run files edited by hand, read-only and
+unlistable folders, named pipes as model files, a database that never answers, hosts and ports
+that cannot work. Each is refused with one exact `Error:` line, no traceback and no hang."""
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from digitnet.cli import cli
+from digitnet.errors import DigitnetError, first_line
+from tests.test_predict import digit_png
+
+DIGITNET = [sys.executable, "-m", "digitnet"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def assert_one_error(result, message, code=1):
+    """Exactly `Error: message` on one line, with exit status `code`."""
+    assert (result.exit_code, result.output) == (code, f"Error: {message}\n")
+
+
+# ---- run files edited by hand -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["[]\n", "1\n"])
+def test_evaluate_takes_a_run_whose_metrics_json_is_not_an_object(run_copy, text):
+    (run_copy / "metrics.json").write_text(text)
+    result = run("evaluate", run_copy)
+    assert result.exit_code == 0, result.output
+    assert f"Saved to {run_copy / 'evaluation-test.json'}" in result.output
+
+
+def test_resume_names_a_manifest_that_is_not_an_object(run_copy):
+    (run_copy / "manifest.json").write_text("[]\n")
+    state = (run_copy / "state.json").read_text()
+    assert_one_error(run("train", "-q", "--resume", run_copy, "--epochs", "3"),
+                     f"{run_copy / 'manifest.json'}: expected a JSON object, received list")
+    assert (run_copy / "state.json").read_text() == state  # the finished run is left as it was
+
+
+# ---- folders that cannot be written or listed ---------------------------------------------------
+
+
+def read_only_below(folder: Path, monkeypatch) -> None:
+    """Path.mkdir raises EROFS for `folder` and anything below it, as a read-only mount does."""
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self == folder or folder in self.parents:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_a_read_only_run_is_one_line_for_evaluate_and_report(run_copy, monkeypatch, command):
+    read_only_below(run_copy, monkeypatch)
+    result = run(command, run_copy)
+    message = f"{run_copy / 'plots'}: cannot create the plots folder (Read-only file system)"
+    assert result.exit_code == 1 and result.output.splitlines()[-1] == f"Error: {message}"
+    assert "Traceback" not in result.output and not (run_copy / "evaluation-test.json").exists()
+
+
+def test_sweep_into_a_runs_folder_below_a_file_is_one_line(tmp_path, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    monkeypatch.setenv("DIGITNET_RUNS_DIR", str(afile))
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"space": {"training.learning_rate": {
+        "type": "float", "low": 1e-3, "high": 1e-2}}}))
+    assert_one_error(run("sweep", sweep),
+                     f"{afile / 's'}: cannot create the sweep folder (Not a directory)")
+
+
+def test_runs_names_a_folder_it_cannot_list(tmp_path, monkeypatch):
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self == tmp_path:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    assert_one_error(run("runs", tmp_path), f"{tmp_path}: cannot list the folder "
+                                            f"(Permission denied)")
+
+
+def test_runs_skips_a_folder_it_cannot_look_into(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_run, tmp_path / "good")
+    (tmp_path / "closed").mkdir()
+    real_exists = Path.exists
+
+    def exists(self, *args, **kwargs):
+        if self.parent == tmp_path / "closed":
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    result = run("runs", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert [listed["run"] for listed in json.loads(result.output)] == ["good"]
+
+
+# ---- model files that are not regular files -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["model.tflite", "model.onnx", "model.keras"])
+def test_a_named_pipe_as_model_is_refused_never_read(tmp_path, name):
+    """Opening a FIFO waits for a writer that never comes: refused before it is opened."""
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    digit_png(tmp_path / "seven.png")
+    result = subprocess.run([*DIGITNET, "predict", str(tmp_path / "seven.png"), "--model",
+                             str(fifo)], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", f"Error: {fifo}: model file is a named pipe, not a regular file\n")
+
+
+# ---- a database that never answers --------------------------------------------------------------
+
+
+def test_a_storage_server_that_never_answers_is_given_up(tmp_path, monkeypatch):
+    """A port that accepts connections but never speaks PostgreSQL: refused within the connect
+    timeout, not waited for forever."""
+    from digitnet.sweep import study
+    from digitnet.sweep.spec import load_sweep
+
+    monkeypatch.setattr(study, "CONNECT_SECONDS", 1, raising=False)  # old code: none
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"space": {"training.learning_rate": {
+        "type": "float", "low": 1e-3, "high": 1e-2}}}))
+    spec = load_sweep(sweep)
+    outcome = []
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens; never accepts or answers
+        url = f"postgresql://someone:secret@127.0.0.1:{silent.getsockname()[1]}/none"
+
+        def connect():
+            try:
+                study.open_storage(url, spec)
+            except DigitnetError as error:
+                outcome.append(str(error))
+
+        worker = threading.Thread(target=connect, daemon=True)
+        worker.start()
+        worker.join(60)
+    assert not worker.is_alive(), "open_storage is still waiting for the server"
+    shown = url.replace(":secret@", ":***@")
+    assert outcome and outcome[0].startswith(f"storage {shown}: cannot open the study database")
+    assert "timeout" in outcome[0]
+
+
+def test_a_connect_timeout_in_the_url_is_kept():
+    from digitnet.sweep.study import CONNECT_SECONDS, engine_options
+
+    assert engine_options("postgresql://u@h/db")["connect_args"] == {
+        "connect_timeout": CONNECT_SECONDS}
+    assert "connect_args" not in engine_options("postgresql://u@h/db?connect_timeout=60")
+    assert engine_options("sqlite:///x.db") == {"connect_args": {"timeout": 60}}
+
+
+# ---- hosts and ports that cannot work -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_serve_refuses_an_empty_host(tiny_run, monkeypatch, host):
+    """An empty host would listen on every interface, unasked, under a URL that does not work."""
+    import digitnet.serving.server as server
+
+    def load(*args):
+        raise AssertionError("the model was loaded before the host was checked")
+
+    monkeypatch.setattr(server, "load_served_model", load)
+    assert_one_error(run("serve", tiny_run, "--host", host, "--port", "0"),
+                     f"--host {host!r}: expected an address or a host name (127.0.0.1: this "
+                     f"machine only; 0.0.0.0: every interface)")
+
+
+@pytest.mark.parametrize("coordinator", ["127.0.0.1:0", "127.0.0.1:65536", "host:99999"])
+def test_a_coordinator_port_out_of_range_is_refused(coordinator):
+    from digitnet.training.cluster import make_cluster
+
+    with pytest.raises(DigitnetError) as error:
+        make_cluster(coordinator, 2, 0)
+    assert str(error.value) == f"coordinator {coordinator}: expected a port in 1..65535"
+
+
+# ---- words ---------------------------------------------------------------------------------------
+
+
+def test_a_finished_run_of_one_epoch_says_epoch(tmp_path):
+    from digitnet.config import load_config
+    from digitnet.training.resume import check_more_to_do
+
+    (tmp_path / "state.json").write_text(json.dumps({"status": "finished", "epoch": 1}))
+    config = load_config(None, ("training.epochs=1", "training.warmup_epochs=0"))
+    with pytest.raises(DigitnetError) as error:
+        check_more_to_do(tmp_path, config, config)
+    assert str(error.value) == (f"resumed run {tmp_path}: already finished after 1 epoch (set "
+                                f"training.epochs above 1 to train further)")
+
+
+def test_a_first_line_that_introduces_cut_lines_keeps_whole_sentences():
+    error = ValueError("A total of 2 objects could not be loaded. Example error message for "
+                       "object <Dense name=dense_4, built=True>:\n\nLayer 'dense_4' expected 2 "
+                       "variables, but received 0 variables during loading.")
+    assert first_line(error) == "A total of 2 objects could not be loaded."
+
+
+def test_train_help_shows_the_line_continuation_of_its_example():
+    result = run("train", "--help")
+    assert "--coordinator 10.0.0.1:1234 \\\n        --num-processes 2 --process-id 0" in \
+        result.output
