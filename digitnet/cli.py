@@ -639,6 +639,17 @@ def leave(code: int | None) -> None:
     os._exit(code or 0)
 
 
+def stop_workers() -> None:
+    """Stop the preprocessing processes (predict's, serve's) here, in the main thread, before
+    the interpreter's exit would: on Python 3.11 its concurrent.futures hook wakes each pool's
+    manager thread without the lock under which that thread, woken by a result, closes the
+    wake-up pipe, and a pool still busy at Ctrl-C could then end the command with
+    "Exception ignored in: <module 'threading'> ... OSError: [Errno 9] Bad file descriptor"."""
+    batch = sys.modules.get("digitnet.images.batch")  # loaded only where images were read
+    if batch is not None:
+        batch.close_pools()
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.stdout, sys.stderr = ClosedPipeSafe(sys.stdout), ClosedPipeSafe(sys.stderr)
@@ -648,6 +659,7 @@ def main() -> None:
         code = done.code
     else:
         code = 0
+    stop_workers()
     sys.stdout.flush()
     lost = sys.stdout.lost
     if lost is not None:  # the output was not all written: never exit 0 on it

@@ -131,6 +131,15 @@ def test_a_named_pipe_as_model_is_refused_never_read(tmp_path, name):
         1, "", f"Error: {fifo}: model file is a named pipe, not a regular file\n")
 
 
+def test_predict_from_a_closed_standard_input_is_one_line(tiny_run):
+    """`digitnet predict - <&-`: Python starts with sys.stdin None."""
+    result = subprocess.run([*DIGITNET, "predict", "-", "--model", str(tiny_run)],
+                            capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: os.close(0))  # noqa: PLW1509 (closes fd 0 only)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", "Error: -: standard input is closed (expected paths on it, one a line)\n")
+
+
 # ---- a database that never answers --------------------------------------------------------------
 
 
@@ -225,3 +234,45 @@ def test_train_help_shows_the_line_continuation_of_its_example():
     result = run("train", "--help")
     assert "--coordinator 10.0.0.1:1234 \\\n        --num-processes 2 --process-id 0" in \
         result.output
+
+
+# ---- the preprocessing pool at exit ------------------------------------------------------------
+
+POOL_AT_EXIT = """
+import sys, threading
+import digitnet.images.batch as batch  # imports concurrent.futures.process: its exit hook
+from digitnet import cli
+
+seen = sys.argv[1]
+batch.available_cpus = lambda: 2  # a pool, whatever this machine has
+started = []
+make_pool = batch.worker_pool
+batch.worker_pool = lambda workers: started.append(workers) or make_pool(workers)
+
+
+def seen_at_exit():  # registered after concurrent.futures' hook: runs before it
+    with open(seen, "w") as out:
+        out.write(f"pool started: {bool(started)}, pools left: {len(batch._pools)}")
+
+
+threading._register_atexit(seen_at_exit)
+sys.argv = ["digitnet", "predict", *sys.argv[2:]]
+cli.main()
+"""
+
+
+def test_predict_stops_its_pool_before_the_interpreter_exit_hooks(tiny_run, tmp_path):
+    """concurrent.futures' exit hook on Python 3.11 races with a pool's own thread (a busy pool
+    at Ctrl-C then printed "Exception ignored in: <module 'threading'> ... Bad file
+    descriptor"): `digitnet` stops its pools itself before any exit hook runs."""
+    images = tmp_path / "images"
+    images.mkdir()
+    digit_png(images / "0.png")
+    for index in range(1, 70):  # enough for the pool (PARALLEL_MIN)
+        (images / f"{index}.png").write_bytes((images / "0.png").read_bytes())
+    seen = tmp_path / "seen.txt"
+    result = subprocess.run([sys.executable, "-c", POOL_AT_EXIT, str(seen), str(images),
+                             "--model", str(tiny_run)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert seen.read_text() == "pool started: True, pools left: 0"

@@ -47,6 +47,9 @@ def expand_inputs(inputs: Iterable[str], stdin=None) -> Iterator[str]:
     for item in inputs:
         if item == "-":
             stream = stdin or sys.stdin
+            if stream is None:  # started with standard input closed (`<&-`)
+                raise DigitnetError("-: standard input is closed (expected paths on it, one a "
+                                    "line)")
             yield from (line.strip() for line in stream if line.strip())
         elif os.path.isdir(item):
             for root, dirs, files in os.walk(item):
