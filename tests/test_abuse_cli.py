@@ -50,6 +50,21 @@ def test_resume_names_a_manifest_that_is_not_an_object(run_copy):
     assert (run_copy / "state.json").read_text() == state  # the finished run is left as it was
 
 
+def test_resume_without_any_checkpoint_left_does_not_start_the_run_over(run_copy):
+    """A finished run whose checkpoints/ was deleted: resuming it would have trained from
+    scratch over its models, reporting "Resuming after epoch 0"."""
+    import shutil
+
+    shutil.rmtree(run_copy / "checkpoints")
+    before = {name: (run_copy / name).read_bytes() for name in ("model-best.keras",
+                                                                "state.json", "metrics.json")}
+    assert_one_error(run("train", "-q", "--resume", run_copy, "--epochs", "3"),
+                     f"--resume {run_copy}: state.json records 2 trained epochs but checkpoints/ "
+                     f"holds no checkpoint to continue from (train it again in a new run "
+                     f"directory)")
+    assert {name: (run_copy / name).read_bytes() for name in before} == before
+
+
 # ---- folders that cannot be written or listed ---------------------------------------------------
 
 

@@ -111,6 +111,19 @@ def check_epochs(run_dir: Path, done: int, epochs: int) -> None:
              f"at least the {done} epochs {run_dir} has already trained", epochs)
 
 
+def check_checkpoint_kept(run_dir: Path, snapshot) -> None:
+    """Refuse to resume from nothing a run whose state.json records trained epochs: with its
+    checkpoints gone, a resume would silently train from scratch over the run's models."""
+    if snapshot is not None:
+        return
+    done = (layout.read_state(run_dir, strict=True) or {}).get("epoch", 0)
+    if done > 0:
+        trained = f"{done} trained epoch" + ("" if done == 1 else "s")
+        raise InputError(RESUMED, run_dir, f"{layout.STATE_FILE} records {trained} but "
+                                           f"{layout.CHECKPOINT_DIR}/ holds no checkpoint to "
+                                           f"continue from (train it again in a new run directory)")
+
+
 def check_same_data(run_dir: Path, files: dict) -> None:
     """Refuse to resume on data other than the run's (compared by sha256, not by path)."""
     recorded = layout.read_json(Path(run_dir) / layout.MANIFEST_FILE).get("data_files", {})

@@ -46,7 +46,12 @@ from digitnet.training.cluster import Cluster, LostProcess
 from digitnet.training.devices import Placement, check_batch, parse_devices
 from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
 from digitnet.training.optim import make_optimizer
-from digitnet.training.resume import check_epochs, check_more_to_do, check_same_data
+from digitnet.training.resume import (
+    check_checkpoint_kept,
+    check_epochs,
+    check_more_to_do,
+    check_same_data,
+)
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +341,7 @@ def resume_run(run_dir: Path, config: Config, info: dict):
 
     check_same_data(run_dir, info["data_files"])
     snapshot = layout.latest_snapshot(run_dir)
+    check_checkpoint_kept(run_dir, snapshot)
     done = snapshot.epoch if snapshot else 0
     check_epochs(run_dir, done, config.training.epochs)
     restore_run_files(run_dir, snapshot)
