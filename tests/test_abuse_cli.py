@@ -65,6 +65,23 @@ def test_resume_without_any_checkpoint_left_does_not_start_the_run_over(run_copy
     assert {name: (run_copy / name).read_bytes() for name in before} == before
 
 
+def test_a_new_run_never_trains_over_a_run_started_there_meanwhile(run_copy, tiny_data_dir,
+                                                                  runs_dir):
+    """Two `digitnet train --run-dir X` both find X empty; the second takes the lock once the
+    first is done. Under the lock it finds the first run and leaves it as it was."""
+    from digitnet.config import load_config
+    from digitnet.training.train import train_and_evaluate
+    from tests.conftest import TINY_OVERRIDES
+
+    before = {path.name: path.read_bytes() for path in run_copy.iterdir() if path.is_file()}
+    with pytest.raises(DigitnetError) as error:
+        train_and_evaluate(load_config(None, TINY_OVERRIDES), run_copy, str(tiny_data_dir))
+    assert str(error.value) == (f"run directory {run_copy}: already holds a run (started there "
+                                f"meanwhile); choose a new directory, or resume the run in it")
+    after = {path.name: path.read_bytes() for path in run_copy.iterdir() if path.is_file()}
+    assert after == before
+
+
 # ---- folders that cannot be written or listed ---------------------------------------------------
 
 

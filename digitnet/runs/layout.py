@@ -145,6 +145,19 @@ def new_run_dir(run_dir: str | Path | None) -> Path:
     return path
 
 
+def check_no_run(run_dir: str | Path) -> None:
+    """Refuse to start a new run where another one has written its files: checked again under
+    the run's lock, since two `digitnet train` given one empty directory both found it empty.
+
+    Raises:
+      InputError: `run_dir` holds a config.yaml or state.json.
+    """
+    if any((Path(run_dir) / name).exists() for name in (CONFIG_FILE, STATE_FILE)):
+        raise InputError("run directory", run_dir, "already holds a run (started there "
+                                                   "meanwhile); choose a new directory, or "
+                                                   "resume the run in it")
+
+
 def make_dir(path: Path, what: str) -> None:
     """mkdir -p `path`, or a one-line DigitnetError naming it and the reason."""
     try:

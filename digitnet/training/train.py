@@ -284,6 +284,8 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
             devices: str | int | None = 1) -> PreparedRun:
     """Load the data and write (or, resuming, check and restore) the run's files."""
     layout.check_latest()  # before any file is written: a refused run leaves nothing behind
+    if not resume:
+        layout.check_no_run(run_dir)
     backends.check_loaded(config.training.backend)
     from digitnet.training.model import check_model
 
