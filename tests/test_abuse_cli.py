@@ -82,6 +82,25 @@ def test_a_new_run_never_trains_over_a_run_started_there_meanwhile(run_copy, tin
     assert after == before
 
 
+def test_resume_with_another_model_names_its_first_differences_in_order(run_copy, tmp_path):
+    """Another model differs in dozens of keys: the first three in the run's order, then how
+    many more (every one of them made a line of thousands of characters, cut at the limit, and
+    a key in both configs took its place from the new one)."""
+    import re
+
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"model": {"layers": [
+        {"type": "flatten"}, {"type": "dense", "units": 32}, {"type": "dropout"},
+        {"type": "dense", "units": 10, "activation": "softmax"}]}}))
+    result = run("train", "-q", "--resume", run_copy, "--config", other, "--epochs", "3")
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert re.fullmatch(
+        rf"Error: --resume {re.escape(str(run_copy))}: name differs \(run: 'default', now: "
+        r"'other'\); model\.layers\.1\.units differs \(run: 256, now: 32\); model\.layers\.2\."
+        r"type differs \(run: 'dense', now: 'dropout'\); and \d+ more \(only training\.epochs, "
+        r"training\.early_stopping_patience may change on resume\)\n", result.output)
+
+
 # ---- folders that cannot be written or listed ---------------------------------------------------
 
 

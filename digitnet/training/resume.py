@@ -20,6 +20,7 @@ RESUMABLE_KEYS = ("training.epochs", "training.early_stopping_patience", "data.s
 
 
 RESUMED = "resumed run"  # how errors name the run being resumed
+DIFFERENCES_SHOWN = 3  # config keys named when a resume would change more
 
 
 def resume_config(run_dir: str | Path, config_file: str | None = None,
@@ -47,8 +48,11 @@ def resume_config(run_dir: str | Path, config_file: str | None = None,
     run = read_config(run_dir / layout.CONFIG_FILE)
     now = load_config(config_file, overrides, shortcuts, base=run)
     differences = config_differences(run, now)
-    if differences:
-        raise InputError(RESUMED, run_dir, f"{'; '.join(differences)} (only "
+    if differences:  # the first few: another model differs in dozens of keys
+        shown = differences[:DIFFERENCES_SHOWN]
+        if len(differences) > DIFFERENCES_SHOWN:
+            shown.append(f"and {len(differences) - DIFFERENCES_SHOWN} more")
+        raise InputError(RESUMED, run_dir, f"{'; '.join(shown)} (only "
                                            f"{', '.join(RESUMABLE_KEYS[:2])} may change on resume)")
     check_more_to_do(run_dir, run, now)
     return now
@@ -69,7 +73,9 @@ def show(values: dict, key: str) -> str:
 
 def key_order(before: dict, after: dict):
     """Sort keys as they appear in the config (run first), not alphabetically."""
-    order = {key: index for index, key in enumerate([*before, *after])}
+    order: dict[str, int] = {}
+    for key in [*before, *after]:  # a key in both keeps its place in the run's config
+        order.setdefault(key, len(order))
     return lambda key: order[key]
 
 
