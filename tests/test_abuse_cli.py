@@ -191,6 +191,20 @@ def test_predict_from_a_closed_standard_input_is_one_line(tiny_run):
         1, "", "Error: -: standard input is closed (expected paths on it, one a line)\n")
 
 
+def test_a_named_pipe_as_state_json_is_never_read(run_copy, tmp_path):
+    """`digitnet runs` and `--resume` opened it and waited for a writer forever."""
+    (run_copy / "state.json").unlink()
+    os.mkfifo(run_copy / "state.json")
+    listed = subprocess.run([*DIGITNET, "runs", str(run_copy.parent), "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert [run["status"] for run in json.loads(listed.stdout)] == ["broken"]
+    resumed = subprocess.run([*DIGITNET, "train", "-q", "--resume", str(run_copy), "--epochs",
+                              "3"], capture_output=True, text=True, timeout=300)
+    assert (resumed.returncode, resumed.stdout, resumed.stderr) == (
+        1, "", f"Error: {run_copy / 'state.json'}: is a named pipe, not a regular file\n")
+
+
 # ---- a database that never answers --------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.config import NUM_CLASSES
+from digitnet.inputs import not_regular_reason
 from digitnet.runs import layout
 
 DPI = 100
@@ -92,6 +93,8 @@ def save_png(figure, path: Path) -> None:
 
 def read_history(path: Path) -> list[dict]:
     """history.csv's rows as floats; [] when it is missing or unreadable (plots are optional)."""
+    if not_regular_reason(path) is not None:  # missing, or a named pipe that would never end
+        return []
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             return [{key: float(value) for key, value in row.items()}

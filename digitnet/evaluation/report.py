@@ -86,9 +86,9 @@ def is_current(saved: Path, run_dir: Path) -> bool:
     """Whether `saved` evaluated the run's model as it is today on the run's own test images,
     and its plots and mistakes are all there."""
     try:
-        report = json.loads(saved.read_text(encoding="utf-8"))
+        report = layout.read_json(saved)  # a named pipe is refused, never read
         model_sha256 = layout.file_sha256(run_dir / layout.BEST_MODEL)
-    except (OSError, ValueError):
+    except (OSError, DigitnetError):
         return False
     if not isinstance(report, dict) or report.get("keras_sha256") != model_sha256:
         return False
