@@ -343,6 +343,7 @@ def test_jax_batches_swap_that_share_of_the_digits_for_their_pipeline_versions(m
     training = TrainingConfig(batch_size=5, seed=3, outliers=0.4,
                               augment=AugmentConfig(pipeline=0.5))
     batches = jax_backend.training_batches(x, y, training, 0, 4, others, preprocessed)
+    resumed = jax_backend.training_batches(x, y, training, 1, 4, others, preprocessed)
     swapped = 0
     for step in range(8):
         epoch, row = divmod(step, 4)
@@ -356,6 +357,10 @@ def test_jax_batches_swap_that_share_of_the_digits_for_their_pipeline_versions(m
         assert np.array_equal(np.asarray(labels)[:5], np.eye(10, dtype=np.float32)[y[rows]])
         assert np.array_equal(np.asarray(labels)[5:], np.full((2, 10), 0.1, np.float32))
         swapped += chosen.sum()
+        if epoch == 1:  # a resume after epoch 1 swaps the same digits: drawn by global step
+            again, again_labels = next(resumed)
+            assert np.array_equal(np.asarray(again), np.asarray(images))
+            assert np.array_equal(np.asarray(again_labels), np.asarray(labels))
     assert 0 < swapped < 40
     jittered = dataclasses.replace(training, augment=AugmentConfig(pipeline=0.5, jitter_pixels=1))
     monkeypatch.setattr(jax_backend, "only_shifts", lambda augment: False)

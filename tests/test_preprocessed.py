@@ -1,19 +1,29 @@
 """training.augment.pipeline: training digits swapped for what predict's preprocessing makes
 of them (digitnet/training/preprocessed.py)."""
 
+import hashlib
+import json
+import signal
+import time
+
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
 from digitnet.config import AugmentConfig, TrainingConfig, load_config
 from digitnet.data import to_model_input
+from digitnet.images import preprocess
 from digitnet.images.preprocess import preprocess_file
 from digitnet.training.backends import tensorflow as tf_backend
+from digitnet.training.interrupt import TrainingInterrupted
 from digitnet.training.preprocessed import (
     SCAN_SCALE,
+    bank_path,
     preprocessed_bank,
     preprocessed_images,
     scan_to_mnist,
+    training_bank,
 )
 from tests.conftest import TINY_OVERRIDES
 
@@ -66,7 +76,7 @@ def test_the_bank_is_made_once_per_training_set_and_then_read_from_the_cache(tmp
     monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path))
     calls = []
 
-    def counting(digits):
+    def counting(digits, check=None):
         calls.append(len(digits))
         return scan_to_mnist(digits)
 
@@ -127,9 +137,74 @@ def test_training_with_the_pipeline_share_trains_on_the_training_splits_bank(tmp
     config = load_config(None, (*TINY_OVERRIDES, "training.augment.pipeline=0.5"))
     (tmp_path / "run").mkdir()
     train.train_and_evaluate(config, tmp_path / "run", str(tiny_data_dir))
-    split = split_validation(load_mnist(resolve_source(str(tiny_data_dir))), 10, 0)
+    mnist = load_mnist(resolve_source(str(tiny_data_dir)))
+    split = split_validation(mnist, config.data.validation_size, config.training.seed)
     (x, bank), = given
     np.testing.assert_array_equal(x, split.x_train)
+    # the same images for each training digit as a bank of the split's own training digits
     np.testing.assert_array_equal(bank, scan_to_mnist(split.x_train))
-    assert len(list((tmp_path / "cache").glob("preprocessed-*.npy"))) == 1
+    banks = list((tmp_path / "cache").glob("preprocessed-*.npy"))
+    assert banks == [bank_path(mnist.x_train)]  # one bank, of the whole MNIST training set
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["preprocessed_sha256"] == hashlib.sha256(np.load(banks[0]).data).hexdigest()
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_every_seed_and_validation_size_indexes_one_bank_of_the_whole_training_set(
+        tmp_path, monkeypatch):
+    """The bank is made once over the source's training set; a split's rows are exactly those
+    of a bank made from its own training digits (so trained results do not change)."""
+    from digitnet.data import Mnist, split_validation
+
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path))
+    digits = np.concatenate([drawn_digits()] * 4)
+    digits[3:] = np.roll(digits[3:], 1, axis=2)  # not all alike: the order matters
+    mnist = Mnist(digits, np.arange(12) % 10, digits[:2], np.arange(2))
+    for seed, validation_size in ((0, 3), (1, 3), (2, 5)):
+        split = split_validation(mnist, validation_size, seed)
+        rows, path, _ = training_bank(split)
+        np.testing.assert_array_equal(rows, scan_to_mnist(split.x_train))
+        assert path == bank_path(digits)
+    assert list(tmp_path.glob("preprocessed-*.npy")) == [bank_path(digits)]
+
+
+def test_a_cached_bank_made_by_other_preprocessing_code_is_made_again(tmp_path, monkeypatch):
+    """The cache file is named by the digits, not the code: a change of to_mnist since the
+    bank was made is found by making its first rows again, and the bank is made again."""
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path))
+    digits = drawn_digits()
+    before = preprocessed_images(digits)
+    real = preprocess.to_mnist
+    monkeypatch.setattr(preprocess, "to_mnist", lambda image: real(image)[::-1])
+    after = preprocessed_images(digits)
+    assert not np.array_equal(after, before)
+    np.testing.assert_array_equal(after, scan_to_mnist(digits))
+    np.testing.assert_array_equal(np.load(bank_path(digits)), after)  # the cache is replaced
+
+
+def test_a_signal_during_the_build_stops_it_at_once_and_writes_nothing(tmp_path, monkeypatch):
+    """The build checks for a signal as its chunks come back: once `check` raises, the rest is
+    cancelled, the exception goes on, and no bank is left in the cache."""
+    from digitnet.images import batch
+
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("digitnet.training.preprocessed.CHUNK", 1)
+    monkeypatch.setattr("digitnet.training.preprocessed.available_cpus", lambda: 2)
+    digits = np.concatenate([drawn_digits()] * 40)
+    checks = []
+
+    def check():
+        checks.append(1)
+        if len(checks) > 1:
+            raise TrainingInterrupted(signal.SIGINT)
+
+    started = time.monotonic()
+    with pytest.raises(TrainingInterrupted):
+        preprocessed_images(digits, check)
+    assert time.monotonic() - started < 5
+    assert not list(tmp_path.iterdir())
+    pool = batch._pools[2]  # predict's kept pool: its workers ignore Ctrl-C and end with us
+    assert pool._initializer is batch.start_worker
+    # cancelled: the pool is free for the next build at once
+    np.testing.assert_array_equal(preprocessed_bank(digits[:4], workers=2), scan_to_mnist(
+        digits[:4]))

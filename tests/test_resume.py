@@ -242,6 +242,42 @@ def test_sigterm_exits_143_and_marks_the_run_interrupted(sigterm_run):
     assert set(saved_epochs(run_dir)) == {2, 3} | best
 
 
+def test_a_pipeline_run_stopped_and_resumed_is_the_run_never_stopped(tmp_path, tiny_data_dir,
+                                                                      monkeypatch):
+    """training.augment.pipeline > 0: the bank's sha256 is in manifest.json; a resume on
+    another bank (the preprocessing changed) is refused naming it; on the same bank the resumed
+    run is bit-identical to one never stopped."""
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path / "cache"))
+    pipeline = "training.augment.pipeline=0.5"
+    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    reference.mkdir()
+    run_dir.mkdir()
+    with runs_root(tmp_path):
+        train_and_evaluate(tiny_config(pipeline), reference, str(tiny_data_dir))
+        stopping = pytest.MonkeyPatch()
+        interrupt_at(stopping, epoch=3, step=3)
+        with pytest.raises(TrainingInterrupted):
+            train_and_evaluate(tiny_config(pipeline), run_dir, str(tiny_data_dir))
+        stopping.undo()
+        manifest = run_dir / layout.MANIFEST_FILE
+        recorded = json.loads(manifest.read_text())
+        bank = next((tmp_path / "cache").glob("preprocessed-*.npy"))
+        digest = recorded["preprocessed_sha256"]
+        assert digest == json.loads((reference / layout.MANIFEST_FILE).read_text())[
+            "preprocessed_sha256"]
+        manifest.write_text(json.dumps({**recorded, "preprocessed_sha256": "0" * 64}))
+        with pytest.raises(DigitnetError) as refused:
+            resume(run_dir)
+        assert str(refused.value) == (
+            f"resumed run {run_dir}: {bank} is not the preprocessed bank the run was trained on "
+            f"(its sha256 is not preprocessed_sha256 in manifest.json: digitnet's "
+            f"preprocessing changed since)")
+        manifest.write_text(json.dumps(recorded))
+        resume(run_dir)
+    assert_same_run(run_dir, reference)
+    assert json.loads(manifest.read_text())["preprocessed_sha256"] == digest
+
+
 def test_corrupt_checkpoint_falls_back_to_the_previous(sigterm_run, tmp_path, reference_run,
                                                         capsys):
     run_dir = copy_run(sigterm_run[0], tmp_path)

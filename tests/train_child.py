@@ -79,13 +79,13 @@ def patch_fit() -> None:
     watched = int(os.environ.get("DIGITNET_TEST_FIT", "1"))
     calls = []
 
-    def fit(model, splits, config, first_epoch=0, callbacks=()):
+    def fit(model, splits, config, first_epoch=0, callbacks=(), **kwargs):
         calls.append(first_epoch)
         extra = [make() for variable, make in (("DIGITNET_TEST_READY", ready_callback),
                                                ("DIGITNET_TEST_WEIGHTS", weights_callback))
                  if os.environ.get(variable) and len(calls) == watched]
         return original(model, splits, config, first_epoch=first_epoch,
-                        callbacks=(*callbacks, *extra))
+                        callbacks=(*callbacks, *extra), **kwargs)
 
     train.fit = fit
 

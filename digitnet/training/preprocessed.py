@@ -8,23 +8,28 @@ the same code path predict's images take. With `training.augment.pipeline` > 0 e
 swaps that share of its digits for these versions (drawn by the global step), so the model also
 learns the pipeline's own look: crisper edges, normalised strokes, limited slant, its centring.
 
-The bank is made once per training set (about 1 ms a digit, on every CPU) and kept in the cache
-folder, named by the digits' SHA-256 and BANK_VERSION.
+The bank is made once over the source's whole training set (about 1 ms a digit, on every CPU),
+kept in the cache folder, named by the digits' SHA-256 and BANK_VERSION, and shared by every
+seed and validation size (each indexes it by its split's training order); the first rows of a
+cached bank are made again on load, so a change of the preprocessing code makes it again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, wait
+from pathlib import Path
 
 import numpy as np
 
 from digitnet.backend import available_cpus
-from digitnet.data import cache_dir, cached_images
+from digitnet.data import Splits, cache_dir, cached_images
 
 SCAN_SCALE = 3  # a scan at 84 px: to_mnist at this size takes about 1 ms (at 112 px, 8)
-CHUNK = 2000  # digits per worker task; fewer than this are made in this process
+CHUNK = 250  # digits per worker task (a quarter of a second); fewer than this are made here
+CHECK_SECONDS = 0.1  # how often the build looks for a signal (`check`)
+CHECKED_ROWS = 64  # rows of a cached bank made again on load, to catch a change of the code
 # Part of the bank's cache file name: change it when the scan or the pipeline's output changes.
 BANK_VERSION = 1
 
@@ -44,21 +49,71 @@ def scan_to_mnist(digits: np.ndarray) -> np.ndarray:
     return out
 
 
-def preprocessed_bank(digits: np.ndarray, workers: int | None = None) -> np.ndarray:
+def preprocessed_bank(digits: np.ndarray, workers: int | None = None,
+                      check: Callable[[], None] | None = None) -> np.ndarray:
     """`scan_to_mnist` of many digits, CHUNK at a time in `workers` processes (None: one per
-    CPU; a forkserver, since the caller may have started TensorFlow's threads)."""
+    CPU), from predict's kept pool (digitnet.images.batch.worker_pool: a fork server, workers
+    that ignore Ctrl-C, use one OpenCV thread and end with their caller).
+
+    `check` is called while the chunks are made (every CHECK_SECONDS at most); when it raises
+    (a signal arrived: InterruptGuard.check), the chunks not started are cancelled and the
+    exception goes on at once: a chunk a worker is making is not waited for.
+    """
     workers = workers or available_cpus()
     if len(digits) <= CHUNK or workers < 2:
         return scan_to_mnist(digits)
+    from digitnet.images.batch import worker_pool
+
     chunks = [digits[start:start + CHUNK] for start in range(0, len(digits), CHUNK)]
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context) as pool:
-        return np.concatenate(list(pool.map(scan_to_mnist, chunks)))
+    pool = worker_pool(min(workers, len(chunks)))
+    futures = [pool.submit(scan_to_mnist, chunk) for chunk in chunks]
+    try:
+        pending = set(futures)
+        while pending:
+            if check is not None:
+                check()
+            _, pending = wait(pending, timeout=CHECK_SECONDS, return_when=FIRST_COMPLETED)
+        if check is not None:
+            check()
+        return np.concatenate([future.result() for future in futures])
+    finally:
+        for future in futures:
+            future.cancel()  # only those not started; a no-op once all are done
 
 
-def preprocessed_images(digits: np.ndarray) -> np.ndarray:
+def preprocessed_images(digits: np.ndarray, check: Callable[[], None] | None = None
+                        ) -> np.ndarray:
     """`preprocessed_bank(digits)`, made once and kept in the cache folder; a cached file that
-    is not such a bank is made again."""
+    is not such a bank, or whose first CHECKED_ROWS rows are not what the code here makes of
+    those digits now (preprocess.py changed since), is made again. `check`: as for
+    preprocessed_bank; nothing is written when it raises."""
+    path = bank_path(digits)
+    head = scan_to_mnist(digits[:CHECKED_ROWS])
+    return cached_images(path, digits.shape, lambda: preprocessed_bank(digits, check=check),
+                         valid=lambda bank: np.array_equal(bank[:CHECKED_ROWS], head))
+
+
+def bank_sha256(bank: np.ndarray) -> str:
+    """The SHA-256 of a bank's pixels, as manifest.json records it."""
+    return hashlib.sha256(np.ascontiguousarray(bank).data).hexdigest()
+
+
+def bank_path(digits: np.ndarray) -> Path:
+    """The cache file of the bank of `digits`: named by their SHA-256 and BANK_VERSION."""
     digest = hashlib.sha256(np.ascontiguousarray(digits).data).hexdigest()[:16]
-    path = cache_dir() / f"preprocessed-v{BANK_VERSION}-{digest}.npy"
-    return cached_images(path, digits.shape, lambda: preprocessed_bank(digits))
+    return cache_dir() / f"preprocessed-v{BANK_VERSION}-{digest}.npy"
+
+
+def training_bank(splits: Splits, check: Callable[[], None] | None = None
+                  ) -> tuple[np.ndarray, Path, str]:
+    """The bank rows of the split's training digits, the bank's file and its SHA-256.
+
+    The bank is made once over the source's whole training set (every seed and validation size
+    splits the same set: one bank serves them all) and indexed by the split's training order;
+    row i is what predict's preprocessing makes of x_train[i], as if made from x_train alone.
+    """
+    whole = splits.train_index is not None  # else splits made elsewhere: their digits' bank
+    digits = splits.source_train_images() if whole else splits.x_train
+    bank = preprocessed_images(digits, check)
+    rows = bank[splits.train_index] if whole else bank
+    return rows, bank_path(digits), bank_sha256(bank)

@@ -130,8 +130,9 @@ def training_batches(x: np.ndarray, y: np.ndarray, training: TrainingConfig, fir
 
 
 def fit(model, splits: Splits, config: Config, first_epoch: int = 0,
-        callbacks: tuple = ()) -> float:
-    """Run `model.fit` for the configured epochs; return the seconds it took."""
+        callbacks: tuple = (), preprocessed: np.ndarray | None = None) -> float:
+    """Run `model.fit` for the configured epochs; return the seconds it took. `preprocessed`:
+    the training.augment.pipeline bank of splits.x_train (None: made or read here)."""
     from digitnet.training.validation import EagerValidation
 
     training = config.training
@@ -140,11 +141,10 @@ def fit(model, splits: Splits, config: Config, first_epoch: int = 0,
         from digitnet.training.outliers import outlier_images  # drawing code: on a cache miss
 
         outliers = outlier_images(training.seed)
-    preprocessed = None
-    if training.augment.pipeline:  # the same: made once per training set, then cached
-        from digitnet.training.preprocessed import preprocessed_images
+    if training.augment.pipeline and preprocessed is None:  # the same: made once, then cached
+        from digitnet.training.preprocessed import training_bank
 
-        preprocessed = preprocessed_images(splits.x_train)
+        preprocessed, _, _ = training_bank(splits)
     started = time.perf_counter()
     model.fit(
         training_batches(splits.x_train, splits.y_train, training, first_epoch, outliers,
@@ -385,9 +385,11 @@ def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
         guard.check()
         seconds = 0.0
         if checkpoint.epochs_run < config.training.epochs and not checkpoint.stopped_early:
+            bank = pipeline_bank(run_dir, splits, config, guard)
             seconds = fit(model, splits, config, first_epoch=checkpoint.epochs_run,
                           callbacks=(checkpoint, StopOnSignal(guard),
-                                     *tensorboard_callbacks(run_dir, tensorboard), *callbacks))
+                                     *tensorboard_callbacks(run_dir, tensorboard), *callbacks),
+                          **bank)
     guard.check()
     if not test:
         return TrainResult(run_dir, {})
@@ -399,6 +401,20 @@ def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
     result = finish(run_dir, splits, seconds, checkpoint, model if alone and best_here else None)
     update_state(run_dir, status=FINISHED, stopped_early=checkpoint.stopped_early, message="")
     return result
+
+
+def pipeline_bank(run_dir: Path, splits: Splits, config: Config, guard: InterruptGuard) -> dict:
+    """fit's `preprocessed` keyword when training.augment.pipeline > 0: the bank (made or read
+    from the cache; a signal stops the making), its sha256 recorded in manifest.json or, on a
+    resume, checked against the recorded one; no keyword otherwise."""
+    if not config.training.augment.pipeline:
+        return {}
+    from digitnet.training.preprocessed import training_bank
+    from digitnet.training.resume import check_same_bank
+
+    rows, path, digest = training_bank(splits, guard.check)
+    check_same_bank(run_dir, path, digest)
+    return {"preprocessed": rows}
 
 
 def tensorboard_callbacks(run_dir: Path, enabled: bool) -> tuple:
