@@ -3,8 +3,12 @@ of them (digitnet/training/preprocessed.py)."""
 
 import hashlib
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,7 +29,7 @@ from digitnet.training.preprocessed import (
     scan_to_mnist,
     training_bank,
 )
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import REPO, TINY_OVERRIDES
 
 
 def drawn_digits() -> np.ndarray:
@@ -208,3 +212,73 @@ def test_a_signal_during_the_build_stops_it_at_once_and_writes_nothing(tmp_path,
     # cancelled: the pool is free for the next build at once
     np.testing.assert_array_equal(preprocessed_bank(digits[:4], workers=2), scan_to_mnist(
         digits[:4]))
+
+
+BUILD_CHILD = """
+import sys
+import numpy as np
+import digitnet.training.preprocessed as preprocessed
+from digitnet.images import batch
+from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
+
+preprocessed.CHUNK = 10
+shown = []
+
+def ignores_sigint(pid):
+    status = open(f"/proc/{pid}/status").read()
+    return int(status.split("SigIgn:")[1].split()[0], 16) & 2  # bit of signal 2, SIGINT
+
+def check(guard):
+    workers = list(batch._pools[2]._processes)
+    if not shown and len(workers) == 2 and all(map(ignores_sigint, workers)):
+        shown.append(print(*workers, flush=True))  # set up: Ctrl-C is the caller's now
+    guard.check()
+
+with InterruptGuard() as guard:
+    try:
+        preprocessed.preprocessed_bank(np.load(sys.argv[1]), workers=2, check=lambda: check(guard))
+    except TrainingInterrupted as stop:
+        sys.exit(stop.exit_code)
+print("built", flush=True)
+"""
+
+
+def start_build(tmp_path):
+    """A process building a long bank in worker processes, and its workers' pids."""
+    np.save(tmp_path / "digits.npy", np.concatenate([drawn_digits()] * 3000))
+    process = subprocess.Popen([sys.executable, "-c", BUILD_CHILD, str(tmp_path / "digits.npy")],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    return process, [int(pid) for pid in process.stdout.readline().split()]
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_ctrl_c_at_a_terminal_during_the_build_is_an_interruption(tmp_path):
+    """SIGINT to the whole process group (Ctrl-C at a terminal) reaches the workers too: they
+    ignore it, and the build ends as an interruption (exit 130), not a worker's traceback."""
+    process, workers = start_build(tmp_path)
+    assert len(workers) == 2
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "built" not in out and "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_workers_end_with_a_builder_killed_outright(tmp_path):
+    process, workers = start_build(tmp_path)
+    assert len(workers) == 2 and all(running(pid) for pid in workers)
+    process.kill()
+    process.wait(timeout=60)  # not communicate: the workers hold its pipes while they run
+    deadline = time.monotonic() + 20
+    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(running(pid) for pid in workers)
+    process.stdout.close()
+    process.stderr.close()
