@@ -45,8 +45,12 @@ CHILD = REPO / "tests" / "train_child.py"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def no_litert_export():
-    """Skip the LiteRT export at the end of each run here (tested elsewhere; 0.4 s a run)."""
+def no_litert_export(tiny_run):
+    """Skip the LiteRT export at the end of each run here (tested elsewhere; 0.4 s a run).
+
+    Asks for the session's shared `tiny_run` first, so that it is trained with its export
+    whichever file runs first: made under this patch, it would have no .tflite, and the tests
+    elsewhere that expect one would fail when this file ran before theirs."""
     patch = pytest.MonkeyPatch()
     patch.setattr("digitnet.training.train.start_litert_export", skip_litert)
     patch.setattr("digitnet.training.train.prepare_export", lambda: None)
