@@ -113,6 +113,23 @@ class FiniteFloatRange(click.FloatRange):
         return "" if self.min is None and self.max is None else super()._describe_range()
 
 
+MAX_WORKERS = 64  # serve --workers and sweep --jobs: a typo must not start thousands of processes
+
+
+def non_empty(what: str):
+    """A callback refusing an empty path ('' would silently mean the current folder)."""
+
+    def check(ctx, param, value):
+        if value == "":
+            name = param.opts[0] if isinstance(param, click.Option) else param.name.upper()
+            if isinstance(param, click.Argument) and param.metavar and " " not in param.metavar:
+                name = param.metavar.strip("[]")  # as --help names it: [DIR]
+            raise click.ClickException(f"{name} '': expected {what}, received an empty string")
+        return value
+
+    return check
+
+
 class ClosedPipeSafe:
     """A text stream that, once its reader has gone (`digitnet train | head -1`), sends the
     rest of the output to os.devnull instead of failing: the command goes on quietly. Another
@@ -218,7 +235,7 @@ def cli():
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), help="Shortcut for training.seed.")
 @click.option("--lr", "learning_rate", type=FiniteFloatRange(), metavar="RATE",
               help="Shortcut for training.learning_rate (the peak rate).")
-@click.option("--run-dir", type=click.Path(file_okay=False),
+@click.option("--run-dir", type=click.Path(file_okay=False), callback=non_empty("a folder path"),
               help="Directory for this run [default: runs/<timestamp>; $DIGITNET_RUNS_DIR "
                    "moves runs/].")
 @data_dir_option
@@ -406,6 +423,7 @@ def evaluate(run, split, data_dir, as_json):
               show_default=True, help="Above this entropy of the ten probabilities (nats) the "
                                       "answer is 'unknown' too; 2.31 or more: never.")
 @click.option("--save-preprocessed", type=click.Path(file_okay=False),
+              callback=non_empty("a folder path"),
               help="Write the 28x28 image the model saw for each input into this folder.")
 @json_option
 @user_errors
@@ -446,7 +464,8 @@ def predict(images, model, top_k, min_confidence, max_entropy, save_preprocessed
 @click.option("--format", "fmt", required=True, type=click.Choice(FORMAT_NAMES),
               help="saved-model: TF Serving and TensorFlow; onnx: ONNX Runtime (needs "
                    "'digitnet[onnx]'); litert: float .tflite; litert-int8: integer-only .tflite.")
-@click.option("--output", type=click.Path(), help="Where to write it [default: beside the model: "
+@click.option("--output", type=click.Path(), callback=non_empty("a file or folder path"),
+              help="Where to write it [default: beside the model: "
               "RUN_DIR/model-best-savedmodel/, .onnx, .tflite, -int8.tflite].")
 @data_dir_option
 @json_option
@@ -474,7 +493,8 @@ def export(run, fmt, output, data_dir, as_json):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("run_dir", required=False, metavar="[RUN_DIR]")
+@click.argument("run_dir", required=False, metavar="[RUN_DIR]",
+                callback=non_empty("a folder path"))
 @data_dir_option
 @user_errors
 def report(run_dir, data_dir):
@@ -503,7 +523,8 @@ def report(run_dir, data_dir):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("folder", required=False, metavar="[DIR]")
+@click.argument("folder", required=False, metavar="[DIR]",
+                callback=non_empty("a folder path"))
 @json_option
 @user_errors
 def runs(folder, as_json):
@@ -537,12 +558,13 @@ class ByteSize(click.ParamType):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("model", required=False, metavar="[RUN_DIR | MODEL]")
+@click.argument("model", required=False, metavar="[RUN_DIR | MODEL]",
+                callback=non_empty("a run folder or model file path"))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface, reachable from others).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on (0: any free port; the URL printed says which).")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
               help="Processes answering requests, each with its own copy of the model.")
 @click.option("--max-body", type=ByteSize(), default="10MB", show_default=True,
               help="Largest request body; a larger one gets 413 before it is read.")
@@ -582,7 +604,7 @@ def serve(model, host, port, workers, max_body, min_confidence, max_entropy, bat
 @click.argument("sweep_file", metavar="SWEEP.yaml", type=click.Path(exists=True, dir_okay=False))
 @click.option("--trials", type=click.IntRange(min=1),
               help="Trials in the whole study, over every worker [default: the file's trials].")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--jobs", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
               help="Worker processes on this machine, each training one trial at a time.")
 @click.option("--storage", metavar="URL",
               help="A database that many machines share, e.g. postgresql://user:pw@host/db "

@@ -341,3 +341,35 @@ def test_predict_stops_its_pool_before_the_interpreter_exit_hooks(tiny_run, tmp_
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert seen.read_text() == "pool started: True, pools left: 0"
+
+
+# ---- empty paths and process counts -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "-q", "--run-dir", ""], "--run-dir '': expected a folder path"),
+    (["runs", ""], "DIR '': expected a folder path"),
+    (["report", ""], "RUN_DIR '': expected a folder path"),
+    (["serve", "", "--port", "0"], "MODEL '': expected a run folder or model file path"),
+    (["predict", "--save-preprocessed", "", "digit.png"], "--save-preprocessed '': expected a "
+                                                          "folder path"),
+    (["export", "--format", "litert", "--output", ""], "--output '': expected a file or folder "
+                                                       "path"),
+])
+def test_an_empty_path_is_refused_not_taken_as_the_current_folder(tmp_path, monkeypatch, args,
+                                                                  message):
+    """'' meant the current folder: `runs ''` listed it, `train --run-dir ''` trained into it."""
+    monkeypatch.chdir(tmp_path)
+    assert_one_error(run(*args), f"{message}, received an empty string")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_jobs_is_bounded_like_serve_workers(tmp_path):
+    """A typo such as --jobs 1000 started a thousand TensorFlow processes."""
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text("name: s\n")
+    for command, option in [("sweep", "--jobs"), ("serve", "--workers")]:
+        args = [sweep_file] if command == "sweep" else []
+        assert_one_error(run(command, *args, option, "1000"),
+                         f"Invalid value for '{option}': 1000 is not in the range 1<=x<=64. "
+                         f"Try 'digitnet {command} --help'.", code=2)
