@@ -373,3 +373,29 @@ def test_sweep_jobs_is_bounded_like_serve_workers(tmp_path):
         assert_one_error(run(command, *args, option, "1000"),
                          f"Invalid value for '{option}': 1000 is not in the range 1<=x<=64. "
                          f"Try 'digitnet {command} --help'.", code=2)
+
+
+def test_save_preprocessed_never_leaves_a_half_png(tiny_run, tmp_path, monkeypatch):
+    """A write cut short (a full disk) left a partial PNG in place of the good one written
+    before; now the good one stays, no temporary file remains, and a whole write is complete."""
+    from PIL import Image
+
+    image = digit_png(tmp_path / "seven.png", ink=255, paper=0)
+    out = tmp_path / "seen"
+    args = ["predict", image, "--model", tiny_run, "--save-preprocessed", out]
+    assert run(*args).exit_code == 0
+    good = (out / "seven.png").read_bytes()
+    with Image.open(out / "seven.png") as saved:
+        saved.load()  # a truncated PNG fails here
+        assert (saved.size, saved.mode) == ((28, 28), "L")
+    real_save = Image.Image.save
+
+    def save_half(picture, target, *args, **kwargs):
+        real_save(picture, target, *args, **kwargs)
+        Path(target).write_bytes(Path(target).read_bytes()[:40])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", save_half)
+    assert_one_error(run(*args), f"{out / 'seven.png'}: cannot write (No space left on device)")
+    assert (out / "seven.png").read_bytes() == good
+    assert sorted(path.name for path in out.iterdir()) == ["seven.png"]

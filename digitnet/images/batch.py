@@ -267,12 +267,12 @@ def save_preprocessed(array: np.ndarray, path) -> None:
       path: the PNG file to write.
 
     Raises:
-      DigitnetError: the file cannot be written.
+      WriteError: naming `path`, when it cannot be written (a full disk, no such folder).
     """
-    try:
-        Image.fromarray(preprocessed_pixels(array)).save(path, format="PNG")
-    except OSError as err:
-        raise DigitnetError(f"{path}: cannot write the preprocessed image ({err})") from None
+    from digitnet.runs.layout import atomic_path
+
+    with atomic_path(path) as partial:  # an interrupted write leaves no half PNG under `path`
+        Image.fromarray(preprocessed_pixels(array)).save(partial, format="PNG")
 
 
 def preprocessed_pixels(array: np.ndarray) -> np.ndarray:
