@@ -35,9 +35,9 @@ def assert_one_error(result, message, code=1):
 
 
 @pytest.mark.parametrize("text", ["[]\n", "1\n"])
-def test_evaluate_takes_a_run_whose_metrics_json_is_not_an_object(run_copy, text):
+def test_evaluate_takes_a_run_whose_metrics_json_is_not_an_object(run_copy, tiny_data_dir, text):
     (run_copy / "metrics.json").write_text(text)
-    result = run("evaluate", run_copy)
+    result = run("evaluate", run_copy, "--data-dir", tiny_data_dir)
     assert result.exit_code == 0, result.output
     assert f"Saved to {run_copy / 'evaluation-test.json'}" in result.output
 
@@ -117,9 +117,10 @@ def read_only_below(folder: Path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("command", ["evaluate", "report"])
-def test_a_read_only_run_is_one_line_for_evaluate_and_report(run_copy, monkeypatch, command):
+def test_a_read_only_run_is_one_line_for_evaluate_and_report(run_copy, tiny_data_dir, monkeypatch,
+                                                             command):
     read_only_below(run_copy, monkeypatch)
-    result = run(command, run_copy)
+    result = run(command, run_copy, "--data-dir", tiny_data_dir)  # its data, whatever the env says
     message = f"{run_copy / 'plots'}: cannot create the plots folder (Read-only file system)"
     assert result.exit_code == 1 and result.output.splitlines()[-1] == f"Error: {message}"
     assert "Traceback" not in result.output and not (run_copy / "evaluation-test.json").exists()
