@@ -65,14 +65,20 @@ class Page:
         self.requests: list[str] = []
         self.sent: list[bytes] = []  # bodies POSTed to /predict, in order
         self.page.on("request", self.record)
+        # Bodies are taken as each /predict is routed, which holds the request until it is
+        # recorded: the "request" event can reach Python after the page has shown the answer.
+        self.page.route(lambda address: address.endswith("/predict?input=true"), self.keep_body)
         self.page.goto(url)
         self.page.wait_for_selector("body[data-state=idle]")
         self.canvas = self.page.locator("#canvas").bounding_box()
 
     def record(self, request) -> None:
         self.requests.append(request.url)
-        if request.method == "POST" and request.url.endswith("/predict?input=true"):
-            self.sent.append(request.post_data_buffer)
+
+    def keep_body(self, route) -> None:
+        if route.request.method == "POST":
+            self.sent.append(route.request.post_data_buffer)
+        route.continue_()
 
     def at(self, x: float, y: float) -> tuple[float, float]:
         """Page coordinates of a unit-box point drawn inside the canvas's margins."""
