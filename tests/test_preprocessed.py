@@ -166,7 +166,7 @@ def test_every_seed_and_validation_size_indexes_one_bank_of_the_whole_training_s
     mnist = Mnist(digits, np.arange(12) % 10, digits[:2], np.arange(2))
     for seed, validation_size in ((0, 3), (1, 3), (2, 5)):
         split = split_validation(mnist, validation_size, seed)
-        rows, path, _ = training_bank(split)
+        rows, path, _ = training_bank(digits, split.train_index)
         np.testing.assert_array_equal(rows, scan_to_mnist(split.x_train))
         assert path == bank_path(digits)
     assert list(tmp_path.glob("preprocessed-*.npy")) == [bank_path(digits)]
@@ -212,6 +212,29 @@ def test_a_signal_during_the_build_stops_it_at_once_and_writes_nothing(tmp_path,
     # cancelled: the pool is free for the next build at once
     np.testing.assert_array_equal(preprocessed_bank(digits[:4], workers=2), scan_to_mnist(
         digits[:4]))
+
+
+def test_a_signal_while_train_makes_the_bank_stops_it_before_any_run_file_is_written(
+        tmp_path, monkeypatch, tiny_data_dir):
+    """train makes the bank where it loads the data, under its interrupt guard: Ctrl-C there
+    is an interruption (exit 130), and the run folder is left as it was (here: none)."""
+    from digitnet.training import train
+
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DIGITNET_RUNS_DIR", str(tmp_path / "runs"))
+
+    def making(digits, check):
+        os.kill(os.getpid(), signal.SIGINT)  # the guard's first signal only sets its flag
+        check()
+        raise AssertionError("check did not stop the build")
+
+    monkeypatch.setattr("digitnet.training.preprocessed.preprocessed_images", making)
+    config = load_config(None, (*TINY_OVERRIDES, "training.augment.pipeline=0.5"))
+    (tmp_path / "run").mkdir()
+    with pytest.raises(TrainingInterrupted) as stop:
+        train.train_and_evaluate(config, tmp_path / "run", str(tiny_data_dir))
+    assert stop.value.exit_code == 130
+    assert not (tmp_path / "run").exists()  # nothing written: the empty folder is removed
 
 
 BUILD_CHILD = """

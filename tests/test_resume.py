@@ -270,8 +270,10 @@ def test_a_pipeline_run_stopped_and_resumed_is_the_run_never_stopped(tmp_path, t
         assert digest == json.loads((reference / layout.MANIFEST_FILE).read_text())[
             "preprocessed_sha256"]
         manifest.write_text(json.dumps({**recorded, "preprocessed_sha256": "0" * 64}))
+        state = (run_dir / layout.STATE_FILE).read_text()
         with pytest.raises(DigitnetError) as refused:
             resume(run_dir)
+        assert (run_dir / layout.STATE_FILE).read_text() == state  # a refused resume: unchanged
         assert str(refused.value) == (
             f"resumed run {run_dir}: {bank} is not the preprocessed bank the run was trained on "
             f"(its sha256 is not preprocessed_sha256 in manifest.json: digitnet's "

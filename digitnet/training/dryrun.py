@@ -50,7 +50,7 @@ def dry_run(config: Config, data_dir: str | None = None, device: str = "auto",
 
     placement = backends.current().select_devices(device, devices)
     check_batch(config.training.batch_size, config.training.outliers, len(placement.devices))
-    data = load_data(config, data_dir)
+    data = load_data(config, data_dir, bank=False)  # the shapes only: no pipeline bank
     config, splits = data.config, data.splits
     model = build_model(config.model)
     compile_model(model, config.training, len(splits.x_train))

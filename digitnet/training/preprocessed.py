@@ -20,11 +20,12 @@ import hashlib
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from digitnet.backend import available_cpus
-from digitnet.data import Splits, cache_dir, cached_images
+from digitnet.data import cache_dir, cached_images
 
 SCAN_SCALE = 3  # a scan at 84 px: to_mnist at this size takes about 1 ms (at 112 px, 8)
 CHUNK = 250  # digits per worker task (a quarter of a second); fewer than this are made here
@@ -104,16 +105,23 @@ def bank_path(digits: np.ndarray) -> Path:
     return cache_dir() / f"preprocessed-v{BANK_VERSION}-{digest}.npy"
 
 
-def training_bank(splits: Splits, check: Callable[[], None] | None = None
-                  ) -> tuple[np.ndarray, Path, str]:
-    """The bank rows of the split's training digits, the bank's file and its SHA-256.
+class Bank(NamedTuple):
+    """A split's rows of the bank, the bank's cache file and its SHA-256 (manifest.json's)."""
 
-    The bank is made once over the source's whole training set (every seed and validation size
-    splits the same set: one bank serves them all) and indexed by the split's training order;
-    row i is what predict's preprocessing makes of x_train[i], as if made from x_train alone.
+    rows: np.ndarray
+    path: Path
+    sha256: str
+
+
+def training_bank(digits: np.ndarray, index: np.ndarray | None = None,
+                  check: Callable[[], None] | None = None) -> Bank:
+    """The bank of `digits` (the source's whole training set) at the split's training order
+    `index` (None: every row), with its file and SHA-256. `check`: as for preprocessed_bank.
+
+    The bank is made once over the whole training set (every seed and validation size splits
+    the same set: one bank serves them all); row i is what predict's preprocessing makes of
+    digits[index[i]], as if made from that digit alone.
     """
-    whole = splits.train_index is not None  # else splits made elsewhere: their digits' bank
-    digits = splits.source_train_images() if whole else splits.x_train
     bank = preprocessed_images(digits, check)
-    rows = bank[splits.train_index] if whole else bank
-    return rows, bank_path(digits), bank_sha256(bank)
+    rows = bank if index is None else bank[index]
+    return Bank(rows, bank_path(digits), bank_sha256(bank))

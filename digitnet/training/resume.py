@@ -143,15 +143,11 @@ BANK_KEY = "preprocessed_sha256"  # manifest.json: the training.augment.pipeline
 
 
 def check_same_bank(run_dir: Path, bank: Path, digest: str) -> None:
-    """Record the pipeline bank's sha256 in manifest.json, or, when the run recorded one (a
-    resume), refuse a bank other than the one it was trained on (the preprocessing code that
-    made the bank changed since)."""
-    manifest = Path(run_dir) / layout.MANIFEST_FILE
-    recorded = layout.read_json(manifest)
+    """Refuse to resume with a pipeline bank other than the one the run recorded (the
+    preprocessing code that made the bank changed since); a run that recorded none passes."""
+    recorded = layout.read_json(Path(run_dir) / layout.MANIFEST_FILE)
     if recorded.get(BANK_KEY, digest) != digest:
         raise InputError(RESUMED, run_dir, f"{bank} is not the preprocessed bank the run was "
                                            f"trained on (its sha256 is not {BANK_KEY} in "
                                            f"{layout.MANIFEST_FILE}: digitnet's preprocessing "
                                            f"changed since)")
-    if BANK_KEY not in recorded:
-        layout.write_json(manifest, {**recorded, BANK_KEY: digest})

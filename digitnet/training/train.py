@@ -14,8 +14,10 @@ import platform
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -47,11 +49,16 @@ from digitnet.training.devices import Placement, check_batch, parse_devices
 from digitnet.training.interrupt import InterruptGuard, TrainingInterrupted
 from digitnet.training.optim import make_optimizer
 from digitnet.training.resume import (
+    BANK_KEY,
     check_checkpoint_kept,
     check_epochs,
     check_more_to_do,
+    check_same_bank,
     check_same_data,
 )
+
+if TYPE_CHECKING:
+    from digitnet.training.preprocessed import Bank
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,7 @@ class RunData:
     config: Config  # with data.source set to where the data was read
     files: dict  # path -> sha256 of each file read, for the manifest
     splits: Splits
+    bank: Bank | None = None  # training.augment.pipeline's bank of splits.x_train; None: off
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class PreparedRun:
     splits: Splits
     snapshot: Snapshot | None  # the checkpoint to resume from; None for a new run
     placement: Placement  # the devices to train on
+    preprocessed: np.ndarray | None = None  # fit's training.augment.pipeline bank; None: off
 
 
 def seed_everything(seed: int, jit_compile: bool) -> None:
@@ -144,7 +153,7 @@ def fit(model, splits: Splits, config: Config, first_epoch: int = 0,
     if training.augment.pipeline and preprocessed is None:  # the same: made once, then cached
         from digitnet.training.preprocessed import training_bank
 
-        preprocessed, _, _ = training_bank(splits)
+        preprocessed = training_bank(splits.x_train).rows
     started = time.perf_counter()
     model.fit(
         training_batches(splits.x_train, splits.y_train, training, first_epoch, outliers,
@@ -234,10 +243,12 @@ def train_and_evaluate(config: Config, run_dir: Path, data_dir: str | None = Non
             if not cluster.writes:
                 return train_beside(config, run_dir, data_dir, device, resume, devices)
         with InterruptGuard() as guard, RunLock(run_dir):
-            run = prepare(config, run_dir, data_dir, device, command, resume, devices)
+            run = prepare(config, run_dir, data_dir, device, command, resume, devices,
+                          guard.check)
             try:
                 return train_prepared(run.config, run_dir, run.splits, run.snapshot, guard,
-                                      tensorboard, callbacks, run.placement)
+                                      tensorboard, callbacks, run.placement,
+                                      preprocessed=run.preprocessed)
             except TrainingInterrupted as stop:
                 raise mark_interrupted(run_dir, stop) from None
             except BaseException as error:
@@ -265,9 +276,11 @@ def train_beside(config: Config, run_dir: Path, data_dir: str | None, device: st
         else:
             scratch.mkdir()
         with InterruptGuard() as guard:
-            run = prepare(config, scratch, data_dir, device, None, resume, devices)
+            run = prepare(config, scratch, data_dir, device, None, resume, devices,
+                          guard.check)
             train_prepared(run.config, scratch, run.splits, run.snapshot, guard,
-                           tensorboard=False, placement=run.placement, test=False)
+                           tensorboard=False, placement=run.placement, test=False,
+                           preprocessed=run.preprocessed)
     finally:
         shutil.rmtree(scratch.parent, ignore_errors=True)
     return TrainResult(run_dir, {})
@@ -281,8 +294,11 @@ def remove_if_empty(folder: Path) -> None:
 
 def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
             command: list[str] | None, resume: bool,
-            devices: str | int | None = 1) -> PreparedRun:
-    """Load the data and write (or, resuming, check and restore) the run's files."""
+            devices: str | int | None = 1, check: Callable[[], None] | None = None
+            ) -> PreparedRun:
+    """Load the data and write (or, resuming, check and restore) the run's files. `check`:
+    called while the training.augment.pipeline bank is made (InterruptGuard.check); nothing
+    is written before it is made."""
     layout.check_latest()  # before any file is written: a refused run leaves nothing behind
     if not resume:
         layout.check_no_run(run_dir)
@@ -299,17 +315,20 @@ def prepare(config: Config, run_dir: Path, data_dir: str | None, device: str,
         # Checked again under the lock: the run may have finished since the CLI looked.
         check_more_to_do(run_dir, read_config(run_dir / layout.CONFIG_FILE), config)
         data_dir = resume_source(data_dir, config)
-    data = load_data(config, data_dir)
+    data = load_data(config, data_dir, check)
     config = data.config
     log.info("Training on %s; run directory %s", device_name, run_dir)
     info = manifest(config, device_name, data.files, command)
-    snapshot = resume_run(run_dir, config, info) if resume else None
+    if data.bank is not None:
+        info[BANK_KEY] = data.bank.sha256
+    snapshot = resume_run(run_dir, config, info, data.bank) if resume else None
     if not resume:
         layout.write_json(run_dir / layout.MANIFEST_FILE, info)
     layout.write_text(run_dir / layout.CONFIG_FILE, save_config(config))
     update_state(run_dir, **initial_state(config, snapshot))
     # runs/latest moves once the run has a model (checkpoint.py)
-    return PreparedRun(config, data.splits, snapshot, placement)
+    return PreparedRun(config, data.splits, snapshot, placement,
+                       data.bank.rows if data.bank is not None else None)
 
 
 def resume_source(data_dir: str | None, config: Config) -> str | None:
@@ -324,8 +343,11 @@ def resume_source(data_dir: str | None, config: Config) -> str | None:
     return source
 
 
-def load_data(config: Config, data_dir: str | None) -> RunData:
-    """Load and split the data; the config records the source it came from."""
+def load_data(config: Config, data_dir: str | None, check: Callable[[], None] | None = None,
+              bank: bool = True) -> RunData:
+    """Load and split the data; the config records the source it came from. With
+    training.augment.pipeline > 0 (and `bank`), also the bank (made or read from the cache;
+    `check` is called while it is made: a signal stops the making)."""
     source = resolve_source(data_dir, config.data.source)
     mnist = load_mnist(source)
     # Record where the data came from, so evaluate finds it again with no arguments.
@@ -334,14 +356,22 @@ def load_data(config: Config, data_dir: str | None) -> RunData:
     if config.training.batch_size > len(splits.x_train):
         raise DigitnetError(f"training.batch_size: expected at most the {len(splits.x_train)} "
                             f"training images, received {config.training.batch_size}")
-    return RunData(config, mnist.files, splits)
+    made = None
+    if bank and config.training.augment.pipeline:
+        from digitnet.training.preprocessed import training_bank
+
+        made = training_bank(mnist.x_train, splits.train_index, check)
+    return RunData(config, mnist.files, splits, made)
 
 
-def resume_run(run_dir: Path, config: Config, info: dict):
-    """Check the data, find the last good checkpoint and put the run's files back to it."""
+def resume_run(run_dir: Path, config: Config, info: dict, bank: Bank | None = None):
+    """Check the data (and the pipeline bank), find the last good checkpoint and put the run's
+    files back to it."""
     from digitnet.training.checkpoint import restore_run_files
 
     check_same_data(run_dir, info["data_files"])
+    if bank is not None:
+        check_same_bank(run_dir, bank.path, bank.sha256)
     snapshot = layout.latest_snapshot(run_dir)
     check_checkpoint_kept(run_dir, snapshot)
     done = snapshot.epoch if snapshot else 0
@@ -351,6 +381,8 @@ def resume_run(run_dir: Path, config: Config, info: dict):
     recorded.setdefault("resumed", []).append(
         {"after_epoch": done, "device": info["device"], "command": info["command"],
          "started": info["started"]})
+    if BANK_KEY in info:  # a run stopped before its bank was recorded: recorded now
+        recorded.setdefault(BANK_KEY, info[BANK_KEY])
     layout.write_json(run_dir / layout.MANIFEST_FILE, recorded)
     log.info("Resuming after epoch %d of %d", done, config.training.epochs)
     return snapshot
@@ -370,8 +402,9 @@ def initial_state(config: Config, snapshot) -> dict:
 def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
                    guard: InterruptGuard, tensorboard: bool = True,
                    callbacks: tuple = (), placement: Placement | None = None,
-                   test: bool = True) -> TrainResult:
-    """Build the model (restored from `snapshot`), train the remaining epochs, test it."""
+                   test: bool = True, preprocessed: np.ndarray | None = None) -> TrainResult:
+    """Build the model (restored from `snapshot`), train the remaining epochs, test it.
+    `preprocessed`: the training.augment.pipeline bank of splits.x_train (PreparedRun's)."""
     from digitnet.training.checkpoint import EpochCheckpoint, StopOnSignal, restore_checkpoint
     from digitnet.training.model import build_model
 
@@ -385,11 +418,10 @@ def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
         guard.check()
         seconds = 0.0
         if checkpoint.epochs_run < config.training.epochs and not checkpoint.stopped_early:
-            bank = pipeline_bank(run_dir, splits, config, guard)
             seconds = fit(model, splits, config, first_epoch=checkpoint.epochs_run,
                           callbacks=(checkpoint, StopOnSignal(guard),
                                      *tensorboard_callbacks(run_dir, tensorboard), *callbacks),
-                          **bank)
+                          preprocessed=preprocessed)
     guard.check()
     if not test:
         return TrainResult(run_dir, {})
@@ -401,20 +433,6 @@ def train_prepared(config: Config, run_dir: Path, splits: Splits, snapshot,
     result = finish(run_dir, splits, seconds, checkpoint, model if alone and best_here else None)
     update_state(run_dir, status=FINISHED, stopped_early=checkpoint.stopped_early, message="")
     return result
-
-
-def pipeline_bank(run_dir: Path, splits: Splits, config: Config, guard: InterruptGuard) -> dict:
-    """fit's `preprocessed` keyword when training.augment.pipeline > 0: the bank (made or read
-    from the cache; a signal stops the making), its sha256 recorded in manifest.json or, on a
-    resume, checked against the recorded one; no keyword otherwise."""
-    if not config.training.augment.pipeline:
-        return {}
-    from digitnet.training.preprocessed import training_bank
-    from digitnet.training.resume import check_same_bank
-
-    rows, path, digest = training_bank(splits, guard.check)
-    check_same_bank(run_dir, path, digest)
-    return {"preprocessed": rows}
 
 
 def tensorboard_callbacks(run_dir: Path, enabled: bool) -> tuple:
