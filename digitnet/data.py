@@ -72,19 +72,10 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    # Where the training and validation images are in the source's training set (its order:
-    # split_validation's seeded permutation), so that a bank made once over that whole set
-    # serves every seed and validation size; None where the splits came from elsewhere.
+    # Where the training images are in the source's training set (split_validation's seeded
+    # order), so that the pipeline bank made once over that whole set serves every seed and
+    # validation size; None where the splits came from elsewhere.
     train_index: np.ndarray | None = None
-    val_index: np.ndarray | None = None
-
-    def source_train_images(self) -> np.ndarray:
-        """The source's whole training set in its own order (x_train and x_val put back)."""
-        full = np.empty((len(self.x_train) + len(self.x_val), *self.x_train.shape[1:]),
-                        self.x_train.dtype)
-        full[self.train_index] = self.x_train
-        full[self.val_index] = self.x_val
-        return full
 
 
 def resolve_source(data_dir: str | None, config_source: str = "") -> str:
@@ -411,5 +402,5 @@ def split_validation(mnist: Mnist, validation_size: int, seed: int) -> Splits:
         x_train=mnist.x_train[train], y_train=mnist.y_train[train].astype(np.int32),
         x_val=mnist.x_train[val], y_val=mnist.y_train[val].astype(np.int32),
         x_test=mnist.x_test, y_test=mnist.y_test.astype(np.int32),
-        train_index=train, val_index=val,
+        train_index=train,
     )
