@@ -172,6 +172,22 @@ def test_every_seed_and_validation_size_indexes_one_bank_of_the_whole_training_s
     assert list(tmp_path.glob("preprocessed-*.npy")) == [bank_path(digits)]
 
 
+def test_the_training_digits_are_hashed_once_per_bank(tmp_path, monkeypatch):
+    """bank_path hashes every training digit (47 MB for MNIST): training_bank does it once."""
+    from digitnet.training import preprocessed
+
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path))
+    hashed = []
+    real = preprocessed.bank_sha256
+    monkeypatch.setattr(preprocessed, "bank_sha256", lambda array: hashed.append(
+        array.shape) or real(array))
+    digits = drawn_digits()
+    for _ in range(2):  # made, then read from the cache
+        hashed.clear()
+        rows, path, digest = training_bank(digits)
+        assert hashed == [digits.shape, rows.shape] and path == bank_path(digits)
+
+
 def test_a_cached_bank_made_by_other_preprocessing_code_is_made_again(tmp_path, monkeypatch):
     """The cache file is named by the digits, not the code: a change of to_mnist since the
     bank was made is found by making its first rows again, and the bank is made again."""
@@ -223,7 +239,7 @@ def test_a_signal_while_train_makes_the_bank_stops_it_before_any_run_file_is_wri
     monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("DIGITNET_RUNS_DIR", str(tmp_path / "runs"))
 
-    def making(digits, check):
+    def making(digits, check, *path):
         os.kill(os.getpid(), signal.SIGINT)  # the guard's first signal only sets its flag
         check()
         raise AssertionError("check did not stop the build")

@@ -82,27 +82,27 @@ def preprocessed_bank(digits: np.ndarray, workers: int | None = None,
             future.cancel()  # only those not started; a no-op once all are done
 
 
-def preprocessed_images(digits: np.ndarray, check: Callable[[], None] | None = None
-                        ) -> np.ndarray:
+def preprocessed_images(digits: np.ndarray, check: Callable[[], None] | None = None,
+                        path: Path | None = None) -> np.ndarray:
     """`preprocessed_bank(digits)`, made once and kept in the cache folder; a cached file that
     is not such a bank, or whose first CHECKED_ROWS rows are not what the code here makes of
     those digits now (preprocess.py changed since), is made again. `check`: as for
-    preprocessed_bank; nothing is written when it raises."""
-    path = bank_path(digits)
+    preprocessed_bank; nothing is written when it raises. `path`: bank_path(digits), when the
+    caller has it (it hashes every digit)."""
+    path = path or bank_path(digits)
     head = scan_to_mnist(digits[:CHECKED_ROWS])
     return cached_images(path, digits.shape, lambda: preprocessed_bank(digits, check=check),
                          valid=lambda bank: np.array_equal(bank[:CHECKED_ROWS], head))
 
 
 def bank_sha256(bank: np.ndarray) -> str:
-    """The SHA-256 of a bank's pixels, as manifest.json records it."""
+    """The SHA-256 of a bank's pixels, as manifest.json records it (of digits: bank_path's)."""
     return hashlib.sha256(np.ascontiguousarray(bank).data).hexdigest()
 
 
 def bank_path(digits: np.ndarray) -> Path:
     """The cache file of the bank of `digits`: named by their SHA-256 and BANK_VERSION."""
-    digest = hashlib.sha256(np.ascontiguousarray(digits).data).hexdigest()[:16]
-    return cache_dir() / f"preprocessed-v{BANK_VERSION}-{digest}.npy"
+    return cache_dir() / f"preprocessed-v{BANK_VERSION}-{bank_sha256(digits)[:16]}.npy"
 
 
 class Bank(NamedTuple):
@@ -122,6 +122,6 @@ def training_bank(digits: np.ndarray, index: np.ndarray | None = None,
     the same set: one bank serves them all); row i is what predict's preprocessing makes of
     digits[index[i]], as if made from that digit alone.
     """
-    bank = preprocessed_images(digits, check)
-    rows = bank if index is None else bank[index]
-    return Bank(rows, bank_path(digits), bank_sha256(bank))
+    path = bank_path(digits)
+    bank = preprocessed_images(digits, check, path)
+    return Bank(bank if index is None else bank[index], path, bank_sha256(bank))
