@@ -190,7 +190,10 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return any(value > 0 for value in dataclasses.astuple(self))
+        """Whether any image transform is on (`pipeline` is not one: it swaps digits for rows
+        of a bank before the transforms)."""
+        return any(value > 0 for name, value in dataclasses.asdict(self).items()
+                   if name != "pipeline")
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")

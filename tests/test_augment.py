@@ -24,6 +24,18 @@ def test_default_config_does_not_augment():
     np.testing.assert_array_equal(run(AugmentConfig()), IMAGES)
 
 
+def test_the_pipeline_share_alone_is_no_image_transform():
+    """training.augment.pipeline swaps digits for rows of a bank before any transform: alone,
+    the batches are not augmented (and JAX takes its shifts-only path)."""
+    from digitnet.training.backends.jax import only_shifts
+
+    assert not AugmentConfig(pipeline=0.5).enabled
+    assert AugmentConfig(pipeline=0.5, lines=0.1).enabled
+    assert only_shifts(AugmentConfig(pipeline=0.5, jitter_pixels=1))
+    assert not only_shifts(AugmentConfig(pipeline=0.5, lines=0.1))
+    np.testing.assert_array_equal(run(AugmentConfig(pipeline=0.5)), IMAGES)
+
+
 def test_same_seed_same_batch_other_seed_other_batch():
     np.testing.assert_array_equal(run(FULL), run(FULL))
     assert not np.array_equal(run(FULL), run(FULL, seed=(0, 2)))

@@ -315,7 +315,7 @@ OFFSET_STEPS = 256  # the jitter offsets of this many steps are drawn by one cal
 def only_shifts(augment: AugmentConfig) -> bool:
     """Whether the augmentation is jitter alone, or none: whole-pixel shifts of the images (the
     pipeline's versions of the digits are rows of the bank, swapped in before either maker)."""
-    return not dataclasses.replace(augment, jitter_pixels=0, pipeline=0.0).enabled
+    return not dataclasses.replace(augment, jitter_pixels=0).enabled
 
 
 def offset_drawer(seed: int, pixels: int):
