@@ -203,6 +203,40 @@ def test_the_keyboard_can_draw_clear_and_upload(browser, server, tmp_path):
     page.context.close()
 
 
+def test_an_answer_that_comes_while_a_stroke_is_drawn_leaves_the_page_busy(browser, server):
+    """The first stroke's answer came while the second was being drawn: the page said idle
+    (its debounce timer was set), and stayed idle while the finished drawing's PNG was made;
+    under CI's load a test read the answer to a 4's first stroke as the answer to the 4."""
+    page = Page(browser, server.url)
+    page.page.clock.install(time=0)
+    page.page.reload()
+    page.page.wait_for_selector("body[data-state=idle]")
+    page.page.clock.pause_at(1000)  # from now on the debounce timer never fires
+    held, holding = [], [True]
+    page.page.route(lambda address: address.endswith("/predict?input=true"),
+                    lambda route: held.append(route) if holding[0] else route.fallback())
+    first, second = DIGIT_STROKES[4]
+    page.draw_with_mouse([first])
+    page.page.wait_for_function("() => document.body.dataset.state === 'busy'")
+    for _ in range(500):  # the PNG is made and sent within 10 s
+        if held:
+            break
+        page.page.wait_for_timeout(20)
+    assert held
+    mouse = page.page.mouse
+    mouse.move(*page.at(*second[0]))
+    mouse.down()
+    mouse.move(*page.at(*second[1]), steps=3)  # the second stroke, not yet ended
+    holding[0] = False
+    held.pop().fallback()  # the first stroke's request reaches the server
+    page.page.wait_for_function("() => document.body.dataset.answers === '1'")
+    assert page.page.evaluate("document.body.dataset.state") == "busy"
+    mouse.up()
+    page.answer()
+    assert len(page.sent) == 2 and page.page.evaluate("document.body.dataset.answers") == "2"
+    page.context.close()
+
+
 def keep_screenshot(path: Path) -> None:
     """Copy the screenshot to $DIGITNET_SCREENSHOT_DIR when set (docs/serve.png comes so)."""
     folder = os.environ.get("DIGITNET_SCREENSHOT_DIR")

@@ -17,22 +17,23 @@ const statusText = document.getElementById("status");
 
 let drawn = false;      // anything on the canvas since the last Clear
 let last = null;        // the last point of the stroke being drawn
-let timer = null;       // the debounce timer
+let timer = null;       // the debounce timer, while one is set
 let inFlight = false;   // one request at a time...
 let again = false;      // ...and another one after it when the drawing changed meanwhile
+let opening = false;    // a chosen or dropped photo is being read before it is sent
 let pen = {x: 140, y: 140, down: false};  // the keyboard's pen
 let answered = 0;       // answers shown so far (tests wait on data-answers)
 let generation = 0;     // bumped by Clear: an answer for a cleared drawing is not shown
 
 function clearCanvas() {
   generation += 1;
-  clearTimeout(timer);
+  cancelTimer();
   again = false;
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   drawn = false;
   showEmpty();
-  setBusy(inFlight);
+  showBusy();
 }
 
 function setupBars() {
@@ -78,12 +79,20 @@ function stroke(from, to) {
 function changed() {
   clearTimeout(timer);
   timer = setTimeout(predictDrawing, DEBOUNCE_MS);
-  setBusy(true);
+  showBusy();
 }
 
-// body[data-state] is "busy" while an answer is due (tests and screen readers wait on it)
-function setBusy(busy) {
-  document.body.dataset.state = busy ? "busy" : "idle";
+function cancelTimer() {
+  clearTimeout(timer);
+  timer = null;
+}
+
+// body[data-state] is "busy" while an answer is due (tests and screen readers wait on it):
+// the drawing changed and waits to be sent, a request is out or due again, or a photo is
+// being read. An answer that comes while the drawing is still changing leaves it busy.
+function showBusy() {
+  const due = timer !== null || inFlight || again || opening;
+  document.body.dataset.state = due ? "busy" : "idle";
 }
 
 canvas.addEventListener("pointerdown", (event) => {
@@ -109,7 +118,6 @@ canvas.addEventListener("pointermove", (event) => {
 function endStroke() {
   if (last === null) return;
   last = null;
-  clearTimeout(timer);
   predictDrawing();
 }
 canvas.addEventListener("pointerup", endStroke);
@@ -148,16 +156,17 @@ function showPen() {
 }
 
 function predictDrawing() {
-  clearTimeout(timer);
-  if (!drawn) { setBusy(inFlight); return; }
+  cancelTimer();
+  if (!drawn) { showBusy(); return; }
   if (inFlight) { again = true; return; }
   inFlight = true;
+  showBusy();  // the PNG is made asynchronously, before send
   canvas.toBlob((blob) => send(blob, "image/png"), "image/png");
 }
 
 async function send(body, type) {
   inFlight = true;
-  setBusy(true);
+  showBusy();
   statusText.textContent = "Asking the model…";
   const asked = generation;
   try {
@@ -172,7 +181,8 @@ async function send(body, type) {
     statusText.textContent = `Error: ${error.message}`;
   } finally {
     inFlight = false;
-    if (again) { again = false; predictDrawing(); } else { setBusy(false); }
+    if (again) { again = false; predictDrawing(); }
+    showBusy();
   }
 }
 
@@ -209,7 +219,8 @@ function drawSeen(rows) {
 async function sendFile(file) {
   if (!file) return;
   clearCanvas();
-  setBusy(true);  // until the answer is in
+  opening = true;  // busy until the answer is in
+  showBusy();
   const asked = generation;
   try {  // show the photo where the drawing was; the model gets the file itself
     const bitmap = await createImageBitmap(file);
@@ -218,7 +229,8 @@ async function sendFile(file) {
     ctx.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
   } catch (error) { /* the server says what is wrong with it */ }
   drawn = false;  // drawing on top starts a new drawing
-  if (asked === generation) await send(file, file.type);
+  opening = false;
+  if (asked === generation) await send(file, file.type); else showBusy();
 }
 
 document.getElementById("clear").addEventListener("click", clearCanvas);
@@ -245,5 +257,4 @@ async function showModel() {
 
 setupBars();
 clearCanvas();
-setBusy(false);
 showModel();
