@@ -7,6 +7,7 @@ the digit shown, the ten bars and their sum, the 28x28 image, that the answer eq
 Never skipped: .ci/run installs chromium when it is missing.
 """
 
+import io
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from tests.conftest import runs_root
@@ -94,6 +96,9 @@ class Page:
             for point in line[1:]:
                 mouse.move(*self.at(*point), steps=3)
             mouse.up()
+
+    def tap(self, x: float, y: float) -> None:
+        self.page.mouse.click(*self.at(x, y))
 
     def draw_with_touch(self, strokes) -> None:
         """Touch strokes through the DevTools protocol (Playwright has taps only)."""
@@ -234,6 +239,23 @@ def test_an_answer_that_comes_while_a_stroke_is_drawn_leaves_the_page_busy(brows
     mouse.up()
     page.answer()
     assert len(page.sent) == 2 and page.page.evaluate("document.body.dataset.answers") == "2"
+    page.context.close()
+
+
+def test_a_tap_leaves_a_dot(browser, server):
+    """The canvas prunes a zero-length line: a tap (or the keyboard's pen put down) drew
+    nothing, and the page asked the model about a blank canvas."""
+    page = Page(browser, server.url)
+    page.tap(0.5, 0.5)
+    page.answer()
+    ink = page.page.evaluate("""() => {
+        const canvas = document.getElementById('canvas');
+        const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+        return pixels.data.filter((value, i) => i % 4 === 0 && value < 128).length;
+    }""")
+    assert ink > 100  # a disc of the stroke's width, 18 pixels: about 250 dark pixels
+    with Image.open(io.BytesIO(page.sent[-1])) as sent:
+        assert sent.convert("L").getextrema()[0] == 0  # and the dot is what was sent
     page.context.close()
 
 

@@ -65,14 +65,21 @@ function point(event) {
 }
 
 function stroke(from, to) {
-  ctx.strokeStyle = "#000";
-  ctx.lineWidth = INK;
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
   ctx.beginPath();
-  ctx.moveTo(from.x, from.y);
-  ctx.lineTo(to.x, to.y);
-  ctx.stroke();
+  if (from.x === to.x && from.y === to.y) {
+    // the canvas prunes a zero-length line before stroking it: a tap is drawn as a disc
+    ctx.fillStyle = "#000";
+    ctx.arc(from.x, from.y, INK / 2, 0, 2 * Math.PI);
+    ctx.fill();
+  } else {
+    ctx.strokeStyle = "#000";
+    ctx.lineWidth = INK;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.moveTo(from.x, from.y);
+    ctx.lineTo(to.x, to.y);
+    ctx.stroke();
+  }
   drawn = true;
 }
 
