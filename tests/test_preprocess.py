@@ -640,6 +640,40 @@ def test_an_icon_holding_a_bomb_is_refused_before_decoding(tmp_path):
     assert preprocess_file(tmp_path / "small.ico").any()  # an ordinary icon is read
 
 
+def test_pillows_limit_is_back_after_two_threads_opened_images_at_once(monkeypatch):
+    """The server opens images in several threads: one setting Pillow's limit (a global) off
+    while another had it off saved None, and restored that, for the process."""
+    limit = Image.MAX_IMAGE_PIXELS
+    first_inside = threading.Event()
+    both_inside = threading.Barrier(2, timeout=0.5)  # never met when one waits for the other
+    real_open = Image.open
+
+    def open_in_turn(source, formats=None):
+        first = not first_inside.is_set()
+        first_inside.set()
+        try:
+            both_inside.wait()
+        except threading.BrokenBarrierError:  # one at a time
+            return real_open(source, formats=formats)
+        deadline = time.monotonic() + 2
+        while not first and Image.MAX_IMAGE_PIXELS is None and time.monotonic() < deadline:
+            time.sleep(0.001)  # the second out after the first has restored the limit
+        return real_open(source, formats=formats)
+
+    def open_png() -> None:
+        with imagefile.open_checked(io.BytesIO(png_bytes(Image.new("L", (8, 8)))), "x"):
+            pass
+
+    monkeypatch.setattr(Image, "open", open_in_turn)
+    threads = [threading.Thread(target=open_png) for _ in range(2)]
+    threads[0].start()
+    assert first_inside.wait(5)
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert limit == Image.MAX_IMAGE_PIXELS
+
+
 @pytest.mark.parametrize("raised,problem", [
     (MemoryError(), "not enough memory to decode this image"),
     # found by fuzzing: what Pillow's parsers raise on some damaged AVIF and TIFF files

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -37,6 +38,9 @@ NOT_READ = {b"%PDF": "PDF", b"%!PS": "PostScript", b"\xc5\xd0\xd3\xc6": "PostScr
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 NOT_OPENED = ("EPS",)  # Pillow's formats never opened (see NOT_READ)
 ICON_HEAD = b"\x00\x00\x01\x00"  # an ICO file: Pillow decodes its largest image as it opens it
+# open_checked changes Pillow's limit (a global) around Image.open: the server opens images in
+# several threads at once, and two of them interleaved left it off (None) for the process
+PILLOW_LIMIT = threading.Lock()
 GREY = (0,)  # PNG colour types: grey
 ANY_COLOUR = (0, 2, 4, 6)  # ... grey, RGB, grey and alpha, RGBA (not palette)
 
@@ -164,12 +168,13 @@ def open_checked(source, name: str) -> Image.Image:
     20000x20000 PNG took 1.6 GB before it was refused), so Pillow's check stays on for it,
     refusing (DecompressionBombError) what is above MAX_PIXELS.
     """
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2 if head(source, 4) == ICON_HEAD else None
-    try:
-        image = Image.open(source, formats=opened_formats())
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+    with PILLOW_LIMIT:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2 if head(source, 4) == ICON_HEAD else None
+        try:
+            image = Image.open(source, formats=opened_formats())
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
     width, height = image.size
     if width * height > MAX_PIXELS:
         image.close()
