@@ -25,7 +25,7 @@ from digitnet.images import batch as imagebatch
 from digitnet.images import decode as imagefile
 from digitnet.images import ink, preprocess, resample, selection
 from digitnet.images.batch import preprocess_files, save_preprocessed
-from digitnet.images.decode import MAX_PIXELS, MAX_SIDE, load_image
+from digitnet.images.decode import MAX_PIXELS, MAX_SIDE, load_image, load_image_bytes
 from digitnet.images.preprocess import preprocess_bytes, preprocess_file, to_mnist
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -638,6 +638,49 @@ def test_an_icon_holding_a_bomb_is_refused_before_decoding(tmp_path):
     assert limit == Image.MAX_IMAGE_PIXELS  # Pillow's own limit is back as it was
     draw_digit(size=(64, 64), box=(8, 8, 56, 56), width=4).save(tmp_path / "small.ico")
     assert preprocess_file(tmp_path / "small.ico").any()  # an ordinary icon is read
+
+
+@pytest.fixture
+def icon_decodes(monkeypatch):
+    """The sizes of the icons Pillow decodes (it does as it opens one)."""
+    from PIL import IcoImagePlugin
+
+    decoded = []
+    load = IcoImagePlugin.IcoImageFile.load
+
+    def recorded(image):
+        decoded.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(IcoImagePlugin.IcoImageFile, "load", recorded)
+    return decoded
+
+
+def test_an_icons_size_is_read_from_its_headers_without_decoding_it(tmp_path, icon_decodes):
+    """The server asks each upload's size on its event loop: an ICO was decoded there (a
+    97 KB icon holding a 7000x7000 PNG, 0.4 s), and again in a thread."""
+    png = icon(bomb_png(tmp_path / "big.png", 7000, 7000).read_bytes())
+    assert imagefile.claimed_pixels(png) == 7000 * 7000
+    buffer = io.BytesIO()
+    draw_digit(size=(64, 48), box=(8, 8, 40, 40), width=4).save(
+        buffer, format="ICO", sizes=[(64, 48), (16, 12)], bitmap_format="bmp")
+    assert imagefile.claimed_pixels(buffer.getvalue()) == 64 * 48  # its height counts the mask
+    for refused in (8000, 8000), (2, 20_000_000):
+        assert imagefile.claimed_pixels(icon(bomb_png(tmp_path / "x.png", *refused)
+                                             .read_bytes())) == 0
+    assert icon_decodes == []
+    assert load_image_bytes(buffer.getvalue(), "x.ico").size == (64, 48)
+
+
+def test_an_icon_holding_a_sliver_is_refused_before_decoding(tmp_path, icon_decodes):
+    """A 2x20,000,000 PNG in an ICO was decoded (1 s) before its side was checked."""
+    path = tmp_path / "sliver.ico"
+    path.write_bytes(icon(bomb_png(tmp_path / "big.png", 2, 20_000_000).read_bytes()))
+    with pytest.raises(DigitnetError) as err:
+        preprocess_file(path)
+    assert str(err.value) == (f"{path}: image is 2x20000000 pixels, a side above the limit of "
+                              f"{MAX_SIDE}")
+    assert icon_decodes == []
 
 
 def test_pillows_limit_is_back_after_two_threads_opened_images_at_once(monkeypatch):

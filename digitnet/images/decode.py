@@ -16,7 +16,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import (
+    BmpImagePlugin,
+    IcoImagePlugin,
+    Image,
+    ImageOps,
+    PngImagePlugin,
+    UnidentifiedImageError,
+)
 
 from digitnet.errors import DigitnetError, first_line, os_reason
 from digitnet.inputs import not_regular_reason
@@ -165,16 +172,20 @@ def open_checked(source, name: str) -> Image.Image:
     This check, with its clearer message, stands in for Pillow's own decompression-bomb check
     while the header is parsed (nothing large is allocated then); Pillow's is back on after.
     An ICO is the exception: Pillow decodes its image as it opens it (a 1.5 MB icon holding a
-    20000x20000 PNG took 1.6 GB before it was refused), so Pillow's check stays on for it,
-    refusing (DecompressionBombError) what is above MAX_PIXELS.
+    20000x20000 PNG took 1.6 GB before it was refused), so its size is read from its headers
+    (icon_size) and checked before Image.open, and Pillow's limit is left as it is.
     """
-    with PILLOW_LIMIT:
-        limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2 if head(source, 4) == ICON_HEAD else None
-        try:
-            image = Image.open(source, formats=opened_formats())
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
+    if head(source, 4) == ICON_HEAD:
+        check_icon(source, name)
+        image = Image.open(source, formats=opened_formats())
+    else:
+        with PILLOW_LIMIT:
+            limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                image = Image.open(source, formats=opened_formats())
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
     width, height = image.size
     if width * height > MAX_PIXELS:
         image.close()
@@ -186,6 +197,46 @@ def open_checked(source, name: str) -> Image.Image:
         raise DigitnetError(f"{name}: image is {width}x{height} pixels, a side above the "
                             f"limit of {MAX_SIDE}")
     return image
+
+
+def check_icon(source, name: str) -> None:
+    """Refuse an ICO whose image Pillow would decode is above MAX_PIXELS or MAX_SIDE, from its
+    headers (the words for too many pixels are Pillow's, which refused it until then)."""
+    size = icon_size(source)
+    if size is None:
+        return
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise DigitnetError(f"{name}: Image size ({width * height} pixels) exceeds limit of "
+                            f"{MAX_PIXELS} pixels, could be decompression bomb DOS attack.")
+    if max(width, height) > MAX_SIDE:
+        raise DigitnetError(f"{name}: image is {width}x{height} pixels, a side above the "
+                            f"limit of {MAX_SIDE}")
+
+
+def icon_size(source) -> tuple[int, int] | None:
+    """The size of the image Pillow decodes as it opens an ICO (a file name or a binary stream,
+    left where it was), read from headers only, by Pillow's own parsers, as its IcoFile.frame
+    reads them: the directory's first entry in Pillow's order, then that entry's PNG header
+    or BMP header (whose height counts the mask too). None when Pillow cannot parse them
+    either: Image.open then fails on the same header, before decoding anything."""
+    if isinstance(source, str):
+        with open(source, "rb") as file:
+            return icon_size(file)
+    position = source.tell()
+    try:
+        entry = IcoImagePlugin.IcoFile(source).entry[0]
+        source.seek(entry.offset)
+        if source.read(8) == PNG_SIGNATURE:
+            source.seek(entry.offset)
+            return PngImagePlugin.PngImageFile(source).size
+        source.seek(entry.offset)
+        width, height = BmpImagePlugin.DibImageFile(source).size
+        return width, int(height / 2)
+    except Exception:  # Pillow's parsers raise SyntaxError, OSError, IndexError, ...
+        return None
+    finally:
+        source.seek(position)
 
 
 def head(source, size: int) -> bytes:
@@ -230,6 +281,10 @@ def claimed_pixels(data: bytes) -> int:
         sides = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         return pixels if pixels <= MAX_PIXELS and max(sides) <= MAX_SIDE else 0
     try:
+        if data.startswith(ICON_HEAD):  # not opened: Pillow would decode it
+            width, height = icon_size(io.BytesIO(data))
+            return width * height if width * height <= MAX_PIXELS \
+                and max(width, height) <= MAX_SIDE else 0
         with open_checked(io.BytesIO(data), "upload") as image:
             return image.width * image.height
     except Exception:  # refused or unreadable: decoding will stop at once
