@@ -32,6 +32,11 @@ MAX_PIXELS = 50_000_000  # larger images are refused before any pixel is decoded
 MAX_SIDE = 30_000  # ... and so are longer ones: Pillow keeps a pointer per row, resizing a
 # weight per source pixel, so a 1x49,000,000 sliver took 1.7 GB and 12 s (and OpenCV's PNG
 # reader refuses sides above 1,000,000, printing libpng's complaint on stderr)
+TOO_MANY = ("image is {width}x{height} = {pixels} pixels, above the limit of {limit} "
+            "(decompression bomb?)")
+# ... and for an ICO, in the words of Pillow's own check, which refused it until then
+ICON_TOO_MANY = ("Image size ({pixels} pixels) exceeds limit of {limit} pixels, could be "
+                 "decompression bomb DOS attack.")
 SVG_SUFFIXES = (".svg", ".svgz")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLAIN_PNG_HEAD = 33  # the signature and the IHDR chunk, which must come first
@@ -186,32 +191,30 @@ def open_checked(source, name: str) -> Image.Image:
                 image = Image.open(source, formats=opened_formats())
             finally:
                 Image.MAX_IMAGE_PIXELS = limit
-    width, height = image.size
-    if width * height > MAX_PIXELS:
+    reason = refusal(*image.size)
+    if reason is not None:
         image.close()
-        raise DigitnetError(
-            f"{name}: image is {width}x{height} = {width * height} pixels, above the limit of "
-            f"{MAX_PIXELS} (decompression bomb?)")
-    if max(width, height) > MAX_SIDE:
-        image.close()
-        raise DigitnetError(f"{name}: image is {width}x{height} pixels, a side above the "
-                            f"limit of {MAX_SIDE}")
+        raise DigitnetError(f"{name}: {reason}")
     return image
+
+
+def refusal(width: int, height: int, too_many: str = TOO_MANY) -> str | None:
+    """Why an image of width x height is refused before it is decoded (above MAX_PIXELS or
+    MAX_SIDE), or None when it is within both; `too_many` words the first."""
+    if width * height > MAX_PIXELS:
+        return too_many.format(width=width, height=height, pixels=width * height,
+                               limit=MAX_PIXELS)
+    if max(width, height) > MAX_SIDE:
+        return f"image is {width}x{height} pixels, a side above the limit of {MAX_SIDE}"
+    return None
 
 
 def check_icon(source, name: str) -> None:
     """Refuse an ICO whose image Pillow would decode is above MAX_PIXELS or MAX_SIDE, from its
     headers (the words for too many pixels are Pillow's, which refused it until then)."""
-    size = icon_size(source)
-    if size is None:
-        return
-    width, height = size
-    if width * height > MAX_PIXELS:
-        raise DigitnetError(f"{name}: Image size ({width * height} pixels) exceeds limit of "
-                            f"{MAX_PIXELS} pixels, could be decompression bomb DOS attack.")
-    if max(width, height) > MAX_SIDE:
-        raise DigitnetError(f"{name}: image is {width}x{height} pixels, a side above the "
-                            f"limit of {MAX_SIDE}")
+    reason = refusal(*(icon_size(source) or (0, 0)), too_many=ICON_TOO_MANY)
+    if reason is not None:
+        raise DigitnetError(f"{name}: {reason}")
 
 
 def icon_size(source) -> tuple[int, int] | None:
@@ -276,27 +279,40 @@ def claimed_pixels(data: bytes) -> int:
     """The pixels an encoded image's header claims, read without decoding it: what decoding
     it may take. 0 for data whose header is refused (above MAX_PIXELS or MAX_SIDE) or
     unreadable: its decoding stops at once."""
-    pixels = png_pixels(data)
-    if pixels is not None:
-        sides = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-        return pixels if pixels <= MAX_PIXELS and max(sides) <= MAX_SIDE else 0
     try:
-        if data.startswith(ICON_HEAD):  # not opened: Pillow would decode it
-            width, height = icon_size(io.BytesIO(data))
-            return width * height if width * height <= MAX_PIXELS \
-                and max(width, height) <= MAX_SIDE else 0
-        with open_checked(io.BytesIO(data), "upload") as image:
-            return image.width * image.height
+        width, height = claimed_size(data)
     except Exception:  # refused or unreadable: decoding will stop at once
         return 0
+    return width * height if refusal(width, height) is None else 0
+
+
+def claimed_size(data: bytes) -> tuple[int, int]:
+    """The size an encoded image's header claims (an ICO's: (0, 0) when unreadable).
+
+    Raises:
+      DigitnetError, or what Pillow raises, for a header refused or unreadable.
+    """
+    size = png_size(data)
+    if size is not None:
+        return size
+    if data.startswith(ICON_HEAD):  # not opened: Pillow would decode it
+        return icon_size(io.BytesIO(data)) or (0, 0)
+    with open_checked(io.BytesIO(data), "upload") as image:
+        return image.size
 
 
 def png_pixels(data: bytes) -> int | None:
     """The number of pixels a PNG's header claims (width x height), or None for other data."""
+    size = png_size(data)
+    return None if size is None else size[0] * size[1]
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """The (width, height) a PNG's first chunk (IHDR) claims, or None for other data."""
     if len(data) < PLAIN_PNG_HEAD or not data.startswith(PNG_SIGNATURE) \
             or data[12:16] != b"IHDR":
         return None
-    return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def plain_png_pixels(data: bytes, colours: tuple[int, ...] = GREY) -> np.ndarray | None:
@@ -396,5 +412,5 @@ def plain_png_header(header: bytes | memoryview, colours: tuple[int, ...] = GREY
         return False
     width, height = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
     depth, colour, _, _, interlace = header[8:13]
-    return (depth == 8 and colour in colours and not interlace
-            and 0 < width * height <= MAX_PIXELS and max(width, height) <= MAX_SIDE)
+    return (depth == 8 and colour in colours and not interlace and width * height > 0
+            and refusal(width, height) is None)
