@@ -587,15 +587,14 @@ def test_truncated_image(tmp_path, suffix):
     assert "\n" not in str(err.value)
 
 
-def bomb_png(path: Path, width: int, height: int) -> Path:
+def bomb_png(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height pixels (with a valid header CRC)."""
     buffer = io.BytesIO()
     Image.new("L", (1, 1)).save(buffer, format="PNG")
     data = bytearray(buffer.getvalue())
     data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
     data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
-    path.write_bytes(bytes(data))
-    return path
+    return bytes(data)
 
 
 BOMB = f"pixels, above the limit of {MAX_PIXELS} (decompression bomb?)"
@@ -607,7 +606,8 @@ BOMB = f"pixels, above the limit of {MAX_PIXELS} (decompression bomb?)"
     # OpenCV's PNG reader printed libpng's complaint on stderr)
     (1, 49_000_000, f"pixels, a side above the limit of {MAX_SIDE}")])
 def test_decompression_bomb_refused_before_decoding(tmp_path, width, height, problem):
-    path = bomb_png(tmp_path / "big.png", width, height)
+    path = tmp_path / "big.png"
+    path.write_bytes(bomb_png(width, height))
     assert imagefile.read_plain_png(str(path)) is None  # not handed to OpenCV either
     start = time.perf_counter()
     with pytest.raises(DigitnetError) as err:
@@ -627,7 +627,7 @@ def test_an_icon_holding_a_bomb_is_refused_before_decoding(tmp_path):
     """Pillow decodes an ICO's image as it opens it, before the size is checked: a 1.5 MB icon
     holding a 20000x20000 PNG took 1.6 GB (and 5 s) before it was refused."""
     path = tmp_path / "icon.ico"
-    path.write_bytes(icon(bomb_png(tmp_path / "big.png", 8000, 8000).read_bytes()))
+    path.write_bytes(icon(bomb_png(8000, 8000)))
     limit = Image.MAX_IMAGE_PIXELS
     start = time.perf_counter()
     with pytest.raises(DigitnetError) as err:
@@ -659,15 +659,14 @@ def icon_decodes(monkeypatch):
 def test_an_icons_size_is_read_from_its_headers_without_decoding_it(tmp_path, icon_decodes):
     """The server asks each upload's size on its event loop: an ICO was decoded there (a
     97 KB icon holding a 7000x7000 PNG, 0.4 s), and again in a thread."""
-    png = icon(bomb_png(tmp_path / "big.png", 7000, 7000).read_bytes())
+    png = icon(bomb_png(7000, 7000))
     assert imagefile.claimed_pixels(png) == 7000 * 7000
     buffer = io.BytesIO()
     draw_digit(size=(64, 48), box=(8, 8, 40, 40), width=4).save(
         buffer, format="ICO", sizes=[(64, 48), (16, 12)], bitmap_format="bmp")
     assert imagefile.claimed_pixels(buffer.getvalue()) == 64 * 48  # its height counts the mask
     for refused in (8000, 8000), (2, 20_000_000):
-        assert imagefile.claimed_pixels(icon(bomb_png(tmp_path / "x.png", *refused)
-                                             .read_bytes())) == 0
+        assert imagefile.claimed_pixels(icon(bomb_png(*refused))) == 0
     assert icon_decodes == []
     assert load_image_bytes(buffer.getvalue(), "x.ico").size == (64, 48)
 
@@ -675,7 +674,7 @@ def test_an_icons_size_is_read_from_its_headers_without_decoding_it(tmp_path, ic
 def test_an_icon_holding_a_sliver_is_refused_before_decoding(tmp_path, icon_decodes):
     """A 2x20,000,000 PNG in an ICO was decoded (1 s) before its side was checked."""
     path = tmp_path / "sliver.ico"
-    path.write_bytes(icon(bomb_png(tmp_path / "big.png", 2, 20_000_000).read_bytes()))
+    path.write_bytes(icon(bomb_png(2, 20_000_000)))
     with pytest.raises(DigitnetError) as err:
         preprocess_file(path)
     assert str(err.value) == (f"{path}: image is 2x20000000 pixels, a side above the limit of "
