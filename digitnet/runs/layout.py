@@ -387,7 +387,7 @@ def shorten(text: str, limit: int) -> str:
 def read_json(path: Path) -> dict:
     """A JSON object from `path`, with a one-line error if it is missing or corrupt."""
     reason = not_regular_reason(path)
-    if reason not in (None, "not found"):  # a named pipe would wait for a writer forever
+    if reason is not None:  # a named pipe would wait for a writer forever
         raise DigitnetError(f"{path}: {reason}")
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
