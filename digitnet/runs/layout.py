@@ -395,8 +395,9 @@ def read_json(path: Path) -> dict:
         raise DigitnetError(f"{path}: not found") from None
     except (OSError, ValueError) as error:
         raise DigitnetError(f"{path}: unreadable or corrupt JSON ({error})") from None
-    if not isinstance(value, dict):  # a hand-edited `[]` or `1`: every caller reads keys
-        raise DigitnetError(f"{path}: expected a JSON object, received {type(value).__name__}")
+    problem = fields_problem(value, {})  # a hand-edited `[]` or `1`: every caller reads keys
+    if problem:
+        raise DigitnetError(f"{path}: {problem}")
     return value
 
 
