@@ -90,7 +90,7 @@ def is_current(saved: Path, run_dir: Path) -> bool:
         model_sha256 = layout.file_sha256(run_dir / layout.BEST_MODEL)
     except (OSError, DigitnetError):
         return False
-    if not isinstance(report, dict) or report.get("keras_sha256") != model_sha256:
+    if report.get("keras_sha256") != model_sha256:
         return False
     plots = (plot_path(run_dir, name, SPLIT) for name in SPLIT_PLOTS)
     return (report.get("split") == SPLIT and not foreign_data(report, run_dir)
