@@ -265,7 +265,9 @@ def test_serve_refuses_an_empty_host(tiny_run, monkeypatch, host):
                      f"machine only; 0.0.0.0: every interface)")
 
 
-@pytest.mark.parametrize("coordinator", ["127.0.0.1:0", "127.0.0.1:65536", "host:99999"])
+# 5000 digits: int() refuses a string of more than 4300 digits with a ValueError (a traceback)
+@pytest.mark.parametrize("coordinator", ["127.0.0.1:0", "127.0.0.1:65536", "host:99999",
+                                         "host:" + "9" * 5000])
 def test_a_coordinator_port_out_of_range_is_refused(coordinator):
     from digitnet.training.cluster import make_cluster
 

@@ -48,7 +48,8 @@ def make_cluster(coordinator: str, num_processes: int, process_id: int,
     host, _, port = coordinator.rpartition(":")
     if not host or not (port.isascii() and port.isdigit()):
         raise InputError("coordinator", coordinator, "expected HOST:PORT")
-    if not 1 <= int(port) <= MAX_PORT:  # else every process would wait for one that cannot be
+    # else every process would wait for one that cannot be; int() refuses 4300+ digits
+    if len(port) > 5 or not 1 <= int(port) <= MAX_PORT:
         raise InputError("coordinator", coordinator, f"expected a port in 1..{MAX_PORT}")
     if not 0 <= process_id < num_processes:
         raise InputError("process id", process_id, f"expected 0..{num_processes - 1}")
