@@ -627,10 +627,14 @@ def sweep(sweep_file, trials, jobs, storage, study_name, data_dir):
       digitnet sweep configs/sweeps/default-mlp.yaml --trials 30
       digitnet sweep configs/sweeps/cnn.yaml --jobs 2 --storage postgresql://me:pw@db/sweeps
     """
+    from digitnet.sweep.spec import load_sweep, study_name_of
+
+    spec = load_sweep(sweep_file, trials)  # a bad file or --study is refused before the
+    study_name_of(spec, study_name)  # seconds of importing TensorFlow, Keras and JAX
     import_tensorflow_quietly()
     from digitnet.sweep.runner import run_sweep
 
-    result = run_sweep(sweep_file, trials, jobs, storage, study_name, data_dir)
+    result = run_sweep(sweep_file, trials, jobs, storage, study_name, data_dir, spec)
     best = result.best
     if best is None:
         click.echo(f"No trial completed; report: {result.report}")

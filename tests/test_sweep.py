@@ -372,6 +372,28 @@ def test_sweep_file_that_is_not_yaml(tmp_path, runs_dir):
     assert (result.exit_code, result.output) == (1, f"Error: {path}: invalid YAML at line 2\n")
 
 
+@pytest.mark.parametrize(("body", "args", "message"), [
+    ({"trials": 0}, [], "{path}: trials: expected an integer >= 1, received 0"),
+    ({}, ["--study", "a/b"], "--study 'a/b': expected a name of letters, digits, '.', '_' and '-' "
+                             "(it names the folder of its trials)"),
+])
+def test_a_bad_sweep_file_or_study_is_refused_before_importing_tensorflow(tmp_path, runs_dir,
+                                                                          body, args, message):
+    """Importing TensorFlow, Keras and JAX takes seconds: a refusal comes before it."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "space": SPACE, **body}), encoding="utf-8")
+    code = ("import sys; from digitnet.cli import main\n"
+            f"sys.argv = ['digitnet', 'sweep', {str(path)!r}, *{args!r}]\n"
+            "try:\n    main()\nexcept SystemExit as stop:\n    code = stop.code\n"
+            "heavy = {'tensorflow', 'keras', 'jax'} & set(sys.modules)\n"
+            "assert not heavy, heavy\n"
+            "sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (result.returncode, result.stdout + result.stderr) == (
+        1, f"Error: {message.format(path=path)}\n")
+    assert not runs_dir.exists()
+
+
 def test_shipped_sweep_files_are_valid():
     from digitnet.sweep.spec import load_sweep
 

@@ -11,10 +11,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitnet.errors import DigitnetError, InputError
+from digitnet.errors import DigitnetError
 from digitnet.runs.layout import make_dir, runs_root
 from digitnet.sweep.results import best_trial, print_header, write_best_config
-from digitnet.sweep.spec import NAME_PATTERN, load_sweep
+from digitnet.sweep.spec import SweepSpec, load_sweep, study_name_of
 from digitnet.sweep.study import (
     default_storage,
     open_storage,
@@ -41,7 +41,7 @@ class SweepResult:
 
 def run_sweep(sweep_file: str | Path, trials: int | None = None, jobs: int = 1,
               storage: str | None = None, study_name: str | None = None,
-              data_dir: str | None = None) -> SweepResult:
+              data_dir: str | None = None, spec: SweepSpec | None = None) -> SweepResult:
     """Run (or continue) the sweep's study until it has all its trials, then write its results.
 
     Args:
@@ -51,6 +51,7 @@ def run_sweep(sweep_file: str | Path, trials: int | None = None, jobs: int = 1,
       storage: an SQLAlchemy URL shared by many machines; None for SWEEP_DIR/study.db.
       study_name: the study to create or continue; None for the sweep's name.
       data_dir: --data-dir for every trial.
+      spec: the sweep file already loaded by load_sweep(sweep_file, trials); None to load it.
 
     Returns:
       The sweep directory, the study's progress, the best trial, best.yaml and the report.
@@ -61,11 +62,8 @@ def run_sweep(sweep_file: str | Path, trials: int | None = None, jobs: int = 1,
       DigitnetError: a bad sweep file, storage or data, or a study made for another search.
     """
     sweep_file = Path(sweep_file)
-    spec = load_sweep(sweep_file, trials)
-    study_name = study_name or spec.name
-    if not NAME_PATTERN.fullmatch(study_name):
-        raise InputError("study", repr(study_name), "expected a name of letters, digits, '.', "
-                         "'_' and '-' (it names the folder of its trials)")
+    spec = spec or load_sweep(sweep_file, trials)
+    study_name = study_name_of(spec, study_name)
     sweep_dir = runs_root() / study_name  # one study's trials: numbers never clash
     make_dir(sweep_dir, "the sweep folder")  # a read-only runs/: one line, no traceback
     url = storage or default_storage(sweep_dir)

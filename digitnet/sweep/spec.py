@@ -24,7 +24,7 @@ from digitnet.config import (
     read_yaml,
     to_dict,
 )
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, InputError
 
 PARAM_TYPES = ("float", "int", "choice")
 METRICS = ("val_accuracy",)  # maximised; the test split stays untouched by the search
@@ -219,6 +219,19 @@ def load_sweep(path: str | Path, trials: int | None = None) -> SweepSpec:
         raise SweepError(message if message.startswith(str(path)) else f"{path}: {message}") \
             from None
     return spec
+
+
+def study_name_of(spec: SweepSpec, study_name: str | None) -> str:
+    """The study's name: `study_name` (--study), or the sweep's name.
+
+    Raises:
+      InputError: a name that cannot name the folder of its trials.
+    """
+    study_name = study_name or spec.name
+    if not NAME_PATTERN.fullmatch(study_name):
+        raise InputError("study", repr(study_name), "expected a name of letters, digits, '.', "
+                         "'_' and '-' (it names the folder of its trials)")
+    return study_name
 
 
 def build_spec(values: dict, path: Path) -> SweepSpec:
