@@ -590,8 +590,10 @@ def serve(model, host, port, workers, max_body, min_confidence, max_entropy, bat
       digitnet serve runs/latest --port 8000
       curl -s --data-binary @digit.png http://127.0.0.1:8000/predict
     """
+    from digitnet.serving.settings import ServeSettings, check_host
+
+    check_host(host)  # refused before the server's imports (cv2, uvicorn, fastapi: ~1 s)
     from digitnet.serving.server import serve as run_server
-    from digitnet.serving.settings import ServeSettings
 
     threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
     entropy = DEFAULT_MAX_ENTROPY if max_entropy is None else max_entropy

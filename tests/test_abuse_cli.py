@@ -266,6 +266,21 @@ def test_serve_refuses_an_empty_host(tiny_run, monkeypatch, host):
 
 
 # 5000 digits: int() refuses a string of more than 4300 digits with a ValueError (a traceback)
+def test_serve_refuses_an_empty_host_before_importing_the_server(tmp_path):
+    """cv2, uvicorn and fastapi take about a second to import: an empty host is refused first."""
+    code = ("import sys; from digitnet.cli import main\n"
+            "sys.argv = ['digitnet', 'serve', '--host', '']\n"
+            "try:\n    main()\nexcept SystemExit as stop:\n    code = stop.code\n"
+            "heavy = {'cv2', 'uvicorn', 'fastapi', 'tensorflow'} & set(sys.modules)\n"
+            "assert not heavy, heavy\n"
+            "sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path, env={**os.environ, "DIGITNET_RUNS_DIR": str(tmp_path)})
+    assert (result.returncode, result.stdout + result.stderr) == (
+        1, "Error: --host '': expected an address or a host name (127.0.0.1: this machine only; "
+           "0.0.0.0: every interface)\n")
+
+
 @pytest.mark.parametrize("coordinator", ["127.0.0.1:0", "127.0.0.1:65536", "host:99999",
                                          "host:" + "9" * 5000])
 def test_a_coordinator_port_out_of_range_is_refused(coordinator):

@@ -27,7 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from digitnet.errors import DigitnetError, InputError, os_reason
 from digitnet.serving.app import create_app
 from digitnet.serving.model import ServedModel, load_served_model
-from digitnet.serving.settings import ServeSettings
+from digitnet.serving.settings import ServeSettings, check_host
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 30  # in-flight requests get this long to finish after a stop signal
@@ -91,17 +91,6 @@ def serve(model: str | None, host: str, port: int, workers: int, settings: Serve
             stop_worker(process)
         for process in others:
             process.wait()
-
-
-def check_host(host: str) -> None:
-    """Refuse an empty host: the socket would listen on every interface, unasked.
-
-    Raises:
-      InputError: `host` is empty or only spaces.
-    """
-    if not host.strip():
-        raise InputError("host", repr(host), "expected an address or a host name (127.0.0.1: "
-                                              "this machine only; 0.0.0.0: every interface)")
 
 
 def bind(host: str, port: int, spread: bool = False) -> socket.socket:

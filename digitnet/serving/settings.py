@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from digitnet.config import _require, is_integer, is_number
+from digitnet.errors import InputError
 from digitnet.inference.predict import DEFAULT_MAX_ENTROPY, DEFAULT_MIN_CONFIDENCE
 
 MEGABYTE = 1_000_000
@@ -61,3 +62,14 @@ def parse_size(text: str) -> int:
     if size < 1:
         raise ValueError(f"expected at least 1 byte, received {text!r}")
     return size
+
+
+def check_host(host: str) -> None:
+    """Refuse an empty host: the socket would listen on every interface, unasked.
+
+    Raises:
+      InputError: `host` is empty or only spaces.
+    """
+    if not host.strip():
+        raise InputError("host", repr(host), "expected an address or a host name (127.0.0.1: "
+                                              "this machine only; 0.0.0.0: every interface)")
