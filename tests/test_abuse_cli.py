@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from digitnet.cli import cli
 from digitnet.errors import DigitnetError, first_line
+from tests.test_hostile_inputs import assert_one_error
 from tests.test_predict import digit_png
 
 DIGITNET = [sys.executable, "-m", "digitnet"]
@@ -24,11 +25,6 @@ DIGITNET = [sys.executable, "-m", "digitnet"]
 
 def run(*args):
     return CliRunner().invoke(cli, [str(arg) for arg in args])
-
-
-def assert_one_error(result, message, code=1):
-    """Exactly `Error: message` on one line, with exit status `code`."""
-    assert (result.exit_code, result.output) == (code, f"Error: {message}\n")
 
 
 # ---- run files edited by hand -------------------------------------------------------------------
