@@ -6,7 +6,12 @@ peak memory <= 800 MB. Each round trains configs/default.yaml once with the base
 in alternating fresh processes so that both see the same load:
 
     DIGITNET_DATA_DIR=../shared/data/mnist .venv/bin/python bench/train_process.py \\
-        [--baseline main] [--rounds 2] [--backend tensorflow|jax]
+        [--baseline main] [--rounds 2] [--backend tensorflow|jax] [--own-config]
+
+--own-config trains each side on its own commit's configs/default.yaml: the default recipe
+then against the recipe of an older commit (issue #14's "<= 4 s of training" was measured
+with c859f12's, 3.08 s on the machine of 2026-11-28; `--baseline c859f12 --own-config` gives
+today's recipe as a ratio to it on whatever machine runs the bench).
 
 For each process: wall seconds from start to exit, train_seconds from its metrics.json, their
 ratio, peak memory (ru_maxrss of the process and its children, as `/usr/bin/time -v` reports
@@ -34,21 +39,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def extract(commit: str, target: Path) -> Path:
-    """The digitnet package of `commit`, unpacked under `target`."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "digitnet"],
+    """The digitnet package and configs of `commit`, unpacked under `target`."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "digitnet", "configs"],
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     return target
 
 
-def train_once(code: Path, backend: str, data_dir: str, workdir: Path) -> dict:
-    """Train the default config with the digitnet under `code`; wall, train_seconds, peak MB."""
+def train_once(code: Path, config: Path, backend: str, data_dir: str, workdir: Path) -> dict:
+    """Train `config` with the digitnet under `code`; wall, train_seconds, peak MB."""
     run_dir = Path(tempfile.mkdtemp(dir=workdir)) / "run"
     env = {**os.environ, "PYTHONPATH": str(code), "DIGITNET_RUNS_DIR": str(workdir)}
+    # older commits have no --backend (nor -q): the option is passed only when it is needed
+    backend_option = [] if backend == "tensorflow" else ["--backend", backend]
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "digitnet", "train", "--config", str(REPO / "configs/default.yaml"),
-         "--backend", backend, "--data-dir", data_dir, "--run-dir", str(run_dir), "-q"],
+        [sys.executable, "-m", "digitnet", "train", "--config", str(config), *backend_option,
+         "--data-dir", data_dir, "--run-dir", str(run_dir)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir)
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -71,7 +78,9 @@ def median(rows: list[dict], key: str) -> float:
 def report(results: dict) -> str:
     keys = ("wall_seconds", "train_seconds", "wall_over_train", "peak_mb", "cpu_seconds",
             "test_accuracy")
-    lines = [f"digitnet train, configs/default.yaml, --backend {results['backend']}: medians of "
+    configs = "each commit's own" if results["own_config"] else "this checkout's"
+    lines = [f"digitnet train, {configs} configs/default.yaml, --backend {results['backend']}: "
+             f"medians of "
              f"{results['rounds']} rounds; load average {results['load_average'][0]:.1f} at the "
              f"start (a loaded machine inflates the seconds: read the ratios)",
              f"{'':<28}" + "".join(f"{key:>17}" for key in keys)]
@@ -91,11 +100,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow")
     parser.add_argument("--data-dir", default=os.environ.get("DIGITNET_DATA_DIR"))
+    parser.add_argument("--own-config", action="store_true",
+                        help="train the baseline on its own configs/default.yaml")
     args = parser.parse_args()
     if not args.data_dir:
         raise SystemExit("set DIGITNET_DATA_DIR or pass --data-dir")
     describe = ["git", "-C", str(REPO), "describe", "--always", "--dirty"]
-    results = {"backend": args.backend, "rounds": args.rounds, "load_average": os.getloadavg(),
+    results = {"backend": args.backend, "rounds": args.rounds, "own_config": args.own_config,
+               "load_average": os.getloadavg(),
                "baseline_commit": subprocess.run(
                    ["git", "-C", str(REPO), "rev-parse", "--short", args.baseline],
                    capture_output=True, text=True, check=True).stdout.strip(),
@@ -106,9 +118,12 @@ def main() -> None:
         scratch = Path(scratch)
         (scratch / "baseline-code").mkdir()
         baseline = extract(args.baseline, scratch / "baseline-code")
+        config = "configs/default.yaml"
+        sides = (("baseline", baseline, (baseline if args.own_config else REPO) / config),
+                 ("current", REPO, REPO / config))
         for _ in range(args.rounds):
-            for name, code in (("baseline", baseline), ("current", REPO)):
-                row = train_once(code, args.backend, args.data_dir, scratch)
+            for name, code, config_file in sides:
+                row = train_once(code, config_file, args.backend, args.data_dir, scratch)
                 results[name].append(row)
                 print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()),
                       flush=True)
