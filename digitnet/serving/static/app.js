@@ -20,7 +20,7 @@ let last = null;        // the last point of the stroke being drawn
 let timer = null;       // the debounce timer, while one is set
 let inFlight = false;   // one request at a time...
 let again = false;      // ...and another one after it when the drawing changed meanwhile
-let opening = false;    // a chosen or dropped photo is being read before it is sent
+let opening = 0;        // chosen or dropped photos being read before they are sent
 let pen = {x: 140, y: 140, down: false};  // the keyboard's pen
 let answered = 0;       // answers shown so far (tests wait on data-answers)
 let generation = 0;     // bumped by Clear: an answer for a cleared drawing is not shown
@@ -98,7 +98,7 @@ function cancelTimer() {
 // the drawing changed and waits to be sent, a request is out or due again, or a photo is
 // being read. An answer that comes while the drawing is still changing leaves it busy.
 function showBusy() {
-  const due = timer !== null || inFlight || again || opening;
+  const due = timer !== null || inFlight || again || opening > 0;
   document.body.dataset.state = due ? "busy" : "idle";
 }
 
@@ -226,7 +226,7 @@ function drawSeen(rows) {
 async function sendFile(file) {
   if (!file) return;
   clearCanvas();
-  opening = true;  // busy until the answer is in
+  opening += 1;  // busy until the answer is in
   showBusy();
   const asked = generation;
   try {  // show the photo where the drawing was; the model gets the file itself
@@ -236,7 +236,7 @@ async function sendFile(file) {
     ctx.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
   } catch (error) { /* the server says what is wrong with it */ }
   drawn = false;  // drawing on top starts a new drawing
-  opening = false;
+  opening -= 1;
   if (asked === generation) await send(file, file.type); else showBusy();
 }
 
