@@ -9,6 +9,7 @@ each batch exactly as an uninterrupted run would.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -169,16 +170,30 @@ def line_ink(xp, draws, probability: float):
     return xp.where((draws[:, 0] < probability)[:, None, None], ink, 0.0)
 
 
-def jitter(tf, images, pixels: int, seed):
+def only_shifts(augment: AugmentConfig) -> bool:
+    """Whether the augmentation is the jitter alone, or none: whole-pixel shifts of the images,
+    which both backends copy as they gather a batch (the pipeline's versions of the digits are
+    rows of the bank, swapped in before)."""
+    return not dataclasses.replace(augment, jitter_pixels=0).enabled
+
+
+def jitter_offsets(tf, pixels: int, seed):
+    """The jitter's offsets for a batch seeded by `seed` (training seed, global step): a
+    permutation of the (2 * pixels + 1)^2 shifts, slice i of the batch taking offset i."""
+    side = 2 * pixels + 1
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(side * side), tf.random.experimental.stateless_fold_in(seed, 7))
+
+
+def jitter(tf, images, pixels: int, offsets):
     """Shift each image of a batch (N, 28, 28, 1) by whole pixels, up to `pixels` each way.
 
     A shift by whole pixels is a copy, not a resampling: far cheaper than `warp` (whose bilinear
     transform costs about 14 us of CPU per image, as much again as the lesson MLP's training
     step). The batch is already in random order, so it is cut into one slice per offset and each
-    slice is shifted by an offset drawn from `seed`; the uncovered border is zeros.
+    slice is shifted by its offset (`jitter_offsets`); the uncovered border is zeros.
     """
     side = 2 * pixels + 1
-    offsets = tf.random.experimental.stateless_shuffle(tf.range(side * side), seed)
     padded = tf.pad(images, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]])
     parts, start = [], 0
     for index, size in enumerate(np.bincount(jitter_rows(images.shape[0], pixels))):
@@ -221,5 +236,5 @@ def augment_batch(images, augment: AugmentConfig, seed):
         images = tf.maximum(images, line_ink(tf, draws, augment.lines)[..., None])
     if augment.jitter_pixels > 0:  # its own seed: the others stay as they were before it existed
         images = jitter(tf, images, augment.jitter_pixels,
-                        tf.random.experimental.stateless_fold_in(seed, 7))
+                        jitter_offsets(tf, augment.jitter_pixels, seed))
     return tf.clip_by_value(images, 0.0, 1.0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import functools
 import itertools
 import math
@@ -22,6 +21,7 @@ import numpy as np
 from digitnet.config import NUM_CLASSES, AugmentConfig, TrainingConfig
 from digitnet.data import PIXEL_MAX
 from digitnet.errors import DigitnetError, InputError, first_line
+from digitnet.training.augment import only_shifts
 from digitnet.training.cluster import LostProcess
 from digitnet.training.devices import Placement, choose, describe
 from digitnet.training.optim import eager_learning_rate
@@ -310,12 +310,6 @@ def shifted_batch_maker(x, others, targets, training: TrainingConfig, total: int
 
 
 OFFSET_STEPS = 256  # the jitter offsets of this many steps are drawn by one call
-
-
-def only_shifts(augment: AugmentConfig) -> bool:
-    """Whether the augmentation is jitter alone, or none: whole-pixel shifts of the images (the
-    pipeline's versions of the digits are rows of the bank, swapped in before either maker)."""
-    return not dataclasses.replace(augment, jitter_pixels=0).enabled
 
 
 def offset_drawer(seed: int, pixels: int):

@@ -4,7 +4,6 @@ MirroredStrategy over several devices, and the LiteRT export in this process."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -111,7 +110,7 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
     for that version of itself with that probability, drawn by the global step. With the jitter
     alone, `shifted_rows` shifts the rows as they are gathered, the same pixels as `jitter`.
     """
-    from digitnet.training.augment import augment_batch
+    from digitnet.training.augment import augment_batch, jitter_offsets, only_shifts
 
     batch, count = training.batch_size, len(x)
     swap = training.augment.pipeline if preprocessed is not None else 0.0
@@ -129,8 +128,9 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
     extra = round(training.outliers * batch) if outliers is not None else 0
     others = rows_of(outliers) if extra else None
     shifted = None  # or the jitter alone, done with the gather
-    if only_jitter(training.augment):
-        shifted = shifted_rows(bank, outliers if extra else None, training.augment.jitter_pixels)
+    pixels = training.augment.jitter_pixels
+    if pixels > 0 and only_shifts(training.augment):
+        shifted = shifted_rows(bank, outliers if extra else None, pixels)
 
     # Plain Python: tf.data's autograph rewrite of these functions' source (their `if`s and
     # `for`s run on Python values, so it changes no op) took 0.7 s of every run's first epoch.
@@ -149,10 +149,8 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
                 tf.int32)
             uniform = tf.fill([extra, NUM_CLASSES], 1 / NUM_CLASSES)  # no digit at all
             batch_labels = tf.concat([batch_labels, uniform], 0)
-        if shifted is not None:  # the jitter's offsets, drawn as augment.jitter draws them
-            offsets = tf.random.experimental.stateless_shuffle(
-                tf.range(shifted.offsets), tf.random.experimental.stateless_fold_in(seed, 7))
-            batch_images = shifted(rows, pick, offsets)
+        if shifted is not None:  # the jitter's offsets, drawn as augment_batch draws them
+            batch_images = shifted(rows, pick, jitter_offsets(tf, pixels, seed))
         else:
             batch_images = images(rows)
             if extra:
@@ -172,12 +170,6 @@ def training_batches(x, y, training: TrainingConfig, first_epoch: int, steps: in
             .with_options(options))
 
 
-def only_jitter(augment) -> bool:
-    """Whether the augmentation is the jitter alone: whole-pixel shifts, which `shifted_rows`
-    copies in numpy with the rows themselves."""
-    return augment.jitter_pixels > 0 and not dataclasses.replace(augment, jitter_pixels=0).enabled
-
-
 def shifted_rows(digits, others, pixels: int):
     """fn(rows, picks, offsets) -> uint8 tensor: `digits[rows]` then `others[picks]`, each slice
     of jitter_rows shifted by its offset as augment.jitter shifts it, in one numpy call.
@@ -185,8 +177,7 @@ def shifted_rows(digits, others, pixels: int):
     The same pixels as gathering, converting to float32, then `jitter` (its pad, a slice per
     offset and a concat) and `augment_batch`'s clip, which changes nothing in [0, 1]: those
     tf ops ran on the pipeline's thread beside the training step on 2 cores (the default
-    recipe's 1,120 batches alone: 2.75 s of iterating before, 2.0 s after). `fn.offsets` is the
-    number of offsets to draw from.
+    recipe's 1,120 batches alone: 2.75 s of iterating before, 2.0 s after).
     """
     from digitnet.training.augment import jitter_rows
 
@@ -210,7 +201,6 @@ def shifted_rows(digits, others, pixels: int):
         taken.set_shape([indices.shape[0] + picks.shape[0], 28, 28])
         return taken
 
-    rows.offsets = side * side
     return rows
 
 
