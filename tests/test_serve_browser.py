@@ -242,6 +242,34 @@ def test_an_answer_that_comes_while_a_stroke_is_drawn_leaves_the_page_busy(brows
     page.context.close()
 
 
+def test_a_photo_sent_while_a_drawing_is_asked_about_keeps_the_page_busy(browser, server,
+                                                                           tmp_path):
+    """Two requests out (a drawing's, then a photo's): the drawing's answer, which comes first,
+    set the page idle while the photo's was still due (one flag for requests out)."""
+    page = Page(browser, server.url)
+    held = []
+    page.page.route(lambda address: address.endswith("/predict?input=true"),
+                    lambda route: held.append(route))
+    page.draw_with_mouse(DIGIT_STROKES[7])
+    photo = tmp_path / "seven.png"
+    for _ in range(500):  # the drawing's request, then the photo's, within 10 s
+        if len(held) == 1 and not photo.exists():
+            photo.write_bytes(held[0].request.post_data_buffer)
+            page.page.set_input_files("#file", str(photo))
+        if len(held) == 2:
+            break
+        page.page.wait_for_timeout(20)
+    assert len(held) == 2
+    drawing = held.pop(0)
+    with page.page.expect_response(lambda response: response.request == drawing.request):
+        drawing.fallback()  # the drawing's answer comes first (and is not shown: cleared)
+    page.page.wait_for_timeout(300)  # for the page to take it in
+    assert page.page.evaluate("document.body.dataset.state") == "busy"
+    held.pop(0).fallback()
+    assert page.answer()["digit"] == "7"
+    page.context.close()
+
+
 def test_a_tap_leaves_a_dot(browser, server):
     """The canvas prunes a zero-length line: a tap (or the keyboard's pen put down) drew
     nothing, and the page asked the model about a blank canvas."""

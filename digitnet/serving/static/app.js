@@ -18,9 +18,8 @@ const statusText = document.getElementById("status");
 let drawn = false;      // anything on the canvas since the last Clear
 let last = null;        // the last point of the stroke being drawn
 let timer = null;       // the debounce timer, while one is set
-let inFlight = false;   // one request at a time...
-let again = false;      // ...and another one after it when the drawing changed meanwhile
-let opening = 0;        // chosen or dropped photos being read before they are sent
+let inFlight = 0;       // requests out (a photo's from when it is read): a drawing waits...
+let again = false;      // ...and is sent again after them when it changed meanwhile
 let pen = {x: 140, y: 140, down: false};  // the keyboard's pen
 let answered = 0;       // answers shown so far (tests wait on data-answers)
 let generation = 0;     // bumped by Clear: an answer for a cleared drawing is not shown
@@ -95,10 +94,10 @@ function cancelTimer() {
 }
 
 // body[data-state] is "busy" while an answer is due (tests and screen readers wait on it):
-// the drawing changed and waits to be sent, a request is out or due again, or a photo is
-// being read. An answer that comes while the drawing is still changing leaves it busy.
+// the drawing changed and waits to be sent, or a request is out or due again. An answer that
+// comes while the drawing is still changing leaves it busy.
 function showBusy() {
-  const due = timer !== null || inFlight || again || opening > 0;
+  const due = timer !== null || inFlight > 0 || again;
   document.body.dataset.state = due ? "busy" : "idle";
 }
 
@@ -165,15 +164,14 @@ function showPen() {
 function predictDrawing() {
   cancelTimer();
   if (!drawn) { showBusy(); return; }
-  if (inFlight) { again = true; return; }
-  inFlight = true;
+  if (inFlight > 0) { again = true; return; }
+  inFlight += 1;
   showBusy();  // the PNG is made asynchronously, before send
   canvas.toBlob((blob) => send(blob, "image/png"), "image/png");
 }
 
+// Send a drawing's PNG or a photo; the caller counted it in inFlight.
 async function send(body, type) {
-  inFlight = true;
-  showBusy();
   statusText.textContent = "Asking the model…";
   const asked = generation;
   try {
@@ -187,7 +185,7 @@ async function send(body, type) {
   } catch (error) {
     statusText.textContent = `Error: ${error.message}`;
   } finally {
-    inFlight = false;
+    inFlight -= 1;
     if (again) { again = false; predictDrawing(); }
     showBusy();
   }
@@ -226,7 +224,7 @@ function drawSeen(rows) {
 async function sendFile(file) {
   if (!file) return;
   clearCanvas();
-  opening += 1;  // busy until the answer is in
+  inFlight += 1;  // busy until the answer is in
   showBusy();
   const asked = generation;
   try {  // show the photo where the drawing was; the model gets the file itself
@@ -236,8 +234,12 @@ async function sendFile(file) {
     ctx.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
   } catch (error) { /* the server says what is wrong with it */ }
   drawn = false;  // drawing on top starts a new drawing
-  opening -= 1;
-  if (asked === generation) await send(file, file.type); else showBusy();
+  if (asked === generation) {
+    await send(file, file.type);
+  } else {
+    inFlight -= 1;
+    showBusy();
+  }
 }
 
 document.getElementById("clear").addEventListener("click", clearCanvas);
