@@ -9,7 +9,9 @@ Every image is predicted by `digitnet.inference.predict.predict`, as `digitnet p
 - rendered: bench/real_images.py's rendered MNIST test digits (photos and canvas drawings);
 - varied: MNIST test digits in the held-out styles of `bench.synthetic.varied_digits` (cells of
   sheets many people filled in, felt marker, fine pen, strong slant, near the frame's edge,
-  thick canvas strokes), one set per --seeds value.
+  thick canvas strokes), one set per --seeds value;
+- continental: MNIST test 1s with a flag and 7s with a bar across the stem, as writers outside
+  the US write them (`bench.synthetic.continental_digits`), one set per --seeds value.
 
 Prints one table per set (rows: models; columns: styles) and writes
 bench/results/handwriting-<time>.json.
@@ -31,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.real_images import model_and_data_parser, read_labels, real_set  # noqa: E402
-from bench.synthetic import realistic_digits, varied_digits  # noqa: E402
+from bench.synthetic import continental_digits, realistic_digits, varied_digits  # noqa: E402
 from digitnet.data import load_mnist, resolve_source  # noqa: E402
 from digitnet.inference.predict import predict  # noqa: E402
 
@@ -66,11 +68,13 @@ def sources(folder: Path) -> list[tuple]:
 
 
 def generated(workdir: Path, data_dir: str | None, count: int, seeds: list[int]) -> dict:
-    """{set name: [(path, label, style)]} of the rendered and varied digits, written as PNGs."""
+    """{set name: [(path, label, style)]} of the rendered, varied and continental digits,
+    written as PNGs."""
     mnist = load_mnist(resolve_source(data_dir))
     sets = {}
     makers = [("rendered", seeds[0], realistic_digits)]
     makers += [(f"varied-{seed}", seed, varied_digits) for seed in seeds]
+    makers += [(f"continental-{seed}", seed, continental_digits) for seed in seeds]
     for name, seed, make in makers:
         sets[name] = []
         for index, (image, label, style) in enumerate(make(mnist.x_test, mnist.y_test, count,

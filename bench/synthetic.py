@@ -335,6 +335,74 @@ def varied_digits(images: np.ndarray, labels: np.ndarray, count: int, seed: int 
             for n, index in enumerate(picks[:count])]
 
 
+# Styles of writers outside the US, which MNIST's American writers rarely used: a 1 with a flag
+# from its top down to the left, a 7 with a bar across its stem.
+CONTINENTAL_STYLES = ("marker", "thin_pen", "near_edge", "mouse_canvas", "sheet")
+UPRIGHT = 0.35  # the 1s given a flag lean less than this (columns per row): a leaning 1 with a
+# flag is many writers' 7
+
+
+def lean(digit: np.ndarray) -> float:
+    """How far a digit's ink leans: columns per row of a line fitted through it (+: top right)."""
+    rows, columns = np.nonzero(digit > 127)
+    return float(-np.polyfit(rows, columns, 1)[0]) if np.ptp(rows) > 0 else 0.0
+
+
+def with_flag(digit: np.ndarray, rng) -> np.ndarray:
+    """A 28x28 MNIST 1 with a flag: from its top ink down to the left, 15-45% of its height
+    long, 20-60 degrees below the horizontal, as wide as its stroke, at 4x then back."""
+    big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC))
+    rows, columns = np.nonzero(big > 127)
+    if not len(rows):
+        return digit
+    top, height = rows.min(), rows.max() - rows.min() + 1
+    x = int(columns[rows <= top + 4].mean())
+    length, angle = rng.uniform(0.15, 0.45) * height, np.radians(rng.uniform(20, 60))
+    end = (int(x - length * np.cos(angle)), int(top + length * np.sin(angle)))
+    stroke = np.zeros_like(big)
+    cv2.line(stroke, (x, int(top)), end, 255, max(4, round(len(rows) / height)), cv2.LINE_AA)
+    return np.asarray(Image.fromarray(np.maximum(big, stroke)).resize((28, 28),
+                                                                     Image.Resampling.BOX))
+
+
+def with_bar(digit: np.ndarray, rng) -> np.ndarray:
+    """A 28x28 MNIST 7 with a bar across its stem at 45-65% of its height, 30-60% of it long."""
+    big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC))
+    rows, columns = np.nonzero(big > 127)
+    if not len(rows):
+        return digit
+    top, height = rows.min(), rows.max() - rows.min() + 1
+    y = int(top + rng.uniform(0.45, 0.65) * height)
+    across = columns[rows == y]
+    middle = across.mean() if len(across) else columns.mean()
+    half = rng.uniform(0.15, 0.3) * height
+    tilt = rng.uniform(-0.08, 0.08) * height
+    stroke = np.zeros_like(big)
+    cv2.line(stroke, (int(middle - half), int(y + tilt)), (int(middle + half), int(y - tilt)),
+             255, max(4, round(len(rows) / height / 2.5)), cv2.LINE_AA)
+    return np.asarray(Image.fromarray(np.maximum(big, stroke)).resize((28, 28),
+                                                                     Image.Resampling.BOX))
+
+
+def continental_digits(images: np.ndarray, labels: np.ndarray, count: int, seed: int = 0):
+    """`count` (image, label, style) from MNIST test 1s and 7s, in turn, written the continental
+    way (`with_flag`, `with_bar`) in CONTINENTAL_STYLES: the 1s and 7s of writers MNIST lacks.
+    The 1s are those leaning less than UPRIGHT."""
+    rng = np.random.default_rng([seed, 17])
+    ones = rng.permutation([index for index in np.flatnonzero(labels == 1)
+                            if abs(lean(images[index])) < UPRIGHT])
+    sevens = rng.permutation(np.flatnonzero(labels == 7))
+    made = []
+    for n in range(count):
+        label = 1 if n % 2 == 0 else 7
+        index = (ones if label == 1 else sevens)[n // 2]
+        digit = (with_flag if label == 1 else with_bar)(images[index], rng)
+        style = CONTINENTAL_STYLES[(n // 2) % len(CONTINENTAL_STYLES)]
+        made.append((varied_digit(digit, rng, style, images[rng.integers(len(images))]), label,
+                     f"{'flagged 1' if label == 1 else 'crossed 7'}"))
+    return made
+
+
 # ---- things that are not digits ------------------------------------------------------------------
 
 

@@ -27,3 +27,30 @@ def test_an_image_in_two_sets_is_predicted_once_and_answered_in_both(monkeypatch
         "real-by-source": [{"label": 3, "group": "writer-b", "digit": 2, "probability": 0.5},
                            {"label": 1, "group": "writer-a", "digit": 1, "probability": 0.5}],
         "rendered": [{"label": 7, "group": "canvas", "digit": 7, "probability": 0.5}]}
+
+
+def test_continental_ones_get_a_flag_and_sevens_a_bar_across_the_stem():
+    """bench.synthetic's continental digits: a 1's new ink reaches left of its stem, in its upper
+    half; a 7's is on both sides of its stem, in its middle; the set alternates 1s and 7s."""
+    import cv2
+    import numpy as np
+
+    from bench.synthetic import continental_digits, with_bar, with_flag
+
+    one = np.zeros((28, 28), np.uint8)
+    cv2.line(one, (14, 4), (14, 24), 255, 2)
+    seven = np.zeros((28, 28), np.uint8)
+    cv2.polylines(seven, [np.array([[7, 4], [21, 4], [12, 24]])], False, 255, 2)
+    rng = np.random.default_rng(0)
+    flag = (with_flag(one, rng) > 127) & (one <= 127)
+    rows, columns = np.nonzero(flag)
+    assert len(rows) >= 4 and columns.min() < 12 and columns.max() <= 16  # the stem: 13-15
+    assert rows.max() < 4 + 0.5 * 20 + 2
+    bar = (with_bar(seven, rng) > 127) & (seven <= 127)
+    rows, columns = np.nonzero(bar)
+    stem = np.nonzero(seven[rows.min()] > 127)[0].mean()
+    assert columns.min() < stem < columns.max() and rows.min() >= 8 and rows.max() <= 20
+    images, labels = np.stack([one, seven] * 3), np.array([1, 7] * 3)
+    made = continental_digits(images, labels, 4, seed=0)
+    assert [label for _, label, _ in made] == [1, 7, 1, 7]
+    assert [group for _, _, group in made] == ["flagged 1", "crossed 7"] * 2

@@ -22,8 +22,10 @@ from digitnet.images.preprocess import preprocess_file
 from digitnet.training.backends import tensorflow as tf_backend
 from digitnet.training.interrupt import TrainingInterrupted
 from digitnet.training.preprocessed import (
+    FLAG_DEGREES,
     SCAN_SCALE,
     bank_path,
+    flag_one,
     preprocessed_bank,
     preprocessed_images,
     scan_to_mnist,
@@ -69,6 +71,69 @@ def test_a_digit_is_what_predict_makes_of_a_clean_scan_of_it(tmp_path):
         assert (ink & moved).sum() / (ink | moved).sum() > 0.6
 
 
+def scanned_one(lean: float = 0.0) -> np.ndarray:
+    """The uint8 scan of a 1 (dark on white, SCAN_SCALE x 28 px): a stem 60 px tall, leaning
+    `lean` columns per row (its top to the right)."""
+    side = 28 * SCAN_SCALE
+    scan = np.full((side, side), 255, np.uint8)
+    cv2.line(scan, (round(42 + 30 * lean), 12), (round(42 - 30 * lean), 72), 0, 7, cv2.LINE_AA)
+    return scan
+
+
+class Always:
+    """A generator whose first draw always flags, then the middle of each range."""
+
+    def random(self):
+        return 0.0
+
+    def uniform(self, low, high):
+        return (low + high) / 2
+
+
+def test_a_flag_is_drawn_from_the_top_of_an_upright_one_down_to_the_left():
+    """flag_one: a straight stroke as dark as the stem, from its top down to the left at an
+    angle within FLAG_DEGREES; nothing else changes. A leaning 1 (a 7's stem leans) and a draw
+    at or above FLAGGED_ONES keep their scan."""
+    scan = scanned_one()
+    flagged = flag_one(scan, Always())
+    added = (flagged < 128) & (scan >= 128)
+    assert np.all(flagged <= scan) and added.sum() > 50
+    rows, columns = np.nonzero(added)
+    stem_rows = np.flatnonzero((scan < 128).any(axis=1))
+    top, height = stem_rows[0], len(stem_rows)
+    # from the top, at most FLAG_LENGTH of the height down, left of the stem and its round cap
+    assert rows.max() <= top + 0.4 * height + 7 and columns.max() <= 42 + 7
+    assert columns.min() < 42 - 0.15 * height
+    down_per_left = -np.polyfit(columns, rows, 1)[0]  # rows down per column to the left
+    assert FLAG_DEGREES[0] <= np.degrees(np.arctan(down_per_left)) <= FLAG_DEGREES[1]
+    assert flagged.min() == scan.min()
+    leaning = scanned_one(lean=0.4)
+    np.testing.assert_array_equal(flag_one(leaning, Always()), leaning)
+
+    class Never(Always):
+        def random(self):
+            return 0.99
+
+    np.testing.assert_array_equal(flag_one(scan, Never()), scan)
+
+
+def test_with_labels_about_half_the_upright_ones_get_a_flag_and_nothing_else_does():
+    """scan_to_mnist(digits, labels): a 1's row is flagged or not by its own pixels (the same
+    digit alike wherever it is); other labels are the label-free rows."""
+    rng = np.random.default_rng(3)
+    ones = np.zeros((40, 28, 28), np.uint8)
+    for digit in ones:  # upright 1s, each a little different
+        top, x = int(rng.integers(4, 7)), int(rng.integers(11, 17))
+        cv2.line(digit, (x, top), (x + int(rng.integers(-1, 2)), 23), 255, 2, cv2.LINE_AA)
+    digits = np.concatenate([ones, drawn_digits()[:2]])
+    labels = np.array([1] * 40 + [7, 0])
+    plain, made = scan_to_mnist(digits), scan_to_mnist(digits, labels)
+    changed = (made != plain).reshape(len(digits), -1).any(axis=1)
+    assert not changed[40:].any() and 10 <= changed[:40].sum() <= 30
+    reordered = scan_to_mnist(digits[::-1], labels[::-1])[::-1]
+    np.testing.assert_array_equal(reordered, made)
+
+
 def test_the_bank_made_in_worker_processes_is_the_serial_one(monkeypatch):
     monkeypatch.setattr("digitnet.training.preprocessed.CHUNK", 2)
     digits = np.concatenate([drawn_digits(), drawn_digits()[:2]])
@@ -80,9 +145,9 @@ def test_the_bank_is_made_once_per_training_set_and_then_read_from_the_cache(tmp
     monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path))
     calls = []
 
-    def counting(digits, check=None):
+    def counting(digits, labels=None, check=None):
         calls.append(len(digits))
-        return scan_to_mnist(digits)
+        return scan_to_mnist(digits, labels)
 
     monkeypatch.setattr("digitnet.training.preprocessed.preprocessed_bank", counting)
     digits = drawn_digits()
@@ -146,9 +211,10 @@ def test_training_with_the_pipeline_share_trains_on_the_training_splits_bank(tmp
     (x, bank), = given
     np.testing.assert_array_equal(x, split.x_train)
     # the same images for each training digit as a bank of the split's own training digits
-    np.testing.assert_array_equal(bank, scan_to_mnist(split.x_train))
+    np.testing.assert_array_equal(bank, scan_to_mnist(split.x_train, split.y_train))
     banks = list((tmp_path / "cache").glob("preprocessed-*.npy"))
-    assert banks == [bank_path(mnist.x_train)]  # one bank, of the whole MNIST training set
+    # one bank, of the whole MNIST training set and its labels
+    assert banks == [bank_path(mnist.x_train, mnist.y_train)]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["preprocessed_sha256"] == hashlib.sha256(np.load(banks[0]).data).hexdigest()
     assert (tmp_path / "run" / "metrics.json").is_file()
@@ -220,7 +286,7 @@ def test_a_signal_during_the_build_stops_it_at_once_and_writes_nothing(tmp_path,
 
     started = time.monotonic()
     with pytest.raises(TrainingInterrupted):
-        preprocessed_images(digits, check)
+        preprocessed_images(digits, check=check)
     assert time.monotonic() - started < 5
     assert not list(tmp_path.iterdir())
     pool = batch._pools[2]  # predict's kept pool: its workers ignore Ctrl-C and end with us
@@ -239,7 +305,7 @@ def test_a_signal_while_train_makes_the_bank_stops_it_before_any_run_file_is_wri
     monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("DIGITNET_RUNS_DIR", str(tmp_path / "runs"))
 
-    def making(digits, check, *path):
+    def making(digits, labels, check, *path):
         os.kill(os.getpid(), signal.SIGINT)  # the guard's first signal only sets its flag
         check()
         raise AssertionError("check did not stop the build")
