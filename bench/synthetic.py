@@ -385,8 +385,9 @@ def with_bar(digit: np.ndarray, rng) -> np.ndarray:
 
 
 def continental_digits(images: np.ndarray, labels: np.ndarray, count: int, seed: int = 0):
-    """`count` (image, label, style) from MNIST test 1s and 7s, in turn, written the continental
-    way (`with_flag`, `with_bar`) in CONTINENTAL_STYLES: the 1s and 7s of writers MNIST lacks.
+    """`count` (image, label, kind) from MNIST test 1s and 7s, in turn, written the continental
+    way (`with_flag`, `with_bar`; kind "flagged 1" or "crossed 7") in CONTINENTAL_STYLES: the
+    1s and 7s of writers MNIST lacks.
     The 1s are those leaning less than UPRIGHT."""
     rng = np.random.default_rng([seed, 17])
     ones = rng.permutation([index for index in np.flatnonzero(labels == 1)
@@ -399,7 +400,7 @@ def continental_digits(images: np.ndarray, labels: np.ndarray, count: int, seed:
         digit = (with_flag if label == 1 else with_bar)(images[index], rng)
         style = CONTINENTAL_STYLES[(n // 2) % len(CONTINENTAL_STYLES)]
         made.append((varied_digit(digit, rng, style, images[rng.integers(len(images))]), label,
-                     f"{'flagged 1' if label == 1 else 'crossed 7'}"))
+                     "flagged 1" if label == 1 else "crossed 7"))
     return made
 
 

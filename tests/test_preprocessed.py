@@ -71,12 +71,12 @@ def test_a_digit_is_what_predict_makes_of_a_clean_scan_of_it(tmp_path):
         assert (ink & moved).sum() / (ink | moved).sum() > 0.6
 
 
-def scanned_one(lean: float = 0.0) -> np.ndarray:
-    """The uint8 scan of a 1 (dark on white, SCAN_SCALE x 28 px): a stem 60 px tall, leaning
-    `lean` columns per row (its top to the right)."""
+def scanned_one(lean: float = 0.0, ink: int = 60) -> np.ndarray:
+    """The uint8 scan of a 1 (grey `ink` on white, SCAN_SCALE x 28 px): a stem 60 px tall,
+    leaning `lean` columns per row (its top to the right)."""
     side = 28 * SCAN_SCALE
     scan = np.full((side, side), 255, np.uint8)
-    cv2.line(scan, (round(42 + 30 * lean), 12), (round(42 - 30 * lean), 72), 0, 7, cv2.LINE_AA)
+    cv2.line(scan, (round(42 + 30 * lean), 12), (round(42 - 30 * lean), 72), ink, 7, cv2.LINE_AA)
     return scan
 
 
@@ -106,7 +106,7 @@ def test_a_flag_is_drawn_from_the_top_of_an_upright_one_down_to_the_left():
     assert columns.min() < 42 - 0.15 * height
     down_per_left = -np.polyfit(columns, rows, 1)[0]  # rows down per column to the left
     assert FLAG_DEGREES[0] <= np.degrees(np.arctan(down_per_left)) <= FLAG_DEGREES[1]
-    assert flagged.min() == scan.min()
+    assert flagged[added].min() == 60  # as dark as the stem's ink, not black
     leaning = scanned_one(lean=0.4)
     np.testing.assert_array_equal(flag_one(leaning, Always()), leaning)
 
@@ -135,9 +135,27 @@ def test_with_labels_about_half_the_upright_ones_get_a_flag_and_nothing_else_doe
 
 
 def test_the_bank_made_in_worker_processes_is_the_serial_one(monkeypatch):
+    """Chunks made by workers, labels sliced with their digits: the serial bank's rows, the 1s
+    flagged alike (a label a row off would flag another digit)."""
     monkeypatch.setattr("digitnet.training.preprocessed.CHUNK", 2)
-    digits = np.concatenate([drawn_digits(), drawn_digits()[:2]])
+    seven, zero, one = drawn_digits()
+    ones = [np.roll(one, shift, axis=1) for shift in (-3, -1, 2, 4)]  # four different 1s
+    digits = np.stack([seven, ones[0], zero, ones[1], ones[2], seven, ones[3], zero])
+    labels = np.array([7, 1, 0, 1, 1, 7, 1, 0])
+    made = preprocessed_bank(digits, labels, workers=2)
+    np.testing.assert_array_equal(made, scan_to_mnist(digits, labels))
+    assert (made != scan_to_mnist(digits)).any()  # some 1 got its flag
     np.testing.assert_array_equal(preprocessed_bank(digits, workers=2), scan_to_mnist(digits))
+
+
+def test_the_bank_is_named_by_its_labels_too():
+    """Which 1s get a flag depends on the labels: another labelling is another bank."""
+    digits = drawn_digits()
+    names = {bank_path(digits), bank_path(digits, np.array([7, 0, 1])),
+             bank_path(digits, np.array([7, 0, 7]))}
+    assert len(names) == 3
+    assert bank_path(digits, np.array([7, 0, 1], np.uint8)) == bank_path(digits,
+                                                                         np.array([7, 0, 1]))
 
 
 def test_the_bank_is_made_once_per_training_set_and_then_read_from_the_cache(tmp_path,
@@ -232,10 +250,10 @@ def test_every_seed_and_validation_size_indexes_one_bank_of_the_whole_training_s
     mnist = Mnist(digits, np.arange(12) % 10, digits[:2], np.arange(2))
     for seed, validation_size in ((0, 3), (1, 3), (2, 5)):
         split = split_validation(mnist, validation_size, seed)
-        rows, path, _ = training_bank(digits, split.train_index)
-        np.testing.assert_array_equal(rows, scan_to_mnist(split.x_train))
-        assert path == bank_path(digits)
-    assert list(tmp_path.glob("preprocessed-*.npy")) == [bank_path(digits)]
+        rows, path, _ = training_bank(digits, mnist.y_train, split.train_index)
+        np.testing.assert_array_equal(rows, scan_to_mnist(split.x_train, split.y_train))
+        assert path == bank_path(digits, mnist.y_train)
+    assert list(tmp_path.glob("preprocessed-*.npy")) == [bank_path(digits, mnist.y_train)]
 
 
 def test_the_training_digits_are_hashed_once_per_bank(tmp_path, monkeypatch):
@@ -247,11 +265,12 @@ def test_the_training_digits_are_hashed_once_per_bank(tmp_path, monkeypatch):
     real = preprocessed.bank_sha256
     monkeypatch.setattr(preprocessed, "bank_sha256", lambda array: hashed.append(
         array.shape) or real(array))
-    digits = drawn_digits()
+    digits, labels = drawn_digits(), np.array([7, 0, 1])
     for _ in range(2):  # made, then read from the cache
         hashed.clear()
-        rows, path, digest = training_bank(digits)
-        assert hashed == [digits.shape, rows.shape] and path == bank_path(digits)
+        rows, path, digest = training_bank(digits, labels)
+        assert hashed == [digits.shape, labels.shape, rows.shape]
+        assert path == bank_path(digits, labels)
 
 
 def test_a_cached_bank_made_by_other_preprocessing_code_is_made_again(tmp_path, monkeypatch):

@@ -8,12 +8,13 @@ the same code path predict's images take. With `training.augment.pipeline` > 0 e
 swaps that share of its digits for these versions (drawn by the global step), so the model also
 learns the pipeline's own look: crisper edges, normalised strokes, limited slant, its centring.
 
-The scan of a 1 may also get the flag that writers outside the US put on their 1s (FLAGGED_ONES
-of them): MNIST's writers, American, rarely did, and models trained on MNIST alone read such a 1
-as a 7 (measured in docs/predict.md: the shipped CNN read 27-33% of flagged MNIST 1s as 1s).
+The scan of an upright 1 may also get the flag that writers outside the US put on their 1s
+(`flag_one`: FLAGGED_ONES of the upright 1s, a quarter of MNIST's 1s): MNIST's writers, American,
+rarely did, and a CNN trained on MNIST alone reads about half such 1s wrong, mostly as 7s
+(docs/predict.md, "Flagged 1s").
 
 The bank is made once over the source's whole training set (about 1 ms a digit, on every CPU),
-kept in the cache folder, named by the digits' SHA-256 and BANK_VERSION, and shared by every
+kept in the cache folder, named by the digits' and labels' SHA-256 and BANK_VERSION, shared by every
 seed and validation size (each indexes it by its split's training order); the first rows of a
 cached bank are made again on load, so a change of the preprocessing code makes it again.
 """
@@ -40,7 +41,7 @@ CHECKED_ROWS = 64  # rows of a cached bank made again on load, to catch a change
 # Part of the bank's cache file name: change it when the scan or the pipeline's output changes.
 BANK_VERSION = 2
 ONE = 1  # the label whose scans may get a flag
-FLAGGED_ONES = 0.5  # of the 1s: half stay as MNIST wrote them, so plain 1s keep their weight
+FLAGGED_ONES = 0.5  # of the upright 1s: half stay as MNIST wrote them (plain 1s keep their weight)
 FLAG_LENGTH = (0.2, 0.4)  # of the 1's height: a flag, not the bar of a 7 (about as long as it)
 FLAG_DEGREES = (25.0, 60.0)  # below the horizontal, down to the left: a 7's bar is level
 FLAG_SLANT = 0.25  # only 1s more upright than this (columns per row): a 7's stem leans
@@ -48,8 +49,9 @@ FLAG_SLANT = 0.25  # only 1s more upright than this (columns per row): a 7's ste
 
 def scan_to_mnist(digits: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
     """uint8 (N, 28, 28) MNIST digits -> uint8 (N, 28, 28): each as predict gives a clean scan
-    of it to the model (all zeros where the pipeline finds no ink). With their `labels`, the
-    scans of FLAGGED_ONES of the 1s get a flag first (`flag_one`)."""
+    of it to the model (all zeros where the pipeline finds no ink). With their `labels` (the
+    training bank always has them; None: no flags, for tests of the scan alone), the scans of
+    FLAGGED_ONES of the upright 1s get a flag first (`flag_one`)."""
     from PIL import Image
 
     from digitnet.images.preprocess import to_mnist
@@ -71,21 +73,25 @@ def digit_rng(digit: np.ndarray) -> np.random.Generator:
 
 
 def flag_one(scan: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The uint8 scan of a 1 (dark ink on white), with FLAGGED_ONES' chance of a flag: a
-    straight stroke from the 1's top down to the left, FLAG_LENGTH of its height long at
-    FLAG_DEGREES, as thick as its stem and as dark as its ink."""
+    """The uint8 scan of a 1 (dark ink on white), with FLAGGED_ONES' chance of a flag when it
+    leans less than FLAG_SLANT: a straight stroke from the 1's top down to the left,
+    FLAG_LENGTH of its height long at FLAG_DEGREES, as thick as its stem and as dark as its
+    ink."""
+    import cv2
+
+    from digitnet.images.preprocess import slant
+
     if rng.random() >= FLAGGED_ONES:
         return scan
-    rows, columns = np.nonzero(scan < 128)
-    if len(rows) < 2 or np.ptp(rows) == 0 or abs(np.polyfit(rows, columns, 1)[0]) > FLAG_SLANT:
+    ink_mask = scan < 128
+    if not ink_mask.any() or abs(slant(ink_mask)[0]) > FLAG_SLANT:
         return scan  # a leaning 1 with a flag is a 7
+    rows, columns = np.nonzero(ink_mask)
     top, height = rows.min(), rows.max() - rows.min() + 1
     start = (float(columns[rows <= top + SCAN_SCALE].mean()), float(top))
     length, angle = rng.uniform(*FLAG_LENGTH) * height, math.radians(rng.uniform(*FLAG_DEGREES))
     end = (start[0] - length * math.cos(angle), start[1] + length * math.sin(angle))
     width = int(np.clip(round(len(rows) / height), 2, 4 * SCAN_SCALE))  # the stem's: area/height
-    import cv2
-
     stroke, shift = np.zeros(scan.shape, np.uint8), 4  # drawn at 1/16 px
     cv2.line(stroke, *(tuple(round(v * (1 << shift)) for v in point) for point in (start, end)),
              255, width, cv2.LINE_AA, shift)
@@ -166,9 +172,8 @@ class Bank(NamedTuple):
     sha256: str
 
 
-def training_bank(digits: np.ndarray, index: np.ndarray | None = None,
-                  check: Callable[[], None] | None = None, *,
-                  labels: np.ndarray | None = None) -> Bank:
+def training_bank(digits: np.ndarray, labels: np.ndarray, index: np.ndarray | None = None,
+                  check: Callable[[], None] | None = None) -> Bank:
     """The bank of `digits` (the source's whole training set, with its `labels`: flagged 1s)
     at the split's training order `index` (None: every row), with its file and SHA-256.
     `check`: as for preprocessed_bank.

@@ -153,7 +153,7 @@ def fit(model, splits: Splits, config: Config, first_epoch: int = 0,
     if training.augment.pipeline and preprocessed is None:  # the same: made once, then cached
         from digitnet.training.preprocessed import training_bank
 
-        preprocessed = training_bank(splits.x_train, labels=splits.y_train).rows
+        preprocessed = training_bank(splits.x_train, splits.y_train).rows
     started = time.perf_counter()
     model.fit(
         training_batches(splits.x_train, splits.y_train, training, first_epoch, outliers,
@@ -360,7 +360,7 @@ def load_data(config: Config, data_dir: str | None, check: Callable[[], None] | 
     if bank and config.training.augment.pipeline:
         from digitnet.training.preprocessed import training_bank
 
-        made = training_bank(mnist.x_train, splits.train_index, check, labels=mnist.y_train)
+        made = training_bank(mnist.x_train, mnist.y_train, splits.train_index, check)
     return RunData(config, mnist.files, splits, made)
 
 
