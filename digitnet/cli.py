@@ -208,7 +208,7 @@ def cli():
 
     \b
     Quick start:
-      digitnet train --data-dir ../shared/data/mnist
+      digitnet train --config configs/default.yaml --data-dir ../shared/data/mnist
       digitnet evaluate
       digitnet predict my-digit.png
 
@@ -580,7 +580,7 @@ class ByteSize(click.ParamType):
 def serve(model, host, port, workers, max_body, min_confidence, max_entropy, batching):
     """Serve a draw-a-digit page and an HTTP API for a run's model.
 
-    MODEL is a run directory, a .keras or a .tflite file [default: runs/latest]; a run is
+    MODEL is a run directory, a .keras, .tflite or .onnx file [default: runs/latest]; a run is
     served by its LiteRT export, without importing TensorFlow. Open the printed URL to draw
     a digit; programs POST images to /predict (see docs/serve.md). Ctrl-C or SIGTERM stops
     accepting, finishes the requests in flight and exits 0.

@@ -197,6 +197,17 @@ def test_healthz_and_model(client, served, tiny_run):
                     "version": __import__("digitnet").__version__}
 
 
+def test_model_served_through_runs_latest_names_the_run_it_points_at(tiny_run, tmp_path):
+    """/model's "run" is the run's own name, not "latest": the link moves with every run, so
+    "latest" would not say which model answered."""
+    from digitnet.inference.modelfile import resolve_model_file
+    from digitnet.serving.model import describe
+
+    latest = tmp_path / "latest"
+    latest.symlink_to(tiny_run, target_is_directory=True)
+    assert describe(resolve_model_file(latest))["run"] == tiny_run.name
+
+
 def test_page_and_its_assets_come_from_this_server_only(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
