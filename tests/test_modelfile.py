@@ -162,6 +162,16 @@ def test_a_verified_export_answers_and_outputs_name_it(tiny_run, tiny_data_dir):
                       "source": {"file": "model-best.keras", "sha256": model.keras_sha256}}
 
 
+def test_a_run_named_through_a_link_is_the_run_it_points_at(tiny_run, tiny_data_dir, tmp_path):
+    """runs/latest named on the command line answers as the run itself, as with no argument:
+    evaluate's --json names the run's own files, not the link's (which moves with every run)."""
+    latest = tmp_path / "latest"
+    latest.symlink_to(tiny_run, target_is_directory=True)
+    result = run("evaluate", str(latest), "--json", "--data-dir", str(tiny_data_dir))
+    assert result.exit_code == 0, result.output
+    assert json_line(result.stdout)["model"] == str(tiny_run.resolve() / "model-best.tflite")
+
+
 @pytest.mark.parametrize("record", [
     {"format": "litert", "source": "model-best.keras", "sha256": "x"},  # no .keras sha256
     {"format": "litert", "source": {"file": "model-best.keras"}, "sha256": "x"},

@@ -303,7 +303,9 @@ def point_latest(run_dir: Path) -> None:
 
 
 def resolve_run(path: str | Path | None) -> Path:
-    """The run directory named by `path`, or runs/latest when None."""
+    """The run directory named by `path`, or runs/latest when None. A link to a run (runs/latest
+    named on the command line too) is followed: that link moves with every run, and outputs
+    should name the run that answered."""
     if path is None:
         latest = latest_link()
         if not latest.exists():
@@ -313,7 +315,7 @@ def resolve_run(path: str | Path | None) -> Path:
     path = Path(path)
     if not path.exists():
         raise DigitnetError(f"{path}: no such run directory or model file")
-    return path
+    return path.resolve() if path.is_symlink() and path.is_dir() else path
 
 
 @dataclass(frozen=True)

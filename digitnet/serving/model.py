@@ -61,8 +61,7 @@ def describe(model_file: ModelFile) -> dict:
         if layout.model_replaced(run_dir, metrics, model_file.keras_sha256):
             metrics = {}  # its numbers are of the model that was there before
     return {
-        # runs/latest is a link that moves: name the run it points at now
-        "run": run_dir.resolve().name if run_dir is not None else None,
+        "run": run_dir.name if run_dir is not None else None,
         "config": config.get("name"),
         "test_accuracy": metrics.get("test_accuracy"),
         "model": str(model_file.path),
