@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from digitnet.images.preprocess import slant
+
 FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts"))
 # Capitals least like a digit (no O, I, S, Z, B, G, D, Q, L, T, J: each is some writer's digit)
 LETTERS = "ACEFHKMNPRUVWXY"
@@ -342,46 +344,46 @@ UPRIGHT = 0.35  # the 1s given a flag lean less than this (columns per row): a l
 # flag is many writers' 7
 
 
-def lean(digit: np.ndarray) -> float:
-    """How far a digit's ink leans: columns per row of a line fitted through it (+: top right)."""
-    rows, columns = np.nonzero(digit > 127)
-    return float(-np.polyfit(rows, columns, 1)[0]) if np.ptp(rows) > 0 else 0.0
+def with_stroke(digit: np.ndarray, stroke_for) -> np.ndarray:
+    """A 28x28 digit with one more stroke, drawn at 4x (112 px) and brought back (box filter).
+    `stroke_for(rows, columns, top, height)` gets the 4x digit's ink (> 127) and returns the
+    line's (start, end, width); a digit without ink comes back as it is."""
+    big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC))
+    rows, columns = np.nonzero(big > 127)
+    if not len(rows):
+        return digit
+    top, height = rows.min(), rows.max() - rows.min() + 1
+    start, end, width = stroke_for(rows, columns, top, height)
+    stroke = np.zeros_like(big)
+    cv2.line(stroke, start, end, 255, width, cv2.LINE_AA)
+    return np.asarray(Image.fromarray(np.maximum(big, stroke)).resize((28, 28),
+                                                                     Image.Resampling.BOX))
 
 
 def with_flag(digit: np.ndarray, rng) -> np.ndarray:
     """A 28x28 MNIST 1 with a flag: from its top ink down to the left, 15-45% of its height
-    long, 20-60 degrees below the horizontal, as wide as its stroke, at 4x then back."""
-    big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC))
-    rows, columns = np.nonzero(big > 127)
-    if not len(rows):
-        return digit
-    top, height = rows.min(), rows.max() - rows.min() + 1
-    x = int(columns[rows <= top + 4].mean())
-    length, angle = rng.uniform(0.15, 0.45) * height, np.radians(rng.uniform(20, 60))
-    end = (int(x - length * np.cos(angle)), int(top + length * np.sin(angle)))
-    stroke = np.zeros_like(big)
-    cv2.line(stroke, (x, int(top)), end, 255, max(4, round(len(rows) / height)), cv2.LINE_AA)
-    return np.asarray(Image.fromarray(np.maximum(big, stroke)).resize((28, 28),
-                                                                     Image.Resampling.BOX))
+    long, 20-60 degrees below the horizontal, as wide as its stroke."""
+    def flag(rows, columns, top, height):
+        x = int(columns[rows <= top + 4].mean())
+        length, angle = rng.uniform(0.15, 0.45) * height, np.radians(rng.uniform(20, 60))
+        end = (int(x - length * np.cos(angle)), int(top + length * np.sin(angle)))
+        return (x, int(top)), end, max(4, round(len(rows) / height))
+
+    return with_stroke(digit, flag)
 
 
 def with_bar(digit: np.ndarray, rng) -> np.ndarray:
     """A 28x28 MNIST 7 with a bar across its stem at 45-65% of its height, 30-60% of it long."""
-    big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC))
-    rows, columns = np.nonzero(big > 127)
-    if not len(rows):
-        return digit
-    top, height = rows.min(), rows.max() - rows.min() + 1
-    y = int(top + rng.uniform(0.45, 0.65) * height)
-    across = columns[rows == y]
-    middle = across.mean() if len(across) else columns.mean()
-    half = rng.uniform(0.15, 0.3) * height
-    tilt = rng.uniform(-0.08, 0.08) * height
-    stroke = np.zeros_like(big)
-    cv2.line(stroke, (int(middle - half), int(y + tilt)), (int(middle + half), int(y - tilt)),
-             255, max(4, round(len(rows) / height / 2.5)), cv2.LINE_AA)
-    return np.asarray(Image.fromarray(np.maximum(big, stroke)).resize((28, 28),
-                                                                     Image.Resampling.BOX))
+    def bar(rows, columns, top, height):
+        y = int(top + rng.uniform(0.45, 0.65) * height)
+        across = columns[rows == y]
+        middle = across.mean() if len(across) else columns.mean()
+        half = rng.uniform(0.15, 0.3) * height
+        tilt = rng.uniform(-0.08, 0.08) * height
+        return ((int(middle - half), int(y + tilt)), (int(middle + half), int(y - tilt)),
+                max(4, round(len(rows) / height / 2.5)))
+
+    return with_stroke(digit, bar)
 
 
 def continental_digits(images: np.ndarray, labels: np.ndarray, count: int, seed: int = 0):
@@ -391,7 +393,7 @@ def continental_digits(images: np.ndarray, labels: np.ndarray, count: int, seed:
     The 1s are those leaning less than UPRIGHT."""
     rng = np.random.default_rng([seed, 17])
     ones = rng.permutation([index for index in np.flatnonzero(labels == 1)
-                            if abs(lean(images[index])) < UPRIGHT])
+                            if abs(slant(images[index] > 127)[0]) < UPRIGHT])
     sevens = rng.permutation(np.flatnonzero(labels == 7))
     made = []
     for n in range(count):
